@@ -1,0 +1,1 @@
+"""Data stage: HumanEval and MBPP converters, proofs, decontamination, merge/split and manifest."""

@@ -1,0 +1,1 @@
+"""End-to-end runs: stage chaining with a cache, and the report."""

@@ -1,0 +1,73 @@
+"""Shared file conventions: errors name file and line, writes are atomic, torn log tails are tolerated."""
+
+import json
+
+import pytest
+
+from codenas.io import (
+    CodenasError,
+    JsonlAppender,
+    atomic_path,
+    atomic_write_json,
+    read_jsonl,
+    sha256_bytes,
+    sha256_file,
+    write_jsonl,
+)
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": \n')
+    with pytest.raises(CodenasError) as e:
+        list(read_jsonl(p))
+    assert e.value.line == 3
+    assert str(e.value).startswith(f"{p}:3: malformed JSON")
+
+
+def test_read_jsonl_rejects_non_objects(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text("[1, 2]\n")
+    with pytest.raises(CodenasError, match=":1: expected a JSON object"):
+        list(read_jsonl(p))
+
+
+def test_missing_file_is_a_codenas_error(tmp_path):
+    with pytest.raises(CodenasError, match="file not found"):
+        list(read_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_atomic_path_leaves_target_untouched_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_write_json_is_deterministic(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"b": 1, "a": [1, 2]})
+    atomic_write_json(tmp_path / "b.json", {"a": [1, 2], "b": 1})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_appender_truncates_torn_tail_and_reader_tolerates_it(tmp_path):
+    p = tmp_path / "log.jsonl"
+    write_jsonl(p, [{"i": 0}, {"i": 1}])
+    with open(p, "a") as f:
+        f.write('{"i": 2, "tor')  # a kill mid-write
+    assert [o["i"] for _, o in read_jsonl(p, allow_torn_tail=True)] == [0, 1]
+    with pytest.raises(CodenasError):
+        list(read_jsonl(p))
+    with JsonlAppender(p) as log:
+        log.append({"i": 2})
+    assert [json.loads(line)["i"] for line in p.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_sha256_file_matches_bytes(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"codenas" * 1000)
+    assert sha256_file(p) == sha256_bytes(b"codenas" * 1000)

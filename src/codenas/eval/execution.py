@@ -1,19 +1,30 @@
-"""Run untrusted programs and classify the outcome (placeholder: replaced by the sandboxed pool of issue 3).
+"""Run untrusted programs in the sandbox and classify each outcome: the judge's execution engine.
+
+A pool of warm worker processes (``_worker.py``, one per core, started as fresh small interpreters so a
+parent with torch loaded is never forked) each fork one locked-down child per program. One thread per worker
+feeds it jobs over a pipe and reads back one verdict per job; a worker that dies is restarted and its job is
+marked ``failed``. docs/sandbox.md lists what the sandbox guarantees.
 
 Public API (stable; the data stage relies on it):
     ExecResult(status, detail)          status in {"passed", "failed", "timeout", "error"}
     run_programs(programs, timeout=..., memory_mb=..., workers=...) -> list[ExecResult] (input order)
+    iter_programs(...) -> iterator of (index, ExecResult) in completion order (for streaming/resumable callers)
 """
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import subprocess
 import sys
-import tempfile
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+STATUSES = ("passed", "failed", "timeout", "error")
+WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
 
 
 @dataclass(frozen=True)
@@ -26,20 +37,117 @@ class ExecResult:
         return self.status == "passed"
 
 
-def _run_one(source: str, timeout: float) -> ExecResult:
-    with tempfile.TemporaryDirectory() as tmp:
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _worker_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+class _Worker:
+    """One warm ``_worker.py`` process; ``run`` sends a job and waits for its verdict."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-I", str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(),
+                                     cwd="/", close_fds=True)
+
+    def run(self, program: str, timeout: float, memory_mb: int) -> ExecResult:
+        job = json.dumps({"program": program, "timeout": timeout, "memory_mb": memory_mb}) + "\n"
         try:
-            proc = subprocess.run([sys.executable, "-c", source], cwd=tmp, capture_output=True, text=True,
-                                  timeout=timeout)
+            self.proc.stdin.write(job.encode("utf-8", "surrogatepass"))
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = b""
+        if not line:
+            raise ChildProcessError("sandbox worker died")
+        reply = json.loads(line)
+        return ExecResult(reply["status"], reply["detail"])
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            return ExecResult("timeout", "timed out")
-    if proc.returncode == 0:
-        return ExecResult("passed")
-    lines = proc.stderr.strip().splitlines()
-    return ExecResult("failed", lines[-1] if lines else f"exit status {proc.returncode}")
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.Event,
+           programs: Sequence[str], timeout: float, memory_mb: int) -> None:
+    """One feeding thread: keep one worker busy until the job queue is empty; restart it if it dies.
+
+    Puts ``(index, result)`` per job, then ``None`` when done, or the exception that broke the harness itself.
+    """
+    worker = None
+    try:
+        worker = _Worker()
+        while not stop.is_set():
+            try:
+                index = jobs.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                result = worker.run(programs[index], timeout, memory_mb)
+            except ChildProcessError as e:
+                worker.close()
+                worker = _Worker()
+                result = ExecResult("failed", f"{e} while running this program")
+            results.put((index, result))
+        results.put(None)
+    except Exception as e:  # handed to the consuming thread, which raises it
+        results.put(e)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
+                  workers: int | None = None) -> Iterator[tuple[int, ExecResult]]:
+    """Run every program in the sandbox; yield ``(index, result)`` as each finishes (completion order)."""
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    if not programs:
+        return
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    for i in range(len(programs)):
+        jobs.put(i)
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    n = max(1, min(workers or default_workers(), len(programs)))
+    threads = [threading.Thread(target=_serve, args=(jobs, results, stop, programs, timeout, memory_mb),
+                                daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        running = n
+        while running:
+            item = results.get()
+            if isinstance(item, Exception):
+                raise RuntimeError("the sandbox harness failed") from item
+            if item is None:
+                running -= 1
+            else:
+                yield item
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def run_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
                  workers: int | None = None) -> list[ExecResult]:
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(lambda p: _run_one(p, timeout), programs))
+    """Run each full program in its own sandboxed process on all cores; results in input order."""
+    out: list[ExecResult | None] = [None] * len(programs)
+    for index, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers):
+        out[index] = result
+    return out  # type: ignore[return-value]

@@ -1,0 +1,150 @@
+"""Training throughput: our GPT vs transformers' GPT2LMHeadModel of identical shape (and MFU on CUDA).
+
+Each (model, dtype, compile) setting runs in its own spawned process (so peak memory is per setting): a few
+untimed warm-up steps, then timed steps of forward + backward + AdamW at the same batch and sequence length.
+Each model is reported at its best setting; the last line is ``speedup_vs_hf_gpt2: X`` (ours / HF tokens/s).
+
+Peak memory: on CPU the child's peak resident set (``ru_maxrss``) minus its resident set just before the model
+was built (torch itself is already loaded then); on CUDA ``torch.cuda.max_memory_allocated``.
+MFU (CUDA only, or when --peak-flops is given): ``6 * N * tokens/s / peak FLOP/s`` with N all parameters (tied
+embeddings once); the default peak is an H100 SXM's dense bf16 989 TFLOP/s.
+
+    python benchmarks/train_throughput.py                      # CPU, tiny shape
+    python benchmarks/train_throughput.py --device cuda --arch codenas_l8h512_regularized --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import resource
+import time
+
+H100_BF16_FLOPS = 989e12
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _build(kind: str, arch):
+    import transformers
+
+    from codenas.model.model import GPT
+
+    if kind == "codenas":
+        return GPT(arch)
+    cfg = transformers.GPT2Config(
+        vocab_size=arch.vocab_size, n_positions=arch.context_length, n_embd=arch.d_model, n_layer=arch.n_layer,
+        n_head=arch.n_head, n_inner=arch.d_ff, activation_function="gelu_new", resid_pdrop=arch.dropout,
+        embd_pdrop=arch.dropout, attn_pdrop=arch.dropout, layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+    )
+    return transformers.GPT2LMHeadModel(cfg, attn_implementation="sdpa")
+
+
+def _loss(kind: str, model, x, y):
+    if kind == "codenas":
+        return model(x, y)[1]
+    return model(input_ids=x, labels=x).loss  # HF shifts labels itself: the same next-token loss
+
+
+def measure(kind: str, arch_dict: dict, dtype: str, compile_model: bool, args: dict) -> dict:
+    """Tokens/s and peak memory of one setting (runs in a child process)."""
+    import torch
+
+    from codenas.model.config import ArchConfig
+
+    torch.manual_seed(0)
+    device = torch.device(args["device"])
+    arch = ArchConfig.from_dict(arch_dict)
+    rss_before = _rss_mb()
+    model = _build(kind, arch).to(device).train()
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
+    step_model = torch.compile(model) if compile_model else model
+    B, T = args["batch_size"], args["seq_len"]
+    x = torch.randint(0, arch.vocab_size, (B, T + 1), device=device)
+    inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def step() -> None:
+        with amp:
+            loss = _loss(kind, step_model, inputs, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args["warmup"]):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args["steps"]):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+    return {"tokens_per_s": args["steps"] * B * T / elapsed, "peak_mb": peak_mb, "params": n_params}
+
+
+def _run_isolated(*job) -> dict:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, job)
+
+
+def main() -> None:
+    import torch
+
+    from codenas.model.config import load_arch
+    from codenas.train.loop import has_fast_bf16
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="tiny", help="arch name in configs/ or JSON path (default: tiny)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=None, help="default: the arch's context_length")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per setting")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per setting")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtypes", default=None,
+                   help="comma list of fp32,bf16 (default: both where bf16 is native, else fp32)")
+    p.add_argument("--compile", action="store_true", help="also try torch.compile for both models")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help=f"peak bf16 FLOP/s for MFU (default on CUDA: H100 {H100_BF16_FLOPS:.3g})")
+    args = p.parse_args()
+
+    arch = load_arch(args.arch)
+    if args.seq_len:
+        arch = dataclasses.replace(arch, context_length=max(arch.context_length, args.seq_len))
+    device = torch.device(args.device)
+    dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if has_fast_bf16(device) else ["fp32"])
+    settings = [(d, c) for d in dtypes for c in ([False, True] if args.compile else [False])]
+    job = {"device": args.device, "batch_size": args.batch_size, "seq_len": args.seq_len or arch.context_length,
+           "steps": args.steps, "warmup": args.warmup}
+    print(f"arch {arch.name}: {arch.n_layer} layers, d_model {arch.d_model}, {arch.n_head} heads, d_ff {arch.d_ff}, "
+          f"vocab {arch.vocab_size}; batch {job['batch_size']} x seq {job['seq_len']} on {args.device}; "
+          f"{torch.get_num_threads()} threads")
+    best: dict[str, dict] = {}
+    for kind in ("codenas", "hf_gpt2"):
+        for dtype, compiled in settings:
+            r = _run_isolated(kind, arch.to_dict(), dtype, compiled, job)
+            label = f"{dtype}{' +compile' if compiled else ''}"
+            print(f"  {kind:8s} {label:14s} {r['tokens_per_s']:10.0f} tokens/s  peak {r['peak_mb']:8.1f} MB  "
+                  f"params {r['params']:,}")
+            if kind not in best or r["tokens_per_s"] > best[kind]["tokens_per_s"]:
+                best[kind] = {**r, "setting": label}
+    peak = args.peak_flops or (H100_BF16_FLOPS if device.type == "cuda" else None)
+    for kind, r in best.items():
+        mfu = f"  MFU {6 * r['params'] * r['tokens_per_s'] / peak:.1%}" if peak else ""
+        print(f"best {kind}: {r['tokens_per_s']:.0f} tokens/s ({r['setting']}), peak {r['peak_mb']:.1f} MB{mfu}")
+    print(f"speedup_vs_hf_gpt2: {best['codenas']['tokens_per_s'] / best['hf_gpt2']['tokens_per_s']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

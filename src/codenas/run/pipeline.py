@@ -1,0 +1,100 @@
+"""``codenas run``: chain data -> tokenizer -> pretrain -> sft and/or lora -> eval -> report, with a stage cache.
+
+``run_pipeline`` resolves the configuration, plans the stages the config asks for (``stages.plan``), and runs
+each one unless its folder already holds a ``.done`` with the same cache key (``run.cache``). A stage interrupted
+by Ctrl-C resumes in place on the next run; a stage whose key changed (its config, an upstream stage, an input
+file) reruns, and so does everything downstream, since their keys include its key. Layout of ``OUT``::
+
+    config.resolved.toml  stages.json  report.md  report.html  plots/*.png
+    data/  tokenizer/  pretrain/  sft/  lora/  eval/<model>/<benchmark>/
+
+Under ``torchrun`` every process plans the same stages and keys. Rank 0 runs the whole pipeline; the other ranks
+only join the training stages (DDP), each after waiting, by polling the ``.done`` files, for the stages it
+consumes, and exit after the last one. No collective is held open while rank 0 works alone (data build,
+evaluation), so no process-group timeout applies there; if rank 0 fails, torchrun stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from codenas.io import atomic_write_text
+from codenas.progress import say
+from codenas.run import cache
+from codenas.run.config import dumps_toml, load_run_config
+from codenas.run.stages import Stage, plan
+
+POLL_S = 2.0
+
+
+def default_out(preset: str | os.PathLike) -> Path:
+    """``runs/<preset name>`` (the file stem when the preset is given as a path)."""
+    return Path("runs") / Path(preset).stem
+
+
+def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
+                 config_file: Path | None = None, mbpp: Path | None = None,
+                 overrides: list[str] = ()) -> dict[str, Any]:
+    """Run (or resume, or skip as cached) every stage into ``out``; returns ``{"out", "report", "stages"}``.
+
+    ``stages`` maps each stage name to ``{"key", "status", "wall_s", "finished"}`` where ``status`` is ``ran``,
+    ``resumed`` or ``cached`` for this invocation (the same as ``OUT/stages.json``; empty on torchrun ranks > 0).
+    """
+    config = load_run_config(preset, config_file, list(overrides))
+    out = Path(out) if out is not None else default_out(preset)
+    stages = plan(config, out, mbpp)
+    keys = stage_keys(stages)
+    result = {"out": out, "report": out / "report.md", "stages": {}}
+    if int(os.environ.get("RANK", "0")) != 0:
+        _join_training_stages(stages, keys)
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.resolved.toml", dumps_toml(config))
+    log = cache.StageLog(out / "stages.json")
+    log.keep_only([s.name for s in stages])
+    for i, stage in enumerate(stages, start=1):
+        key, where = keys[stage.name], f"[{i}/{len(stages)}] {stage.name}"
+        if cache.is_done(stage.folder, key):
+            say(f"{where}: cached ({key[:12]})")
+            log.record(stage.name, key, "cached")
+            continue
+        resume = cache.begin(stage.folder, key)
+        say(f"{where}: {'resuming' if resume else 'running'} ({key[:12]})")
+        start = time.perf_counter()
+        stage.action(stage.folder, resume)
+        wall = time.perf_counter() - start
+        cache.finish(stage.folder, key)
+        log.record(stage.name, key, "resumed" if resume else "ran", wall)
+        say(f"{where}: done in {wall:.1f} s")
+    return {**result, "stages": log.stages}
+
+
+def stage_keys(stages: list[Stage]) -> dict[str, str]:
+    """Each stage's cache key, in plan order (a stage's key includes the keys of the stages it consumes)."""
+    keys: dict[str, str] = {}
+    for stage in stages:
+        keys[stage.name] = cache.stage_key(stage.name, stage.params, {u: keys[u] for u in stage.upstream},
+                                           stage.inputs)
+    return keys
+
+
+def _join_training_stages(stages: list[Stage], keys: dict[str, str]) -> None:
+    """A torchrun rank > 0: take part in each training stage that is not done yet, once its inputs are."""
+    folders = {s.name: s.folder for s in stages}
+    for stage in (s for s in stages if s.distributed):
+        key = keys[stage.name]
+        if cache.is_done(stage.folder, key):
+            continue
+        for name in stage.upstream:
+            _wait_for(folders[name], keys[name])
+        _wait_for(stage.folder, key, started=True)  # rank 0 has prepared the folder (cleared or kept to resume)
+        stage.action(stage.folder, True)
+
+
+def _wait_for(folder: Path, key: str, *, started: bool = False) -> None:
+    """Poll until ``folder`` is done with ``key`` (or, with ``started``, at least started with it)."""
+    while not (cache.is_done(folder, key) or (started and cache.started_with(folder, key))):
+        time.sleep(POLL_S)

@@ -1,0 +1,215 @@
+"""The stages of ``codenas run``: what each one reads from the config and from upstream stages, and the library
+function it calls. ``plan`` turns a resolved config into the ordered list of stages; ``run.pipeline`` runs them.
+
+Every stage writes only inside its own folder, and its cache key covers exactly what decides that output:
+its ``params`` (the config values it reads), its ``upstream`` stages and its ``inputs`` (hashes of files from
+outside the run folder: MBPP, HumanEval, the stdlib listing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codenas.io import CodenasError, atomic_write_json, sha256_file
+from codenas.progress import say
+from codenas.run.config import finetune_stages
+
+BASE_MODEL = "base"
+BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
+_LORA_ONLY_KEYS = ("lora_r", "lora_alpha", "targets")
+
+
+@dataclass
+class Stage:
+    name: str  # "data", "tokenizer", "pretrain", "sft", "lora", "eval/<model>/<benchmark>", "report"
+    folder: Path
+    action: Callable[[Path, bool], None]  # (folder, resume) -> None; writes only inside folder
+    params: dict[str, Any]
+    upstream: tuple[str, ...] = ()
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    distributed: bool = False  # under torchrun every rank runs it (DDP training); otherwise rank 0 alone
+
+
+def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> list[Stage]:
+    """The stages ``config`` asks for, in run order."""
+    from codenas.data.mbpp import resolve_mbpp_path
+
+    mbpp_path = resolve_mbpp_path(mbpp)
+    stages = [_data_stage(config, out, mbpp_path), _tokenizer_stage(config, out), _pretrain_stage(config, out)]
+    methods = finetune_stages(config)
+    stages += [_finetune_stage(config, out, method) for method in methods]
+    for bench in _benchmarks(config, mbpp_path):
+        stages += [_eval_stage(config, out, model, bench) for model in (BASE_MODEL, *methods)]
+    stages.append(Stage("report", out / "plots", lambda folder, resume: _report(out), {},
+                        upstream=tuple(s.name for s in stages)))
+    return stages
+
+
+def _benchmarks(config: dict[str, dict[str, Any]], mbpp_path: Path | None) -> list[str]:
+    """The benchmarks to evaluate; mbpp-test is skipped (with a note) when no MBPP file is available."""
+    chosen = []
+    for bench in config["eval"]["benchmarks"]:
+        if bench not in BENCHMARKS:
+            raise CodenasError(f"eval.benchmarks: unknown benchmark {bench!r} (known: {', '.join(BENCHMARKS)})")
+        if bench == "humaneval" and config["data"]["holdout"] != "humaneval":
+            raise CodenasError("eval.benchmarks: humaneval is only held out with data.holdout = \"humaneval\" "
+                               "(otherwise the model trains on it)")
+        if bench == "mbpp-test" and mbpp_path is None:
+            say("note: no MBPP file (--mbpp, $CODENAS_MBPP, `codenas data download`): skipping mbpp-test")
+            continue
+        chosen.append(bench)
+    return chosen
+
+
+# --- data and tokenizer --------------------------------------------------------------------------------------------
+
+
+def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
+    from codenas.data.humaneval import HUMANEVAL_PATH
+
+    params = dict(config["data"])
+    inputs = {"humaneval": sha256_file(HUMANEVAL_PATH), "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.data.build import build_dataset
+
+        build_dataset(mbpp=mbpp_path, out=folder, seed=params["seed"], val_size=params["val_size"],
+                      holdout=params["holdout"])
+
+    return Stage("data", out / "data", action, params, inputs=inputs)
+
+
+def _stdlib_listing() -> str:
+    """A hash of the stdlib .py files (relative path and size): the tokenizer's and pretraining's corpus."""
+    from codenas.model.tokenizer import list_py_files, stdlib_dir
+
+    root = stdlib_dir()
+    listing = "\n".join(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in list_py_files(root))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def _tokenizer_stage(config: dict, out: Path) -> Stage:
+    params = dict(config["tokenizer"])
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.model.tokenizer import build_tokenizer
+
+        info = build_tokenizer(None, params["vocab_size"], folder / "tokenizer.json",
+                               max_files=params["max_files"] or None)
+        atomic_write_json(folder / "tokenizer_info.json", info)
+
+    return Stage("tokenizer", out / "tokenizer", action, params, inputs={"stdlib": _stdlib_listing()})
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+
+
+def _fresh_or_resumable(folder: Path, resume: bool) -> bool:
+    """Resume from ``checkpoint_last`` when an interrupted run left one; otherwise start clean."""
+    from codenas.train.loop import LAST, METRICS
+
+    if resume and (folder / LAST).is_dir():
+        return True
+    (folder / METRICS).unlink(missing_ok=True)
+    return False
+
+
+def _pretrain_stage(config: dict, out: Path) -> Stage:
+    params = dict(config["pretrain"])
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.model.config import load_arch
+        from codenas.model.tokenizer import load_tokenizer
+        from codenas.train.loop import TrainConfig
+        from codenas.train.pretrain import pretrain
+
+        tokenizer = out / "tokenizer" / "tokenizer.json"
+        arch = dataclasses.replace(load_arch(params["arch"]), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
+        cfg = TrainConfig(**_train_settings(params), resume=_fresh_or_resumable(folder, resume), desc="pretrain")
+        result = pretrain(arch=arch, tokenizer=tokenizer, out=folder, config=cfg,
+                          max_files=params["max_files"] or None)
+        atomic_write_json(folder / "result.json", result)
+
+    return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer",),
+                 inputs={"stdlib": _stdlib_listing()}, distributed=True)
+
+
+def _train_settings(params: dict[str, Any]) -> dict[str, Any]:
+    from codenas.train.loop import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in params.items() if k in fields}
+
+
+def best_model(folder: Path) -> Path:
+    """The model a training stage hands on: its best checkpoint (or adapter), else its last one."""
+    from codenas.train.loop import BEST, LAST
+
+    for name in (BEST, LAST):
+        if (folder / name).is_dir():
+            return folder / name
+    raise CodenasError("training stage left no checkpoint", folder)
+
+
+def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
+    """Instruction tuning (``sft``) or LoRA of the pretrained base on the train records; pass@1 on val records
+    (sampled as the eval section says) picks the best checkpoint."""
+    sampling = {f"eval_{k}": config["eval"][k] for k in ("temperature", "top_p", "max_new_tokens", "timeout")}
+    params = {**{k: v for k, v in config["finetune"].items() if k != "method"}, **sampling}
+    if method == "sft":
+        params = {k: v for k, v in params.items() if k not in _LORA_ONLY_KEYS}
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.train.lora import LoraSettings
+        from codenas.train.sft import EvalSettings, default_train_config, finetune
+
+        cfg = default_train_config(**_train_settings(params), resume=_fresh_or_resumable(folder, resume))
+        lora = LoraSettings(rank=params["lora_r"], alpha=params["lora_alpha"],
+                            targets=tuple(params["targets"])) if method == "lora" else None
+        problems = params["eval_problems"]
+        evaluation = EvalSettings(samples=1 if problems else 0, temperature=params["eval_temperature"],
+                                  top_p=params["eval_top_p"], max_new_tokens=params["eval_max_new_tokens"],
+                                  max_problems=problems or None, timeout=params["eval_timeout"])
+        result = finetune(init_checkpoint=str(best_model(out / "pretrain")), data_path=out / "data" / "train.jsonl",
+                          val_path=out / "data" / "val.jsonl", out=folder, config=cfg, lora=lora,
+                          eval_settings=evaluation)
+        atomic_write_json(folder / "result.json", result)
+
+    return Stage(method, out / method, action, params, upstream=("data", "pretrain"), distributed=True)
+
+
+# --- evaluation and report -----------------------------------------------------------------------------------------
+
+
+def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
+    """Sample the model on a held-out benchmark (the first ``limit`` problems) and judge the samples."""
+    params = {**{k: v for k, v in config["eval"].items() if k != "benchmarks"}, "benchmark": bench}
+    trained_by = "pretrain" if model == BASE_MODEL else model
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.data.benchmarks import load_problems
+        from codenas.eval.generate import evaluate_model
+        from codenas.train.bases import load_model
+        from codenas.train.distributed import resolve_device
+
+        problems = load_problems(bench, out / "data")[: params["limit"] or None]
+        loaded = load_model(str(best_model(out / trained_by)), device=resolve_device("auto"))
+        evaluate_model(loaded.model, loaded.tokenizer, problems, folder, n=params["samples"],
+                       temperature=params["temperature"], top_p=params["top_p"],
+                       max_new_tokens=params["max_new_tokens"], seed=params["seed"], timeout=params["timeout"],
+                       ks=params["ks"])
+
+    return Stage(f"eval/{model}/{bench}", out / "eval" / model / bench, action, params,
+                 upstream=("data", trained_by))
+
+
+def _report(out: Path) -> None:
+    from codenas.run.report import write_report
+
+    md, html = write_report(out)
+    say(f"report: {md} and {html}")

@@ -1,0 +1,120 @@
+"""The search space: which architectures a trial may pick, how a trial samples one, and its exact size.
+
+Six dimensions are searched: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio
+(``d_ff = ratio * d_model``), ``context_length`` (each a list of choices) and ``dropout`` (a float range). The
+vocabulary size is not searched: it is the tokenizer's. A sampled shape whose ``d_model`` is not a multiple of
+``n_head`` is not a valid ``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as
+infeasible (the default choices are powers of two times 1 or 3 and never clash).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+import torch
+
+from codenas.io import CodenasError
+from codenas.model.config import ArchConfig
+from codenas.model.model import GPT
+
+SEARCHED = ("n_layer", "n_head", "d_model", "d_ff_ratio", "context_length", "dropout")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges (``low, high`` inclusive) and choices of the searched architecture fields."""
+
+    n_layer: tuple[int, int] = (2, 8)
+    n_head: tuple[int, ...] = (2, 4, 8)
+    d_model: tuple[int, ...] = (128, 192, 256, 384, 512)
+    d_ff_ratio: tuple[int, ...] = (2, 3, 4)
+    context_length: tuple[int, ...] = (128, 256, 512)
+    dropout: tuple[float, float] = (0.0, 0.3)
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "dropout"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise CodenasError(f"search range {name} is empty: {low} > {high}")
+        for name in ("n_head", "d_model", "d_ff_ratio", "context_length"):
+            values = getattr(self, name)
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+                raise CodenasError(f"search choices {name} must be positive integers, got {values!r}")
+        if self.n_layer[0] <= 0:
+            raise CodenasError(f"search range n_layer must be positive, got {self.n_layer!r}")
+        if not 0.0 <= self.dropout[0] <= self.dropout[1] < 1.0:
+            raise CodenasError(f"search range dropout must lie in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict[str, list]:
+        return {name: list(values) for name, values in asdict(self).items()}
+
+
+def shape_of(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The arch fields a trial's sampled values stand for (``d_ff = d_ff_ratio * d_model``); None if incomplete."""
+    if not set(SEARCHED) <= params.keys():
+        return None
+    return {
+        "n_layer": params["n_layer"],
+        "n_head": params["n_head"],
+        "d_model": params["d_model"],
+        "d_ff": params["d_ff_ratio"] * params["d_model"],
+        "context_length": params["context_length"],
+        "dropout": round(params["dropout"], 4),
+    }
+
+
+def sample_arch(trial: optuna.Trial, space: SearchSpace, vocab_size: int, *,
+                name: str = "") -> tuple[ArchConfig | None, str]:
+    """Ask ``trial`` for one point of ``space``; return ``(arch, "")``, or ``(None, reason)`` when it is invalid."""
+    trial.suggest_int("n_layer", *space.n_layer)
+    for choice in ("n_head", "d_model", "d_ff_ratio", "context_length"):
+        trial.suggest_categorical(choice, getattr(space, choice))
+    trial.suggest_float("dropout", *space.dropout)
+    shape = shape_of(trial.params)
+    if shape["d_model"] % shape["n_head"]:
+        return None, f"d_model {shape['d_model']} is not a multiple of n_head {shape['n_head']}"
+    return ArchConfig(**shape, vocab_size=vocab_size, name=name), ""
+
+
+def smallest_arch(space: SearchSpace, vocab_size: int) -> ArchConfig:
+    """The shape of ``space`` with the fewest parameters (the count does not depend on the number of heads)."""
+    d_model = min(space.d_model)
+    return ArchConfig(n_layer=space.n_layer[0], n_head=1, d_model=d_model, d_ff=min(space.d_ff_ratio) * d_model,
+                      context_length=min(space.context_length), vocab_size=vocab_size)
+
+
+def count_params(arch: ArchConfig) -> int:
+    """Exact parameter count of ``GPT(arch)`` (tied weights once), built on the meta device: no memory, no init."""
+    with torch.device("meta"):
+        return GPT(arch).num_params()
+
+
+
+def _parse_number(text: str, kind: type, name: str) -> int | float:
+    try:
+        return kind(text.strip())
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise CodenasError(f"search {name}: {text.strip()!r} is not {what}") from None
+
+
+def parse_space(flags: dict[str, str | None]) -> SearchSpace:
+    """A ``SearchSpace`` from flag strings: ranges (n_layer, dropout) as ``low:high``, choices as ``a,b,c``.
+
+    Keys missing or None keep their defaults: ``parse_space({"n_layer": "2:4", "d_model": "128,256"})``.
+    """
+    fields: dict[str, tuple] = {}
+    for name, text in flags.items():
+        if text is None:
+            continue
+        if name in ("n_layer", "dropout"):
+            kind = int if name == "n_layer" else float
+            parts = text.split(":")
+            if len(parts) != 2:
+                raise CodenasError(f"search range {name} must look like low:high, got {text!r}")
+            fields[name] = tuple(_parse_number(p, kind, name) for p in parts)
+        else:
+            fields[name] = tuple(_parse_number(p, int, name) for p in text.split(","))
+    return SearchSpace(**fields)

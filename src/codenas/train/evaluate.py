@@ -1,0 +1,130 @@
+"""`codenas eval model`: sample and judge one or many checkpoints (codenas, LoRA adapter or ``hf:DIR``).
+
+Each checkpoint is loaded with ``train.bases.load_model`` (adapters merged into their base) and evaluated by
+``eval.generate.evaluate_model``. Layout of ``--out``:
+
+- one checkpoint: ``OUT/samples.jsonl``, ``OUT/results.jsonl``, ``OUT/summary.json``;
+- several (a glob such as ``'run/step*'``, or the flag repeated): one folder per checkpoint, ``OUT/<name>/``
+  with those three files, plus ``OUT/checkpoints.json`` (one row per checkpoint: name, path, step, pass@k)
+  and ``OUT/pass_at_1.png`` (pass@1 against training step).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codenas.io import CodenasError, atomic_path, atomic_write_json
+from codenas.progress import say
+from codenas.records import Record
+from codenas.train.hf_base import HF_PREFIX
+
+_STEP_DIR = re.compile(r"step(\d+)$")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    samples: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int = 0
+    workers: int | None = None
+    timeout: float = 3.0
+    device: str = "cpu"
+
+
+def expand_checkpoints(specs: Sequence[str]) -> list[str]:
+    """Expand globs (``'run/step*'``) and sort each glob's matches by training step, then name."""
+    out: list[str] = []
+    for spec in specs:
+        if spec.startswith(HF_PREFIX) or not glob.has_magic(spec):
+            out.append(spec)
+            continue
+        matches = [m for m in glob.glob(spec) if Path(m).is_dir()]
+        if not matches:
+            raise CodenasError(f"no checkpoint folder matches {spec!r}")
+        out.extend(sorted(matches, key=lambda m: (_step_from_name(m) is None, _step_from_name(m) or 0, m)))
+    if len(set(out)) != len(out):
+        raise CodenasError("the same checkpoint is listed twice")
+    return out
+
+
+def _step_from_name(spec: str) -> int | None:
+    m = _STEP_DIR.search(Path(spec).name)
+    return int(m.group(1)) if m else None
+
+
+def checkpoint_name(spec: str) -> str:
+    """A folder name for a checkpoint's results: its directory name (``step200``, ``checkpoint_best``...)."""
+    return Path(spec.removeprefix(HF_PREFIX)).resolve().name
+
+
+def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path,
+                         settings: SamplingSettings = SamplingSettings()) -> list[dict]:
+    """Evaluate every checkpoint on ``problems``; returns one row per checkpoint (see the module docstring)."""
+    from codenas.eval.generate import evaluate_model
+    from codenas.train.bases import load_model
+
+    specs = expand_checkpoints(specs)
+    if not specs:
+        raise CodenasError("no checkpoint given")
+    names = [checkpoint_name(s) for s in specs]
+    if len(set(names)) != len(names):
+        raise CodenasError("checkpoints must have distinct folder names to share one --out")
+    out = Path(out)
+    rows = []
+    for spec, name in zip(specs, names, strict=True):
+        loaded = load_model(spec, device=settings.device)
+        say(f"evaluating {spec} on {len(problems)} problems x {settings.samples} samples")
+        target = out if len(specs) == 1 else out / name
+        summary = evaluate_model(loaded.model, loaded.tokenizer, problems, target, n=settings.samples,
+                                 temperature=settings.temperature, top_p=settings.top_p,
+                                 max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+                                 workers=settings.workers, timeout=settings.timeout, eot_id=loaded.eot_id)
+        step = loaded.meta.get("step", _step_from_name(spec))
+        rows.append({"name": name, "checkpoint": spec, "step": step, "pass_at_k": summary["pass_at_k"],
+                     "n_problems": summary["n_problems"], "n_samples": summary["n_samples"]})
+    if len(specs) > 1:
+        atomic_write_json(out / "checkpoints.json", rows)
+        plot_pass_at_1(rows, out / "pass_at_1.png")
+    return rows
+
+
+def plot_pass_at_1(rows: list[dict], path: Path) -> None:
+    """A PNG of pass@1 (in %) against training step; checkpoints without a step are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted((r["step"], 100 * r["pass_at_k"]["pass@1"]) for r in rows if r["step"] is not None)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([s for s, _ in points], [p for _, p in points], marker="o")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("pass@1 (%)")
+    ax.set_title(f"pass@1 on {rows[0]['n_problems']} problems")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def results_table(rows: list[dict]):
+    """A rich Table of pass@k per checkpoint, for the CLI to print."""
+    from rich.table import Table
+
+    ks = sorted({k for r in rows for k in r["pass_at_k"]}, key=lambda k: int(k.split("@")[1]))
+    table = Table(title=f"{rows[0]['n_problems']} problems")
+    table.add_column("checkpoint")
+    table.add_column("step", justify="right")
+    for k in ks:
+        table.add_column(k, justify="right")
+    for r in rows:
+        cells = [f"{100 * r['pass_at_k'][k]:.2f}%" if k in r["pass_at_k"] else "-" for k in ks]
+        table.add_row(r["name"], "-" if r["step"] is None else str(r["step"]), *cells)
+    return table

@@ -1,0 +1,359 @@
+"""The one training loop shared by pretraining, instruction tuning (SFT) and LoRA.
+
+What varies between stages is plugged in; everything else lives here once:
+
+- ``batches``: a ``BatchSource`` (``next_batch()`` -> dict of tensors, plus ``state_dict``/``load_state_dict`` so
+  the data position is part of the resume state). Each DDP rank owns its own source (its own seeded stream).
+- ``loss_fn(model, batch) -> loss`` (default ``lm_loss``: ``model(input_ids, targets, segment_ids=...)``).
+- ``evaluate(model, step) -> metrics`` run on every rank every ``eval_interval`` steps and at the end (under
+  ``no_grad``, eval mode, autocast); under DDP it should average its numbers over ranks itself
+  (``codenas.train.distributed.all_reduce_sum``). ``cfg.best_metric``/``cfg.best_mode`` pick the best checkpoint.
+- ``checkpointer``: ``save(path, model, step=, metrics=, trainer_state=)`` and ``restore(path, model) -> state``,
+  so a LoRA stage saves an adapter where pretraining saves a full checkpoint.
+
+The loop: AdamW (weight decay on matrices and embeddings, none on biases and norm gains), linear warmup then
+cosine decay to ``min_lr``, gradient accumulation, gradient clipping, bf16 autocast, optional ``torch.compile``,
+DDP under torchrun (only rank 0 writes). At each evaluation it saves ``out_dir/checkpoint_last`` (with
+``trainer_state.pt``: optimizer, step, tokens, best metric, every rank's RNG and batch-source state) and, when the
+metric improves, ``out_dir/checkpoint_best``. ``resume=True`` continues from ``checkpoint_last`` exactly: N+M steps
+in one go give the same weights as N steps, resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from codenas.io import CodenasError, JsonlAppender, read_jsonl, write_jsonl
+from codenas.progress import progress, say
+from codenas.train import distributed
+from codenas.train.distributed import DistContext
+
+LAST = "checkpoint_last"
+BEST = "checkpoint_best"
+METRICS = "metrics.jsonl"
+
+
+class BatchSource(Protocol):
+    """An endless, resumable stream of training batches (dicts of CPU tensors)."""
+
+    def next_batch(self) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Checkpointer(Protocol):
+    """Writes and reads what a stage keeps: a full checkpoint, or an adapter."""
+
+    def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict,
+             trainer_state: dict | None) -> None: ...
+
+    def restore(self, path: Path, model: nn.Module) -> dict:
+        """Load the weights saved at ``path`` into ``model`` and return the trainer state saved with them."""
+        ...
+
+
+Evaluate = Callable[[nn.Module, int], dict[str, float]]
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings (per-rank micro-batch: ``batch_size``; tokens/step scale with both)."""
+
+    max_steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 6e-4
+    min_lr: float = 6e-5
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None  # cosine reaches min_lr here; default max_steps
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250  # 0: evaluate and save only at the end
+    eval_batches: int = 20
+    log_interval: int = 10
+    seed: int = 1337
+    dtype: str = "auto"  # bf16 | fp32 | auto (bf16 where the hardware has native bf16, see has_fast_bf16)
+    compile: bool = False
+    device: str = "auto"
+    resume: bool = False
+    best_metric: str = "val_loss"
+    best_mode: str = "min"  # min | max
+    desc: str = "train"
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "log_interval", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise CodenasError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.dtype not in ("bf16", "fp32", "auto"):
+            raise CodenasError(f"dtype must be bf16, fp32 or auto, got {self.dtype!r}")
+        if self.best_mode not in ("min", "max"):
+            raise CodenasError(f"best_mode must be min or max, got {self.best_mode!r}")
+        if self.min_lr > self.lr:
+            raise CodenasError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended."""
+
+    step: int
+    tokens: int
+    metrics: dict = field(default_factory=dict)  # the last evaluation
+    best_value: float | None = None
+    best_step: int | None = None
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+
+
+def lm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Next-token loss of a GPT-style forward ``model(input_ids, targets, segment_ids=...) -> (logits, loss)``."""
+    _, loss = model(batch["input_ids"], batch["targets"], segment_ids=batch.get("segment_ids"))
+    return loss
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine decay, then ``min_lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    decay_steps = cfg.lr_decay_steps or cfg.max_steps
+    if step >= decay_steps:
+        return cfg.min_lr
+    progress_frac = (step - cfg.warmup_steps) / max(1, decay_steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress_frac)) * (cfg.lr - cfg.min_lr)
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 math is native here: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
+    """bf16 when asked (``auto``: when the hardware has native bf16), else None (full fp32).
+
+    ``auto`` matters on CPUs: without AVX512-BF16/AMX, bf16 autocast is emulated and several times slower.
+    """
+    if cfg_dtype == "fp32" or (cfg_dtype == "auto" and not has_fast_bf16(device)):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CodenasError("this GPU does not support bf16; use --dtype fp32")
+    return torch.bfloat16
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over trainable parameters: decay on tensors with >= 2 dims, none on biases and norm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log rows past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if path.is_file():
+        write_jsonl(path, [row for _, row in read_jsonl(path, allow_torn_tail=True) if row.get("step", 0) <= step])
+
+
+class _Trainer:
+    """State of one run; ``train()`` below is the public entry point."""
+
+    def __init__(self, model: nn.Module, batches: BatchSource, cfg: TrainConfig, out_dir: Path, ctx: DistContext,
+                 evaluate: Evaluate | None, checkpointer: Checkpointer | None, loss_fn: LossFn):
+        self.cfg, self.out_dir, self.ctx = cfg, Path(out_dir), ctx
+        self.batches, self.evaluate, self.checkpointer, self.loss_fn = batches, evaluate, checkpointer, loss_fn
+        self.model = model.to(ctx.device)
+        self.optimizer = make_optimizer(self.model, cfg, ctx.device)
+        self.amp_dtype = autocast_dtype(cfg.dtype, ctx.device)
+        self.step, self.tokens = 0, 0
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.metrics: dict = {}
+        if cfg.resume:
+            self._resume()
+        else:
+            _seed_everything(cfg.seed * 1_000_003 + ctx.rank)
+        self.train_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        if ctx.is_distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.train_model, device_ids=device_ids)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.ctx.device.type, dtype=self.amp_dtype)
+
+    def _resume(self) -> None:
+        path = self.out_dir / LAST
+        if self.checkpointer is None or not path.is_dir():
+            raise CodenasError("nothing to resume from (no checkpoint_last folder)", path)
+        state = self.checkpointer.restore(path, self.model)
+        if not state:
+            raise CodenasError("checkpoint has no trainer state to resume from", path)
+        if len(state["ranks"]) != self.ctx.world_size:
+            raise CodenasError(f"checkpoint was written by {len(state['ranks'])} processes; "
+                               f"resume with the same number (now {self.ctx.world_size})", path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.tokens, self.metrics = state["step"], state["tokens"], state.get("metrics", {})
+        self.best_value, self.best_step = state["best_value"], state["best_step"]
+        mine = state["ranks"][self.ctx.rank]
+        self.batches.load_state_dict(mine["batches"])
+        _set_rng_state(mine["rng"])
+        if self.ctx.is_main:
+            _truncate_metrics(self.out_dir / METRICS, self.step)
+
+    def _train_step(self) -> torch.Tensor:
+        """One optimizer step (``grad_accum`` micro-batches); returns the mean micro-batch loss (no device sync)."""
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.ctx.device)
+        for micro in range(self.cfg.grad_accum):
+            batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in self.batches.next_batch().items()}
+            last_micro = micro == self.cfg.grad_accum - 1
+            no_sync = self.ctx.is_distributed and not last_micro
+            with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
+                with self.autocast():
+                    loss = self.loss_fn(self.train_model, batch) / self.cfg.grad_accum
+                loss.backward()
+            total += loss.detach()
+            self.tokens += batch["input_ids"].numel() * self.ctx.world_size
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                           self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    def _evaluate(self) -> dict:
+        if self.evaluate is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            metrics = dict(self.evaluate(self.model, self.step))
+        self.model.train()
+        if self.cfg.best_metric not in metrics:
+            raise CodenasError(f"evaluation returned no {self.cfg.best_metric!r} (got {sorted(metrics)})")
+        return metrics
+
+    def _checkpoint(self, metrics: dict) -> None:
+        """Save best (if improved) and last; every rank takes part (their states are gathered)."""
+        self.metrics = metrics
+        value = metrics.get(self.cfg.best_metric)
+        improved = value is not None and _is_better(value, self.best_value, self.cfg.best_mode)
+        improved = distributed.broadcast_object(improved, self.ctx)
+        if improved:
+            self.best_value, self.best_step = value, self.step
+        ranks = distributed.gather_objects({"rng": _rng_state(), "batches": self.batches.state_dict()}, self.ctx)
+        if self.checkpointer is not None and self.ctx.is_main:
+            if improved:
+                self.checkpointer.save(self.out_dir / BEST, self.model, step=self.step, metrics=metrics,
+                                       trainer_state=None)
+            state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "tokens": self.tokens,
+                     "best_value": self.best_value, "best_step": self.best_step, "metrics": metrics,
+                     "ranks": ranks, "config": asdict(self.cfg)}
+            self.checkpointer.save(self.out_dir / LAST, self.model, step=self.step, metrics=metrics,
+                                   trainer_state=state)
+        distributed.barrier(self.ctx)
+
+    def _train_stats(self, mean_loss: torch.Tensor, tokens_before: int, start_time: float) -> dict:
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start_time
+        return {"loss": float(mean_loss), "lr": lr_at(self.step - 1, self.cfg), "tokens": self.tokens,
+                "tokens_per_s": (self.tokens - tokens_before) / max(elapsed, 1e-9)}
+
+    def run(self) -> TrainResult:
+        cfg, main = self.cfg, self.ctx.is_main
+        log = JsonlAppender(self.out_dir / METRICS) if main else None
+        bar = progress(total=cfg.max_steps, initial=self.step, desc=cfg.desc, unit="step") if main else None
+        window_loss, window_steps, window_tokens, window_start = 0.0, 0, self.tokens, time.perf_counter()
+        self.model.train()
+        try:
+            while self.step < cfg.max_steps:
+                window_loss += self._train_step()
+                window_steps += 1
+                row: dict[str, Any] = {}
+                evaluating = (cfg.eval_interval and self.step % cfg.eval_interval == 0) or self.step == cfg.max_steps
+                if evaluating or self.step % cfg.log_interval == 0:
+                    row = self._train_stats(window_loss / window_steps, window_tokens, window_start)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                    window_loss, window_steps = 0.0, 0
+                if evaluating:
+                    metrics = self._evaluate()
+                    self._checkpoint(metrics)
+                    row.update(metrics)
+                    if main:
+                        say(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                if row:
+                    window_tokens, window_start = self.tokens, time.perf_counter()
+                    if log is not None:
+                        log.append({"step": self.step, **row})
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        return TrainResult(step=self.step, tokens=self.tokens, metrics=self.metrics, best_value=self.best_value,
+                           best_step=self.best_step, last_checkpoint=self.out_dir / LAST,
+                           best_checkpoint=self.out_dir / BEST if self.best_step is not None else None)
+
+
+def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, out_dir: Path, *,
+          evaluate: Evaluate | None = None, checkpointer: Checkpointer | None = None,
+          loss_fn: LossFn = lm_loss, ctx: DistContext | None = None) -> TrainResult:
+    """Train ``model`` on ``batches`` for ``cfg.max_steps`` optimizer steps (see the module docstring).
+
+    ``ctx`` comes from ``codenas.train.distributed.setup`` (called here when omitted); the caller seeds and builds
+    the model identically on every rank and gives each rank its own batch source.
+    """
+    ctx = ctx or distributed.setup(cfg.device)
+    return _Trainer(model, batches, cfg, out_dir, ctx, evaluate, checkpointer, loss_fn).run()

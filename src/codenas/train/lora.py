@@ -1,0 +1,124 @@
+"""LoRA glue on top of `peft`: wrap a base with adapters, count parameters, save adapters, merge them.
+
+Defaults follow the seed: rank 8, alpha 16, adapters on each block's ``qkv_proj`` and ``out_proj`` (for ``hf:``
+bases, the attention projections of the layout, see ``hf_base.HF_LORA_TARGETS``). Every base weight is frozen,
+so a LoRA on ``l8h512`` trains exactly ``8 * (8*(512+1536) + 8*(512+512)) = 196,608`` parameters.
+
+An adapter folder is PEFT's own ``adapter_config.json`` + ``adapter_model.safetensors`` plus codenas'
+``codenas.json`` (``{"kind": "lora", "base": <abs path or hf:DIR>, "base_sha256", "arch", "lora", "step",
+"metrics"}``), a copy of ``tokenizer.json`` and, during training, ``trainer_state.pt``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from codenas.io import CodenasError, atomic_write_json
+from codenas.model.checkpoint import TOKENIZER, atomic_directory
+from codenas.train.bases import ADAPTER_CONFIG, Base, load_model, save_model, write_trainer_state
+from codenas.train.hf_base import HFCausalLM, default_hf_targets
+
+DEFAULT_TARGETS = ("qkv_proj", "out_proj")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA hyper-parameters (``targets=()`` means the default for the base's layout)."""
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ()
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    """The attention projections: ``qkv_proj``/``out_proj`` for codenas GPTs, by layout for ``hf:`` bases."""
+    return default_hf_targets(model) if isinstance(model, HFCausalLM) else list(DEFAULT_TARGETS)
+
+
+def _check_targets(model: nn.Module, targets: Sequence[str]) -> None:
+    names = [name for name, _ in model.named_modules()]
+    for target in targets:
+        if not any(name == target or name.endswith("." + target) for name in names):
+            raise CodenasError(f"LoRA target {target!r} matches no module of the model")
+
+
+def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()) -> nn.Module:
+    """Wrap ``model`` in a ``peft.PeftModel`` with fresh adapters; every base parameter is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(settings.targets) or default_targets(model)
+    _check_targets(model, targets)
+    conv1d = any(type(m).__name__ == "Conv1D" for name, m in model.named_modules()
+                 if any(name.endswith("." + t) for t in targets))  # GPT-2 stores weights transposed
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=targets, fan_in_fan_out=conv1d)
+    return get_peft_model(model, config)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts (shared tensors counted once)."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def lora_summary(model: nn.Module) -> dict:
+    """The LoRA hyper-parameters of a wrapped model (for codenas.json)."""
+    config = model.peft_config["default"]
+    return {"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+            "targets": sorted(config.target_modules)}
+
+
+def save_adapter(out_dir: Path, peft_model: nn.Module, base: Base, *, step: int, metrics: dict | None = None,
+                 trainer_state: dict | None = None) -> None:
+    """Write an adapter folder atomically (see the module docstring for its files)."""
+    with atomic_directory(out_dir) as tmp:
+        peft_model.save_pretrained(str(tmp))
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model-card template says nothing useful
+        if base.tokenizer_file is not None:
+            shutil.copyfile(base.tokenizer_file, tmp / TOKENIZER)
+        else:
+            base.tokenizer.save(str(tmp / TOKENIZER))
+        atomic_write_json(tmp / "codenas.json", {
+            "kind": "lora", "base": base.ref, "base_sha256": base.sha256,
+            "arch": base.arch.to_dict() if base.arch is not None else None,
+            "lora": lora_summary(peft_model), "step": step, "metrics": metrics or {},
+        })
+        if trainer_state is not None:
+            write_trainer_state(tmp, trainer_state)
+
+
+def restore_adapter(peft_model: nn.Module, adapter_dir: Path) -> None:
+    """Load the adapter weights saved in ``adapter_dir`` into an already wrapped model (same targets)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = Path(adapter_dir) / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise CodenasError("adapter weights missing", weights)
+    result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise CodenasError(f"adapter does not fit the model (missing {missing[:3]}, "
+                           f"unexpected {list(result.unexpected_keys)[:3]})", weights)
+
+
+def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
+    """Fold an adapter into its base and save a standalone checkpoint (codenas, or ``hf:`` layout for hf bases)."""
+    if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
+        raise CodenasError("not a LoRA adapter folder (no adapter_config.json)", adapter_dir)
+    merged = load_model(str(adapter_dir))  # adapters are merged on load
+    save_model(out_dir, merged, step=merged.meta.get("step", 0), metrics=merged.meta.get("metrics", {}))
+    return Path(out_dir)

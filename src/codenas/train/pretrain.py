@@ -1,0 +1,138 @@
+"""Pretraining: a GPT learns next-token prediction on a folder of .py files (default: the stdlib).
+
+``pretrain()`` wires the pieces: the cached token corpus (``train.corpus``), one random-window batch source per
+rank, a validation-loss evaluation over fixed windows (averaged over DDP ranks), full checkpoints via
+``codenas.model.checkpoint``, and the shared loop (``train.loop``). Output folder::
+
+    OUT/checkpoint_last/   weights + codenas.json + tokenizer.json + trainer_state.pt (for --resume)
+    OUT/checkpoint_best/   the checkpoint with the lowest val loss so far
+    OUT/metrics.jsonl      one row per logged step (loss, lr, tokens, tokens_per_s, val_loss)
+    OUT/pretrain.json      the settings and corpus of the run
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codenas.io import CodenasError, atomic_write_json
+from codenas.model.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
+from codenas.model.config import ArchConfig, load_arch
+from codenas.model.model import GPT, describe
+from codenas.model.tokenizer import load_tokenizer
+from codenas.progress import say
+from codenas.train import distributed
+from codenas.train.corpus import RandomWindows, TokenCorpus, fixed_windows, prepare_corpus
+from codenas.train.distributed import DistContext
+from codenas.train.loop import TrainConfig, lm_loss, train
+
+
+class GPTCheckpointer:
+    """Full checkpoints (``codenas.model.checkpoint``) carrying the run's tokenizer."""
+
+    def __init__(self, tokenizer_path: Path):
+        self.tokenizer_path = Path(tokenizer_path)
+
+    def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict, trainer_state: dict | None) -> None:
+        save_checkpoint(path, model, tokenizer_path=self.tokenizer_path, step=step, metrics=metrics,
+                        trainer_state=trainer_state)
+
+    def restore(self, path: Path, model: nn.Module) -> dict:
+        saved = load_checkpoint(path)
+        if saved.arch != model.config:
+            raise CodenasError(f"checkpoint arch {saved.arch.to_dict()} differs from this run's arch", path)
+        model.load_state_dict(saved.model.state_dict())
+        return load_trainer_state(path) or {}
+
+
+def val_loss_evaluator(val_batches: list[dict[str, torch.Tensor]], ctx: DistContext):
+    """An ``evaluate(model, step)`` giving the mean loss over ``val_batches`` (split across DDP ranks)."""
+
+    def evaluate(model: nn.Module, step: int) -> dict[str, float]:
+        total, count = 0.0, 0
+        for batch in val_batches[ctx.rank::ctx.world_size]:
+            loss = lm_loss(model, {k: v.to(ctx.device) for k, v in batch.items()})
+            total, count = total + float(loss), count + 1
+        total, count = distributed.all_reduce_sum([total, count], ctx)
+        return {"val_loss": total / max(count, 1)}
+
+    return evaluate
+
+
+def _calling_after(evaluate, on_eval: Callable[[int, dict], None]):
+    """``evaluate`` that also hands its metrics to ``on_eval(step, metrics)``."""
+
+    def evaluate_and_report(model: nn.Module, step: int) -> dict[str, float]:
+        metrics = evaluate(model, step)
+        on_eval(step, metrics)
+        return metrics
+
+    return evaluate_and_report
+
+
+def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
+    """Rank 0 tokenizes (or finds the cache) first; the other ranks then read the cache."""
+    if not ctx.is_main:
+        distributed.barrier(ctx)
+    corpus = prepare_corpus(**kwargs)
+    if ctx.is_main:
+        distributed.barrier(ctx)
+    return corpus
+
+
+def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path, corpus: Path | None = None,
+             config: TrainConfig | None = None, max_files: int | None = None, max_tokens: int | None = None,
+             val_fraction: float = 0.02, cache: Path | None = None,
+             on_eval: Callable[[int, dict], None] | None = None, save_checkpoints: bool = True) -> dict:
+    """Pretrain a GPT of ``arch`` on ``corpus`` into ``out``; resumable, DDP-aware under torchrun.
+
+    ``on_eval(step, metrics)`` is called after each evaluation (it may raise to stop the run: the architecture
+    search prunes trials this way); ``save_checkpoints=False`` writes only the logs (short proxy runs).
+
+    Returns ``{"best_val_loss", "final_val_loss", "tokens", "steps", "params", "best_checkpoint",
+    "last_checkpoint"}`` (checkpoint paths as strings; ``best_checkpoint`` None if no evaluation ran).
+    """
+    cfg = config or TrainConfig(desc="pretrain")
+    arch_cfg = arch if isinstance(arch, ArchConfig) else load_arch(arch)
+    tokenizer = Path(tokenizer)
+    vocab = load_tokenizer(tokenizer).get_vocab_size()
+    if vocab > arch_cfg.vocab_size:
+        raise CodenasError(f"tokenizer has {vocab} tokens but the arch's vocab_size is {arch_cfg.vocab_size}",
+                           tokenizer)
+    out = Path(out)
+    ctx = distributed.setup(cfg.device)
+    try:
+        data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, val_fraction=val_fraction,
+                                    max_files=max_files, max_tokens=max_tokens, cache=cache)
+        torch.manual_seed(cfg.seed)
+        model = GPT(arch_cfg)
+        if ctx.is_main:
+            say(f"{describe(model)} = {model.num_params():,} parameters")
+            say(f"corpus: {data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} val tokens "
+                f"({data.meta['cache']})")
+            atomic_write_json(out / "pretrain.json", {"arch": arch_cfg.to_dict(), "train": asdict(cfg),
+                                                      "tokenizer": str(tokenizer), "corpus": data.meta,
+                                                      "max_tokens": max_tokens, "world_size": ctx.world_size})
+        batches = RandomWindows(data.train, cfg.batch_size, arch_cfg.context_length, seed=cfg.seed, rank=ctx.rank)
+        val = fixed_windows(data.val, cfg.eval_batches, cfg.batch_size, arch_cfg.context_length)
+        evaluate = val_loss_evaluator(val, ctx)
+        if on_eval is not None:
+            evaluate = _calling_after(evaluate, on_eval)
+        result = train(model, batches, cfg, out, evaluate=evaluate,
+                       checkpointer=GPTCheckpointer(tokenizer) if save_checkpoints else None, ctx=ctx)
+    finally:
+        distributed.teardown()
+    return {
+        "best_val_loss": result.best_value,
+        "final_val_loss": result.metrics.get("val_loss"),
+        "tokens": result.tokens,
+        "steps": result.step,
+        "params": model.num_params(),
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "last_checkpoint": str(result.last_checkpoint),
+    }

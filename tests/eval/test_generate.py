@@ -1,0 +1,79 @@
+"""eval.generate: sampling a model on problems, post-processing and judging, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from codenas.eval.generate import evaluate_model, sample_problems
+from codenas.io import read_jsonl
+from codenas.model.config import ArchConfig
+from codenas.model.model import GPT
+from codenas.model.tokenizer import EOT, encode_texts
+from codenas.records import Record
+from tests.train.finetune_fixtures import make_tokenizer
+
+PROBLEMS = [
+    Record("t_add", "test", 'def add(a, b):\n    """Return a + b."""\n', "    return a + b\n", "assert add(1, 2) == 3",
+           "add"),
+    Record("t_neg", "test", 'def neg(x):\n    """Return -x."""\n', "    return -x\n", "assert neg(2) == -2", "neg"),
+]
+
+
+class ScriptedModel(nn.Module):
+    """Always continues each known prompt with a fixed answer, then end-of-text (a stand-in for a trained GPT)."""
+
+    def __init__(self, tokenizer, answers: dict[str, str]):
+        super().__init__()
+        self.config = ArchConfig(n_layer=1, n_head=1, d_model=4, d_ff=4, context_length=128,
+                                 vocab_size=tokenizer.get_vocab_size())
+        self.dummy = nn.Parameter(torch.zeros(1))
+        prompts, texts = list(answers), list(answers.values())
+        self.scripts = list(zip(encode_texts(tokenizer, prompts), encode_texts(tokenizer, texts), strict=True))
+        self.eot = tokenizer.token_to_id(EOT)
+
+    def forward(self, idx, targets=None, *, segment_ids=None):
+        logits = torch.full((*idx.shape, self.config.vocab_size), -1e9)
+        for row, ids in enumerate(idx.tolist()):
+            for prompt, answer in self.scripts:
+                if ids[: len(prompt)] == prompt:
+                    done = len(ids) - len(prompt)
+                    logits[row, -1, answer[done] if done < len(answer) else self.eot] = 0.0
+        return logits, None
+
+
+def test_correct_and_wrong_answers_are_judged(tmp_path):
+    tok_path = make_tokenizer(tmp_path)
+    from codenas.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tok_path)
+    # the right body for add (then the model rambles on with a test, which post-processing cuts), a wrong one for neg
+    model = ScriptedModel(tok, {PROBLEMS[0].prompt: "    return a + b\n\nprint(add(1, 2))\n",
+                                PROBLEMS[1].prompt: "    return x\n"})
+    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", n=3, temperature=0.8, max_new_tokens=20,
+                             timeout=5)
+    assert summary["pass_at_k"]["pass@1"] == 0.5
+    assert summary["per_problem"]["t_add"]["correct"] == 3 and summary["per_problem"]["t_neg"]["correct"] == 0
+    samples = [row for _, row in read_jsonl(tmp_path / "out" / "samples.jsonl")]
+    assert [s["task_id"] for s in samples] == ["t_add"] * 3 + ["t_neg"] * 3
+    assert samples[0]["completion"] == "    return a + b\n"
+    results = [row for _, row in read_jsonl(tmp_path / "out" / "results.jsonl")]
+    assert [r["passed"] for r in results] == [True] * 3 + [False] * 3
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert written["sampling"]["n"] == 3 and written["pass_at_k"] == summary["pass_at_k"]
+
+
+def test_sampling_is_seeded(tmp_path: Path):
+    from codenas.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(make_tokenizer(tmp_path))
+    torch.manual_seed(0)
+    model = GPT(ArchConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, context_length=64, vocab_size=300))
+    a = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=5)
+    b = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=5)
+    c = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=6)
+    assert a == b and len(a) == 4
+    assert [s["raw"] for s in a] != [s["raw"] for s in c]

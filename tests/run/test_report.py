@@ -1,0 +1,110 @@
+"""The report renderer on a synthetic run folder: every section, the per-problem changes, self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+from codenas.io import atomic_write_json, write_jsonl
+from codenas.run.config import dumps_toml, load_run_config
+from codenas.run.report import SECTIONS, per_problem, write_report
+
+HARDWARE = {"cpu": "Test CPU", "cores": "2", "memory": "1.0 GiB", "gpu": "none"}
+VERSIONS = {"python": "3.11.0", "torch": "9.9.9"}
+
+
+def _results(folder, passed: dict[str, list[bool]]) -> None:
+    rows = [{"task_id": t, "completion": "", "passed": p, "status": "passed" if p else "failed", "detail": ""}
+            for t, outcomes in passed.items() for p in outcomes]
+    write_jsonl(folder / "results.jsonl", rows)
+    n = len(next(iter(passed.values())))
+    c = sum(sum(v) for v in passed.values())
+    atomic_write_json(folder / "summary.json", {"pass_at_k": {"pass@1": c / (n * len(passed))},
+                                                "n_problems": len(passed), "n_samples": n * len(passed)})
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    out = tmp_path / "synthetic"
+    out.mkdir()
+    (out / "config.resolved.toml").write_text(dumps_toml(load_run_config("tiny")))
+    atomic_write_json(out / "stages.json", {"stages": [
+        {"name": "data", "key": "a" * 64, "status": "ran", "wall_s": 12.5},
+        {"name": "pretrain", "key": "b" * 64, "status": "cached", "wall_s": 75.0},
+    ]})
+    atomic_write_json(out / "data" / "manifest.json", {
+        "seed": 1234, "val_size": 50, "holdout": "mini",
+        "inputs": {"humaneval": {"file": "HumanEval.jsonl.gz", "sha256": "f" * 64}, "mbpp": None},
+        "counts": {"humaneval": {"val": 9, "input": 164, "contaminated": 15, "train": 120, "held_out": 20}},
+        "benchmarks": {"mini": {"candidates": 20, "records": 20}},
+        "rules": {"max_complexity": 6}, "sizes": {"train.jsonl": 120, "val.jsonl": 9},
+    })
+    write_jsonl(out / "pretrain" / "metrics.jsonl",
+                [{"step": s, "loss": 8.0 - s / 100, **({"val_loss": 7.9 - s / 100} if s % 20 == 0 else {})}
+                 for s in range(10, 101, 10)])
+    write_jsonl(out / "lora" / "metrics.jsonl",
+                [{"step": 5, "loss": 3.0}, {"step": 10, "loss": 2.5, "val_loss": 2.7, "val_pass@1": 0.1},
+                 {"step": 20, "loss": 2.0, "val_loss": 2.4, "val_pass@1": 0.3}])
+    _results(out / "eval" / "base" / "mini", {"he_1": [True, False], "he_2": [False, False], "he_3": [True, True]})
+    _results(out / "eval" / "lora" / "mini", {"he_1": [False, False], "he_2": [False, True], "he_3": [True, False]})
+    return out
+
+
+def test_report_has_every_section_in_both_formats(run_dir):
+    md_path, html_path = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)
+    md, html = md_path.read_text(), html_path.read_text()
+    for section in SECTIONS:
+        assert f"## {section}\n" in md
+        assert f"<h2>{section}</h2>" in html
+    assert "Test CPU" in md and "9.9.9" in md
+    assert "| humaneval | HumanEval.jsonl.gz | ffffffffffffffff |" in md
+    assert "| input | 164 |" in md and "| contaminated | 15 |" in md  # counts per source and per rule
+    assert md.index("| input |") < md.index("| held_out |") < md.index("| contaminated |") < md.index("| train |")
+    assert "| mini | base | 3 | 50.0% |" in md and "| mini | lora | 3 | 33.3% |" in md
+    assert "| lora | 20 | 30.0% |" in md  # pass@1 vs step
+    assert "| pretrain | 7 | 6.9 | 6.9 (step 100) |" in md  # loss curve summary
+    assert "| data | 12.5 s | ran |" in md and "| pretrain | 1 min 15.0 s | cached |" in md
+
+
+def test_plots_are_written_and_embedded(run_dir):
+    _, html_path = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)
+    html = html_path.read_text()
+    pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert pngs == ["loss_curves.png", "pass1_vs_step.png", "passk.png"]
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(embedded) == 3
+    assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in embedded)
+    assert not re.search(r'(src|href)="(?!data:)', html)  # self-contained: nothing fetched from elsewhere
+    md = (run_dir / "report.md").read_text()
+    assert all(f"(plots/{name})" in md for name in pngs)
+
+
+def test_per_problem_changes_list_gained_and_lost(run_dir):
+    md_path, _ = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)
+    md = md_path.read_text()
+    assert "1 newly solved, 1 no longer solved, 1 solved by both, out of 3 problems" in md
+    assert "| he_2 | solved after, not before | 0/2 | 1/2 |" in md
+    assert "| he_1 | solved before, not after | 1/2 | 0/2 |" in md
+
+
+def test_per_problem_counts(run_dir):
+    assert per_problem(run_dir / "eval" / "base" / "mini" / "results.jsonl") == {
+        "he_1": (1, 2), "he_2": (0, 2), "he_3": (2, 2)}
+
+
+def test_report_of_an_empty_run_still_has_every_section(tmp_path):
+    md_path, html_path = write_report(tmp_path, hardware=HARDWARE, versions=VERSIONS)
+    md = md_path.read_text()
+    assert all(f"## {section}\n" in md for section in SECTIONS)
+    assert "No evaluation results yet." in md
+    assert not (tmp_path / "plots").exists()
+
+
+def test_markdown_escapes_table_pipes(run_dir):
+    atomic_write_json(run_dir / "stages.json", {"stages": [
+        {"name": "a|b", "key": "c" * 64, "status": "ran", "wall_s": 1.0}]})
+    md_path, html_path = write_report(run_dir, hardware={"cpu": "x<y>"}, versions=VERSIONS)
+    assert "| a\\|b |" in md_path.read_text()
+    assert "x&lt;y&gt;" in html_path.read_text()

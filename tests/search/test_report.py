@@ -1,0 +1,83 @@
+"""Ranking, Pareto front, plot and best arch, built from an in-memory study (no training)."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from codenas.io import read_jsonl
+from codenas.model.config import ArchConfig
+from codenas.search.report import best_row, pareto_front, ranked_rows, rows_table, write_outputs
+
+DISTRIBUTIONS = {
+    "n_layer": IntDistribution(1, 8), "n_head": CategoricalDistribution((2, 3)),
+    "d_model": CategoricalDistribution((32, 64)), "d_ff_ratio": CategoricalDistribution((2, 4)),
+    "context_length": CategoricalDistribution((64,)), "dropout": FloatDistribution(0.0, 0.3),
+}
+
+
+def _trial(state, n_layer, params, *, value=None, intermediate=None, infeasible=None, n_head=2):
+    sampled = {"n_layer": n_layer, "n_head": n_head, "d_model": 32, "d_ff_ratio": 2, "context_length": 64,
+               "dropout": 0.1}
+    attrs = {"params": params, "latency_ms": 1.5}
+    if n_head == 2:
+        attrs["arch"] = ArchConfig(n_layer=n_layer, n_head=2, d_model=32, d_ff=64, context_length=64,
+                                   vocab_size=300, dropout=0.1, name=f"l{n_layer}").to_dict()
+    if infeasible:
+        attrs["infeasible"] = infeasible
+    return create_trial(state=state, value=value, params=sampled, distributions=DISTRIBUTIONS, user_attrs=attrs,
+                        intermediate_values=intermediate or {})
+
+
+def _study() -> optuna.Study:
+    study = optuna.create_study()
+    for t in (
+        _trial(TrialState.COMPLETE, 1, 1000, value=3.0, intermediate={1: 3.5, 2: 3.0}),
+        _trial(TrialState.COMPLETE, 2, 2000, value=2.5, intermediate={1: 3.2, 2: 2.5}),
+        _trial(TrialState.COMPLETE, 3, 3000, value=2.8, intermediate={1: 3.3, 2: 2.8}),  # dominated by l2
+        _trial(TrialState.PRUNED, 4, 4000, intermediate={1: 3.9}),
+        _trial(TrialState.PRUNED, 5, 9000, infeasible="9,000 parameters > max 5,000"),
+        _trial(TrialState.PRUNED, 6, None, infeasible="d_model 32 is not a multiple of n_head 3", n_head=3),
+        _trial(TrialState.FAIL, 7, 1500),
+    ):
+        study.add_trial(t)
+    return study
+
+
+def test_rows_are_ranked_by_state_then_loss():
+    rows = ranked_rows(_study())
+    assert [r["n_layer"] for r in rows] == [2, 3, 1, 4, 5, 6, 7]
+    assert [r["state"] for r in rows] == ["complete"] * 3 + ["pruned", "infeasible", "infeasible", "failed"]
+    assert [r["rank"] for r in rows] == list(range(1, 8))
+    pruned = rows[3]
+    assert pruned["val_loss"] == 3.9 and pruned["evals"] == 1
+    assert rows[5]["d_ff"] == 64 and rows[5]["params"] is None and "multiple" in rows[5]["reason"]
+
+
+def test_pareto_front_keeps_only_undominated_complete_trials():
+    rows = ranked_rows(_study())
+    front = {r["n_layer"] for r in rows if r["pareto"]}
+    assert front == {1, 2}
+    assert pareto_front([]) == set()
+
+
+def test_best_row_is_the_lowest_loss():
+    assert best_row(ranked_rows(_study()))["n_layer"] == 2
+    assert best_row([]) is None
+
+
+def test_write_outputs(tmp_path):
+    rows = write_outputs(_study(), tmp_path, max_params=5000)
+    assert [row for _, row in read_jsonl(tmp_path / "trials.jsonl")] == rows
+    assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert ArchConfig.from_json(tmp_path / "best_arch.json").n_layer == 2
+    assert rows_table(rows).row_count == 7
+
+
+def test_outputs_of_a_study_without_results(tmp_path):
+    study = optuna.create_study()
+    study.add_trial(_trial(TrialState.PRUNED, 5, 9000, infeasible="too big"))
+    write_outputs(study, tmp_path)
+    assert (tmp_path / "pareto.png").is_file()
+    assert not (tmp_path / "best_arch.json").exists()

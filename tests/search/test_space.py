@@ -1,0 +1,74 @@
+"""The search space: exact parameter counts, sampling into valid arch configs, flag parsing."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from codenas.io import CodenasError
+from codenas.model.config import ArchConfig, load_arch
+from codenas.model.model import GPT
+from codenas.search.space import SearchSpace, count_params, parse_space, sample_arch, shape_of, smallest_arch
+
+
+@pytest.mark.parametrize("arch", [
+    ArchConfig(n_layer=2, n_head=2, d_model=32, d_ff=96, context_length=64, vocab_size=300),
+    ArchConfig(n_layer=3, n_head=4, d_model=64, d_ff=128, context_length=32, vocab_size=500, bias=False,
+               tie_embeddings=False),
+    load_arch("tiny"),
+])
+def test_count_params_matches_a_real_model(arch):
+    assert count_params(arch) == GPT(arch).num_params()
+
+
+def test_sample_arch_builds_the_sampled_shape():
+    params = {"n_layer": 3, "n_head": 4, "d_model": 64, "d_ff_ratio": 3, "context_length": 128, "dropout": 0.123456}
+    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(d_model=(64,)), 1000, name="x")
+    assert reason == ""
+    assert arch == ArchConfig(n_layer=3, n_head=4, d_model=64, d_ff=192, context_length=128, vocab_size=1000,
+                              dropout=0.1235, name="x")
+    assert shape_of(params) == {k: getattr(arch, k) for k in shape_of(params)}
+
+
+def test_sample_arch_reports_heads_that_do_not_divide_the_width():
+    params = {"n_layer": 2, "n_head": 3, "d_model": 64, "d_ff_ratio": 2, "context_length": 128, "dropout": 0.0}
+    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(n_head=(3,), d_model=(64,)), 1000)
+    assert arch is None
+    assert "not a multiple" in reason
+
+
+def test_sampling_stays_inside_the_space():
+    space = SearchSpace(n_layer=(2, 3), n_head=(2, 4), d_model=(32, 64), d_ff_ratio=(2, 4), context_length=(64,),
+                        dropout=(0.1, 0.2))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    for _ in range(10):
+        arch, reason = sample_arch(study.ask(), space, 300)
+        assert reason == "" and 2 <= arch.n_layer <= 3 and arch.n_head in (2, 4) and arch.d_model in (32, 64)
+        assert arch.d_ff // arch.d_model in (2, 4) and arch.context_length == 64 and 0.1 <= arch.dropout <= 0.2
+
+
+def test_smallest_arch_has_the_fewest_parameters():
+    space = SearchSpace(n_layer=(2, 3), n_head=(2, 4), d_model=(64, 32), d_ff_ratio=(4, 2), context_length=(64, 32),
+                        dropout=(0.0, 0.1))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sampled = [count_params(sample_arch(study.ask(), space, 300)[0]) for _ in range(20)]
+    assert count_params(smallest_arch(space, 300)) <= min(sampled)
+    assert smallest_arch(space, 300).d_ff == 64
+
+
+def test_parse_space_reads_ranges_and_choices():
+    space = parse_space({"n_layer": "2:4", "d_model": "128, 256", "dropout": "0:0.25", "n_head": None})
+    assert space.n_layer == (2, 4) and space.d_model == (128, 256) and space.dropout == (0.0, 0.25)
+    assert space.n_head == SearchSpace().n_head
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"n_layer": "4"}, "low:high"),
+    ({"n_layer": "4:2"}, "empty"),
+    ({"d_model": "128,abc"}, "not an integer"),
+    ({"dropout": "0:1.5"}, "dropout"),
+    ({"context_length": "0,128"}, "positive"),
+])
+def test_parse_space_rejects_bad_flags(flags, message):
+    with pytest.raises(CodenasError, match=message):
+        parse_space(flags)

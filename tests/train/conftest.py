@@ -1,0 +1,39 @@
+"""Shared fixtures for training tests: a small corpus of stdlib files, a small tokenizer, a tiny arch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codenas.model.config import ArchConfig
+from codenas.model.tokenizer import sample_files, stdlib_dir, stdlib_files, train_tokenizer
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """About 60 stdlib modules copied into a folder (a few hundred thousand characters)."""
+    root = tmp_path_factory.mktemp("corpus")
+    for f in sample_files(stdlib_files(), stdlib_dir(), 60):
+        dest = root / f.relative_to(stdlib_dir())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_corpus, tmp_path_factory) -> Path:
+    return train_tokenizer(sorted(small_corpus.rglob("*.py")), 512, tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Corpus caches go to a per-session temporary folder, never the user's cache."""
+    monkeypatch.setenv("CODENAS_HOME", str(tmp_path_factory.getbasetemp() / "codenas_home"))
+
+
+@pytest.fixture
+def micro_arch() -> ArchConfig:
+    """A very small GPT with dropout on (so exact resume must restore the RNG)."""
+    return ArchConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, context_length=32, vocab_size=512,
+                      dropout=0.1, name="micro")

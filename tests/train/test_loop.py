@@ -1,0 +1,121 @@
+"""The shared loop with plugged-in parts (toy model, batch source, evaluation, checkpointer), schedule, dtype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from codenas.io import CodenasError, read_jsonl
+from codenas.train.loop import BEST, LAST, TrainConfig, autocast_dtype, lr_at, make_optimizer, train
+
+
+class CountingSource:
+    """Batches of a noisy linear target; its state is a counter."""
+
+    def __init__(self) -> None:
+        self.drawn = 0
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.drawn)
+        self.drawn += 1
+        x = torch.randn(16, 4, generator=g)
+        return {"input_ids": x, "y": x @ torch.tensor([1.0, -2.0, 3.0, 0.5])}
+
+    def state_dict(self) -> dict:
+        return {"drawn": self.drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.drawn = state["drawn"]
+
+
+class MemoryCheckpointer:
+    """Keeps what would be saved in memory (as an adapter-saving stage might write a small file)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, dict] = {}
+
+    def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict, trainer_state: dict | None) -> None:
+        self.saved[path.name] = {"step": step, "metrics": metrics, "trainer_state": trainer_state,
+                                 "weights": {k: v.clone() for k, v in model.state_dict().items()}}
+        path.mkdir(parents=True, exist_ok=True)
+
+    def restore(self, path: Path, model: nn.Module) -> dict:
+        model.load_state_dict(self.saved[path.name]["weights"])
+        return self.saved[path.name]["trainer_state"]
+
+
+def regression_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return ((model(batch["input_ids"]).squeeze(-1) - batch["y"]) ** 2).mean()
+
+
+def _config(**overrides) -> TrainConfig:
+    settings = dict(max_steps=12, lr=0.05, min_lr=0.005, warmup_steps=2, eval_interval=4, log_interval=2,
+                    weight_decay=0.0, dtype="fp32", device="cpu", desc="test")
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_custom_parts_best_by_max_metric_and_resume(tmp_path):
+    scores = {4: 0.5, 8: 0.9, 12: 0.7}  # "higher is better", best at step 8
+
+    def evaluate(model: nn.Module, step: int) -> dict[str, float]:
+        assert not model.training and not torch.is_grad_enabled()
+        return {"pass@1": scores[step], "val_loss": float(step)}
+
+    ckpt = MemoryCheckpointer()
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    result = train(model, CountingSource(), _config(best_metric="pass@1", best_mode="max"), tmp_path,
+                   evaluate=evaluate, checkpointer=ckpt, loss_fn=regression_loss)
+    assert (result.best_step, result.best_value) == (8, 0.9)
+    assert ckpt.saved[BEST]["step"] == 8 and ckpt.saved[BEST]["trainer_state"] is None
+    assert ckpt.saved[LAST]["trainer_state"]["ranks"][0]["batches"] == {"drawn": 12}
+    rows = [row for _, row in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12] and rows[1]["pass@1"] == 0.5
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+    scores.update({16: 0.95})
+    resumed = train(nn.Linear(4, 1), CountingSource(), _config(max_steps=16, best_metric="pass@1", best_mode="max",
+                                                                resume=True, lr_decay_steps=12),
+                    tmp_path, evaluate=evaluate, checkpointer=ckpt, loss_fn=regression_loss)
+    assert resumed.step == 16 and (resumed.best_step, resumed.best_value) == (16, 0.95)
+    assert resumed.tokens == 16 * 16 * 4
+
+
+def test_evaluation_must_return_the_best_metric(tmp_path):
+    with pytest.raises(CodenasError, match="val_loss"):
+        train(nn.Linear(4, 1), CountingSource(), _config(max_steps=4), tmp_path,
+              evaluate=lambda m, s: {"other": 1.0}, loss_fn=regression_loss)
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    cfg = _config(max_steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    decay = [lr_at(s, cfg) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    assert lr_at(100, cfg) == pytest.approx(0.1) and lr_at(55, cfg) == pytest.approx(0.55)
+
+
+def test_weight_decay_only_on_matrices():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
+    groups = make_optimizer(model, _config(weight_decay=0.1), torch.device("cpu")).param_groups
+    assert [len(g["params"]) for g in groups] == [2, 3] and [g["weight_decay"] for g in groups] == [0.1, 0.0]
+
+
+def test_dtype_choice_and_bf16_training_on_cpu(tmp_path):
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    result = train(nn.Linear(4, 1), CountingSource(), _config(max_steps=4, dtype="bf16"), tmp_path,
+                   loss_fn=regression_loss)
+    assert result.step == 4
+    losses = [row["loss"] for _, row in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_bad_settings_raise():
+    with pytest.raises(CodenasError, match="dtype"):
+        TrainConfig(dtype="fp16")
+    with pytest.raises(CodenasError, match="min_lr"):
+        TrainConfig(lr=1e-4, min_lr=1e-3)

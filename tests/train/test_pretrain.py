@@ -1,0 +1,111 @@
+"""Pretraining end to end on a small stdlib corpus: loss falls, exact resume, checkpoints, metrics, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from codenas.cli import cli
+from codenas.io import CodenasError, read_json, read_jsonl
+from codenas.model.checkpoint import load_checkpoint
+from codenas.train.loop import BEST, LAST, TrainConfig
+from codenas.train.pretrain import pretrain
+
+
+def _config(**overrides) -> TrainConfig:
+    settings = dict(max_steps=10, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_interval=5,
+                    eval_batches=2, log_interval=1, dtype="fp32", device="cpu", seed=7, desc="test")
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _rows(run_dir) -> list[dict]:
+    return [row for _, row in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def test_loss_falls_over_50_steps(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    result = pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
+                      config=_config(max_steps=50, eval_interval=10, log_interval=10, lr=1e-2, min_lr=1e-3))
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40, 50]
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.3
+    assert rows[-1]["val_loss"] < math.log(512) - 0.5  # an untrained model scores about ln(vocab)
+    assert result["best_val_loss"] == min(r["val_loss"] for r in rows)
+    assert result["final_val_loss"] == rows[-1]["val_loss"]
+    assert result["tokens"] == 50 * 8 * 32 and result["steps"] == 50
+    best = load_checkpoint(result["best_checkpoint"])
+    assert best.meta["metrics"]["val_loss"] == result["best_val_loss"]
+    assert all(k in rows[0] for k in ("loss", "lr", "tokens", "tokens_per_s", "val_loss"))
+
+
+def test_resume_continues_exactly(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    common = dict(eval_interval=3, lr_decay_steps=8, grad_accum=2)
+    kwargs = dict(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus)
+    pretrain(out=tmp_path / "one_go", config=_config(max_steps=8, **common), **kwargs)
+    pretrain(out=tmp_path / "split", config=_config(max_steps=5, **common), **kwargs)
+    resumed = pretrain(out=tmp_path / "split", config=_config(max_steps=8, resume=True, **common), **kwargs)
+    assert resumed["steps"] == 8 and resumed["tokens"] == 8 * 2 * 8 * 32
+    one_go = load_file(tmp_path / "one_go" / LAST / "model.safetensors")
+    split = load_file(tmp_path / "split" / LAST / "model.safetensors")
+    assert one_go.keys() == split.keys()
+    assert all(torch.equal(one_go[k], split[k]) for k in one_go)
+    losses = {r["step"]: r["loss"] for r in _rows(tmp_path / "one_go")}
+    assert {r["step"]: r["loss"] for r in _rows(tmp_path / "split")} == losses
+    assert sorted(losses) == list(range(1, 9))
+
+
+def test_resume_truncates_rows_logged_after_the_checkpoint(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    kwargs = dict(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path)
+    pretrain(config=_config(max_steps=4, eval_interval=2), **kwargs)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 9, "loss": 1.0}\n{"step": 10, "lo')  # rows of a killed run, one torn
+    pretrain(config=_config(max_steps=6, eval_interval=2, resume=True), **kwargs)
+    assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_without_checkpoint_fails(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    with pytest.raises(CodenasError, match="nothing to resume"):
+        pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
+                 config=_config(max_steps=2, resume=True))
+
+
+def test_vocab_larger_than_arch_is_rejected(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    import dataclasses
+
+    with pytest.raises(CodenasError, match="vocab_size"):
+        pretrain(arch=dataclasses.replace(micro_arch, vocab_size=256), tokenizer=small_tokenizer,
+                 corpus=small_corpus, out=tmp_path, config=_config(max_steps=1))
+
+
+def test_checkpoints_carry_arch_tokenizer_and_step(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    result = pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
+                      config=_config(max_steps=4, eval_interval=2))
+    last = load_checkpoint(tmp_path / LAST)
+    assert last.meta["step"] == 4 and last.arch == micro_arch
+    assert (tmp_path / LAST / "trainer_state.pt").is_file()
+    assert not (tmp_path / BEST / "trainer_state.pt").exists()
+    assert read_json(tmp_path / "pretrain.json")["arch"]["name"] == "micro"
+    assert result["last_checkpoint"] == str(tmp_path / LAST)
+
+
+def test_cli_tokenizer_train_and_pretrain(small_corpus, micro_arch, tmp_path):
+    runner = CliRunner()
+    tok = tmp_path / "tok.json"
+    res = runner.invoke(cli, ["-q", "tokenizer", "train", "--vocab-size", "512", "--corpus", str(small_corpus),
+                              "--out", str(tok), "--max-files", "40", "--val-fraction", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert "held-out chars/token:" in res.output and tok.is_file()
+    arch = tmp_path / "micro.json"
+    arch.write_text(__import__("json").dumps(micro_arch.to_dict()))
+    res = runner.invoke(cli, ["-q", "train", "pretrain", "--arch", str(arch), "--tokenizer", str(tok),
+                              "--corpus", str(small_corpus), "--out", str(tmp_path / "run"), "--max-steps", "3",
+                              "--batch-size", "4", "--eval-batches", "1", "--dtype", "fp32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "3 steps, 384 tokens" in res.output
+    assert (tmp_path / "run" / BEST / "model.safetensors").is_file()
+    res = runner.invoke(cli, ["train", "pretrain", "--arch", str(arch), "--tokenizer", str(tok),
+                              "--out", str(tmp_path / "run2"), "--max-steps", "1", "--corpus", str(tmp_path / "none")])
+    assert res.exit_code != 0 and "not found" in res.output

@@ -71,3 +71,13 @@ def test_sha256_file_matches_bytes(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"codenas" * 1000)
     assert sha256_file(p) == sha256_bytes(b"codenas" * 1000)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "m.json", {})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644

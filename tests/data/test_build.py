@@ -135,3 +135,14 @@ def test_bad_arguments_are_reported():
         build_dataset(mbpp=None, out=SAMPLE_MBPP.parent, holdout="everything")
     with pytest.raises(CodenasError, match="does not exist"):
         build_dataset(mbpp=SAMPLE_MBPP.parent / "missing.jsonl", out=SAMPLE_MBPP.parent)
+
+
+def test_reading_an_output_file_validates_every_line(built, tmp_path):
+    out, _, _ = built
+    lines = (out / "val.jsonl").read_text().splitlines(keepends=True)
+    broken = json.loads(lines[2])
+    del broken["tests"]
+    bad = tmp_path / "val.jsonl"
+    bad.write_text("".join(lines[:2]) + json.dumps(broken) + "\n" + "".join(lines[3:]))
+    with pytest.raises(CodenasError, match=r"val.jsonl:3: record is missing field\(s\): tests"):
+        read_records(bad)

@@ -66,9 +66,21 @@ def test_rerun_into_a_finished_folder_runs_nothing(problems, tmp_path, monkeypat
         assert list(programs) == []
         return iter(())
 
-    monkeypatch.setattr(scoring, "iter_programs", no_programs)
-    assert score_samples(samples, problems, tmp_path, workers=2) == first
+    with monkeypatch.context() as m:
+        m.setattr(scoring, "iter_programs", no_programs)
+        assert score_samples(samples, problems, tmp_path, workers=2) == first
     assert (tmp_path / "results.jsonl").read_bytes() == before
+    # Other limits: the old verdicts do not count, everything runs again.
+    ran = []
+    real = scoring.iter_programs
+
+    def counting(programs, **kwargs):
+        ran.append(len(programs))
+        return real(programs, **kwargs)
+
+    monkeypatch.setattr(scoring, "iter_programs", counting)
+    assert score_samples(samples, problems, tmp_path, workers=2, timeout=2.0)["timeout"] == 2.0
+    assert ran == [len(samples)]
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -92,14 +104,18 @@ def test_unknown_task_id_fails_before_anything_is_written(problems, tmp_path):
     assert not out.exists()
 
 
-def test_cli_reports_bad_input_in_one_line(problems, tmp_path):
+@pytest.mark.parametrize(("second_line", "message"), [
+    ("not json", "malformed JSON"),
+    ('{"task_id": "HumanEval/99", "completion": "x"}', "unknown task id 'HumanEval/99'"),
+])
+def test_cli_reports_bad_input_in_one_line(problems, tmp_path, second_line, message):
     write_records(tmp_path / "problems.jsonl", problems)
     samples = tmp_path / "samples.jsonl"
-    samples.write_text('{"task_id": "he_1", "completion": "x"}\nnot json\n')
+    samples.write_text('{"task_id": "he_1", "completion": "x"}\n' + second_line + "\n")
     result = CliRunner().invoke(cli, ["eval", "samples", str(samples), "--problems", str(tmp_path / "problems.jsonl"),
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert f"{samples}:2: malformed JSON" in result.output and "Traceback" not in result.output
+    assert f"{samples}:2: {message}" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 
 

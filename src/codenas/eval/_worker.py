@@ -53,6 +53,7 @@ LINUX_CAPABILITY_VERSION_3 = 0x20080522
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 NOBODY = 65534
+SANDBOX_UID_BASE = 1 << 30  # + worker pid: a uid of its own for each live worker's children, owned by no one
 OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr a child may keep in memory; the rest is dropped
 FILE_SIZE_CAP = 16 * 1024 * 1024  # largest file a child may write (RLIMIT_FSIZE)
 MESSAGE_CAP = 4096
@@ -60,6 +61,7 @@ DETAIL_CAP = 300
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample directories
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_sandbox_uid = NOBODY  # set by main() when running as root
 
 
 def wall_backstop(timeout: float) -> float:
@@ -212,19 +214,34 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def _drop_root(workdir: str) -> None:
-    """When run as root, become nobody: the kernel then refuses kills, file writes and forks the guards miss.
+def sandbox_uid() -> int:
+    """The uid children of this worker run as when it is root: one no other live worker uses (its pid makes
+    it unique), so samples running at the same time cannot signal each other; ``nobody`` where the kernel
+    does not accept such a uid (e.g. a user namespace with a small id range)."""
+    uid = SANDBOX_UID_BASE + os.getpid()
+    probe = os.fork()
+    if probe == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+        finally:
+            os._exit(0 if os.getuid() == uid else 1)
+    return uid if os.waitstatus_to_exitcode(os.waitpid(probe, 0)[1]) == 0 else NOBODY
+
+
+def _drop_root(workdir: str, uid: int) -> None:
+    """When run as root, become ``uid``: the kernel then refuses kills, file writes and forks the guards miss.
 
     Only CAP_DAC_READ_SEARCH is kept, so that the interpreter can still import modules from a Python installed
-    in a directory nobody may not read (e.g. under /root): the child can read what root can, but not write it.
+    in a directory others may not read (e.g. under /root): the child can read what root can, but not write it.
     """
     if os.geteuid() != 0:
         return
-    os.chown(workdir, NOBODY, NOBODY)
+    os.chown(workdir, uid, uid)
     _libc.prctl(PR_SET_KEEPCAPS, 1)
     os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    os.setgid(uid)
+    os.setuid(uid)
     caps = (_CapData * 2)()
     caps[0].effective = caps[0].permitted = 1 << CAP_DAC_READ_SEARCH
     _libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), caps)
@@ -241,15 +258,15 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.closerange(3, report_fd)
-    os.closerange(report_fd + 1, 1 << 16)
+    os.closerange(report_fd + 1, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
     os.chdir(workdir)
     os.environ["HOME"] = os.environ["TMPDIR"] = workdir
     tempfile.tempdir = workdir
     _limit_resources(timeout, memory_mb)
-    _drop_root(workdir)
+    _drop_root(workdir, _sandbox_uid)
     sys.stdout, sys.stderr, sys.stdin = _CappedSink(), _CappedSink(), _EmptyInput()
     signal.setitimer(signal.ITIMER_PROF, timeout)  # CPU seconds (user + system); SIGPROF kills the child
-    write, setitimer, exit_now = os.write, signal.setitimer, os._exit
+    write, setitimer, itimer_prof, exit_now = os.write, signal.setitimer, signal.ITIMER_PROF, os._exit
     base_exception, assertion_error, system_exit, memory_error = BaseException, AssertionError, SystemExit, MemoryError
     is_instance, to_str = isinstance, str
     _reliability_guard(workdir)
@@ -263,7 +280,7 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
             detail = e.__class__.__name__ + (": " + text[0] if text else "")
         except base_exception:
             detail = e.__class__.__name__
-    setitimer(signal.ITIMER_PROF, 0)
+    setitimer(itimer_prof, 0)
     write(report_fd, (nonce + "\n" + status + "\n" + detail[:DETAIL_CAP]).encode("utf-8", "replace"))
     exit_now(0)
 
@@ -346,18 +363,21 @@ def run_one(program: str, timeout: float, memory_mb: int) -> tuple[str, str]:
     nonce = os.urandom(16).hex()
     workdir = tempfile.mkdtemp(prefix="codenas-sample-", dir=SCRATCH)
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            _child(program, timeout, memory_mb, write_fd, workdir, nonce)
-        finally:
-            os._exit(70)
-    os.close(write_fd)
     try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_fd)
+                _child(program, timeout, memory_mb, write_fd, workdir, nonce)
+            finally:
+                os._exit(70)
+        os.close(write_fd)
+        write_fd = -1
         report, wait_status, cpu, backstop = _wait(pid, read_fd, timeout)
     finally:
-        os.close(read_fd)
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
         _kill_orphans()
         shutil.rmtree(workdir, ignore_errors=True)
     return _verdict(report, nonce, wait_status, cpu, timeout, backstop)
@@ -368,17 +388,32 @@ def main() -> None:
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come back to us, to be killed
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _isolate_network()
+    global _sandbox_uid
+    if os.geteuid() == 0:
+        _sandbox_uid = sandbox_uid()
     jobs, out = sys.stdin.buffer, sys.stdout.buffer
     for line in jobs:
         job = json.loads(line)
         try:
-            status, detail = run_one(job["program"], job["timeout"], job["memory_mb"])
+            status, detail = run_with_retries(job["program"], job["timeout"], job["memory_mb"])
+        except Exception as e:  # a harness failure, not a verdict: the parent raises it
+            out.write(json.dumps({"harness_error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
+            out.flush()
+            raise
+        out.write(json.dumps({"status": status, "detail": detail}).encode() + b"\n")
+        out.flush()
+
+
+def run_with_retries(program: str, timeout: float, memory_mb: int, attempts: int = 10) -> tuple[str, str]:
+    """``run_one``, waiting and retrying while the machine is out of processes or memory for the fork."""
+    for attempt in range(attempts - 1):
+        try:
+            return run_one(program, timeout, memory_mb)
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.ENOMEM):
                 raise
-            status, detail = "error", f"sandbox could not start the program: {e}"
-        out.write(json.dumps({"status": status, "detail": detail}).encode() + b"\n")
-        out.flush()
+            time.sleep(0.1 * 2 ** min(attempt, 4))
+    return run_one(program, timeout, memory_mb)
 
 
 if __name__ == "__main__":

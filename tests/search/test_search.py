@@ -58,6 +58,12 @@ def test_cli_search_writes_outputs_and_a_rerun_trains_nothing(tiny_config, tiny_
                                                                  best["context_length"])
     assert GPT(arch).num_params() == best["params"] <= 50_000
     assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    pretrained = CliRunner().invoke(cli, [
+        "--quiet", "train", "pretrain", "--arch", str(out / "best_arch.json"), "--tokenizer", str(tiny_tokenizer),
+        "--corpus", str(tiny_corpus), "--out", str(out / "final"), "--max-steps", "2", "--batch-size", "2",
+        "--eval-batches", "1", "--warmup-steps", "1", "--device", "cpu"])
+    assert pretrained.exit_code == 0, pretrained.output
+    assert (out / "final" / "checkpoint_last").is_dir()
 
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output

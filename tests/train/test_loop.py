@@ -119,3 +119,9 @@ def test_bad_settings_raise():
         TrainConfig(dtype="fp16")
     with pytest.raises(CodenasError, match="min_lr"):
         TrainConfig(lr=1e-4, min_lr=1e-3)
+
+
+def test_a_fresh_run_starts_a_fresh_log(tmp_path):
+    for _ in range(2):
+        train(nn.Linear(4, 1), CountingSource(), _config(max_steps=4), tmp_path, loss_fn=regression_loss)
+    assert [row["step"] for _, row in read_jsonl(tmp_path / "metrics.jsonl")] == [2, 4]

@@ -109,3 +109,22 @@ def test_cli_tokenizer_train_and_pretrain(small_corpus, micro_arch, tmp_path):
     res = runner.invoke(cli, ["train", "pretrain", "--arch", str(arch), "--tokenizer", str(tok),
                               "--out", str(tmp_path / "run2"), "--max-steps", "1", "--corpus", str(tmp_path / "none")])
     assert res.exit_code != 0 and "not found" in res.output
+
+
+def test_proxy_run_reports_evaluations_and_writes_no_checkpoints(small_corpus, small_tokenizer, micro_arch,
+                                                                  tmp_path):
+    seen = []
+    result = pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
+                      config=_config(max_steps=4, eval_interval=2), on_eval=lambda s, m: seen.append((s, m)),
+                      save_checkpoints=False)
+    assert [s for s, _ in seen] == [2, 4] and seen[-1][1]["val_loss"] == result["final_val_loss"]
+    assert result["best_checkpoint"] is None and result["last_checkpoint"] is None
+    assert not (tmp_path / LAST).exists() and not (tmp_path / BEST).exists()
+
+    def stop(step: int, metrics: dict) -> None:
+        raise KeyboardInterrupt("pruned")
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path / "pruned",
+                 config=_config(max_steps=4, eval_interval=2), on_eval=stop)
+    assert [r["step"] for r in _rows(tmp_path / "pruned")] == [1]

@@ -170,3 +170,28 @@ def test_resumed_run_ends_with_the_same_weights(workdir, tmp_path, monkeypatch):
         assert torch.equal(a[name], b[name]), name
     steps = [row["step"] for _, row in read_jsonl(tmp_path / "resumed" / "metrics.jsonl") if "val_loss" in row]
     assert steps == [2, 4]
+
+
+def test_bare_weights_file_needs_arch_and_tokenizer(workdir, tmp_path):
+    from codenas.train.bases import load_base
+
+    model = load_checkpoint(workdir / "base").model
+    weights = tmp_path / "seed.pt"
+    torch.save({"model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}}, weights)
+    with pytest.raises(CodenasError, match="--arch_json and --tokenizer_path"):
+        load_base(str(weights))
+    base = load_base(str(weights), arch=tiny_arch(dropout=0.1), tokenizer_path=workdir / "tokenizer.json")
+    ids = torch.randint(0, 300, (1, 10))
+    with torch.no_grad():
+        assert torch.equal(base.model(ids)[0], model(ids)[0])
+
+
+def test_checkpoint_globs_sort_by_step(tmp_path):
+    from codenas.train.evaluate import expand_checkpoints
+
+    for name in ("step10", "step2", "step100", "checkpoint_best"):
+        (tmp_path / name).mkdir()
+    got = expand_checkpoints([str(tmp_path / "step*"), str(tmp_path / "checkpoint_best")])
+    assert [Path(p).name for p in got] == ["step2", "step10", "step100", "checkpoint_best"]
+    with pytest.raises(CodenasError, match="no checkpoint folder"):
+        expand_checkpoints([str(tmp_path / "nothing*")])

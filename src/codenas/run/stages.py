@@ -9,6 +9,7 @@ outside the run folder: MBPP, HumanEval, the stdlib listing).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     return Stage("data", out / "data", action, params, inputs=inputs)
 
 
+@functools.cache
 def _stdlib_listing() -> str:
     """A hash of the stdlib .py files (relative path and size): the tokenizer's and pretraining's corpus."""
     from codenas.model.tokenizer import list_py_files, stdlib_dir

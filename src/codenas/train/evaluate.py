@@ -106,6 +106,7 @@ def plot_pass_at_1(rows: list[dict], path: Path) -> None:
     ax.plot([s for s, _ in points], [p for _, p in points], marker="o")
     ax.set_xlabel("training step")
     ax.set_ylabel("pass@1 (%)")
+    ax.set_ylim(0, max(5.0, 1.1 * max((p for _, p in points), default=0.0)))
     ax.set_title(f"pass@1 on {rows[0]['n_problems']} problems")
     ax.grid(alpha=0.3)
     fig.tight_layout()

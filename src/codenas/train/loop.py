@@ -217,6 +217,8 @@ class _Trainer:
             self._resume()
         else:
             _seed_everything(cfg.seed * 1_000_003 + ctx.rank)
+            if ctx.is_main:
+                _truncate_metrics(self.out_dir / METRICS, 0)  # a fresh run starts a fresh log
         self.train_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
         if ctx.is_distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -342,9 +344,10 @@ class _Trainer:
                 bar.close()
             if log is not None:
                 log.close()
+        saved = self.checkpointer is not None
         return TrainResult(step=self.step, tokens=self.tokens, metrics=self.metrics, best_value=self.best_value,
-                           best_step=self.best_step, last_checkpoint=self.out_dir / LAST,
-                           best_checkpoint=self.out_dir / BEST if self.best_step is not None else None)
+                           best_step=self.best_step, last_checkpoint=self.out_dir / LAST if saved else None,
+                           best_checkpoint=self.out_dir / BEST if saved and self.best_step is not None else None)
 
 
 def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, out_dir: Path, *,

@@ -95,7 +95,7 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
     search prunes trials this way); ``save_checkpoints=False`` writes only the logs (short proxy runs).
 
     Returns ``{"best_val_loss", "final_val_loss", "tokens", "steps", "params", "best_checkpoint",
-    "last_checkpoint"}`` (checkpoint paths as strings; ``best_checkpoint`` None if no evaluation ran).
+    "last_checkpoint"}`` (checkpoint paths as strings, None when not written).
     """
     cfg = config or TrainConfig(desc="pretrain")
     arch_cfg = arch if isinstance(arch, ArchConfig) else load_arch(arch)
@@ -134,5 +134,5 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
         "steps": result.step,
         "params": model.num_params(),
         "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
-        "last_checkpoint": str(result.last_checkpoint),
+        "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
     }

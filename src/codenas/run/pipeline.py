@@ -64,7 +64,11 @@ def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
         resume = cache.begin(stage.folder, key)
         say(f"{where}: {'resuming' if resume else 'running'} ({key[:12]})")
         start = time.perf_counter()
-        stage.action(stage.folder, resume)
+        try:
+            stage.action(stage.folder, resume)
+        except KeyboardInterrupt:
+            say(f"{where}: interrupted; run the same command again to resume it")
+            raise
         wall = time.perf_counter() - start
         cache.finish(stage.folder, key)
         log.record(stage.name, key, "resumed" if resume else "ran", wall)

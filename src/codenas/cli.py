@@ -220,18 +220,24 @@ def train_pretrain(arch: str, tokenizer_path: str, corpus: str | None, out: str,
     click.echo(f"{r['steps']} steps, {r['tokens']:,} tokens; val loss {r['final_val_loss']:.4f} (best {best}); "
                f"best checkpoint: {r['best_checkpoint']}")
 
+
 @cli.command("export")
+@click.argument("checkpoint_arg", metavar="[CHECKPOINT]", required=False,
+                type=click.Path(exists=True, file_okay=False))
 @click.option("--hf", "hf_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder for the Hugging Face (GPT-2 layout) model and tokenizer.")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), required=True,
-              help="codenas checkpoint folder to export (e.g. runs/pretrain/checkpoint_best).")
-def export(hf_dir: str, checkpoint: str) -> None:
-    """Export a checkpoint for transformers: AutoModelForCausalLM.from_pretrained(HF) then loads it."""
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
+              help="codenas checkpoint folder to export (e.g. runs/pretrain/checkpoint_best); "
+                   "may also be given as the CHECKPOINT argument.")
+def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None) -> None:
+    """Export CHECKPOINT for transformers: AutoModelForCausalLM.from_pretrained(HF) then loads it."""
     from pathlib import Path
 
     from codenas.model.export_hf import export_hf
 
-    export_hf(Path(checkpoint), Path(hf_dir))
+    if (checkpoint_arg is None) == (checkpoint is None):
+        raise click.UsageError("give the checkpoint folder once: as CHECKPOINT or with --checkpoint")
+    export_hf(Path(checkpoint or checkpoint_arg), Path(hf_dir))
     click.echo(f"wrote {hf_dir} (GPT-2 layout, with tokenizer)")
 
 

@@ -60,3 +60,13 @@ def test_export_cli(tmp_path, model, tokenizer_path):
     result = runner.invoke(cli, ["export", "--hf", str(tmp_path / "hf2"), "--checkpoint", str(tmp_path / "ckpt")])
     assert result.exit_code == 1 and "tokenizer.json" in result.output
     assert not (tmp_path / "hf2").exists()
+
+
+def test_export_cli_takes_the_checkpoint_as_argument_too(tmp_path, model, tokenizer_path):
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=0)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "hf" / "config.json").is_file()
+    result = runner.invoke(cli, ["export", "--hf", str(tmp_path / "hf3")])
+    assert result.exit_code == 2 and "give the checkpoint folder once" in result.output

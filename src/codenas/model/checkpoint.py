@@ -13,11 +13,7 @@ half-written checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 import codenas
-from codenas.io import CodenasError, dumps_json, read_json, sha256_file
+from codenas.io import CodenasError, atomic_directory, dumps_json, read_json, sha256_file
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
@@ -45,47 +41,6 @@ class Checkpoint:
     tokenizer: Tokenizer
     meta: dict
     path: Path
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary directory beside ``path``; on success it replaces ``path`` (a directory or nothing).
-
-    An existing ``path`` is renamed aside, the new one renamed in, and only then the old one deleted, so at
-    every moment either the old or the new complete directory exists (under ``path`` or its ``.old`` name).
-    Files get the usual permissions (umask applied), not the private ones of temporary files.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        umask = _current_umask()
-        for f in tmp.iterdir():
-            if f.is_file():
-                os.chmod(f, 0o666 & ~umask)
-                _fsync(f)
-        os.chmod(tmp, 0o777 & ~umask)
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def save_checkpoint(

@@ -15,8 +15,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging
 
-from codenas.io import CodenasError, dumps_json, read_json
-from codenas.model.checkpoint import atomic_directory, load_checkpoint
+from codenas.io import CodenasError, atomic_directory, dumps_json, read_json
+from codenas.model.checkpoint import load_checkpoint
 from codenas.model.model import GPT, LAYER_NORM_EPS
 from codenas.model.tokenizer import EOT, PAD
 

@@ -21,13 +21,12 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json, read_json, sha256_file
+from codenas.io import CodenasError, atomic_directory, atomic_write_json, read_json, sha256_file
 from codenas.model.checkpoint import (
     META,
     TOKENIZER,
     TRAINER_STATE,
     WEIGHTS,
-    atomic_directory,
     load_checkpoint,
     save_checkpoint,
 )

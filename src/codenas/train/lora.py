@@ -18,8 +18,8 @@ from pathlib import Path
 
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json
-from codenas.model.checkpoint import TOKENIZER, atomic_directory
+from codenas.io import CodenasError, atomic_directory, atomic_write_json
+from codenas.model.checkpoint import TOKENIZER
 from codenas.train.bases import ADAPTER_CONFIG, Base, load_model, save_model, write_trainer_state
 from codenas.train.hf_base import HFCausalLM, default_hf_targets
 

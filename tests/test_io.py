@@ -98,3 +98,24 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
+    with pytest.raises(CodenasError) as e:
+        list(read_jsonl(p))
+    assert e.value.line == 2 and "not valid UTF-8" in str(e.value)
+
+
+def test_blank_lines_and_missing_final_newline(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n\n  \n{"a": 2}')
+    assert list(read_jsonl(p)) == [(1, {"a": 1}), (4, {"a": 2})]
+
+
+def test_null_line_is_not_an_object(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text("null\n")
+    with pytest.raises(CodenasError, match=":1: expected a JSON object, got NoneType"):
+        list(read_jsonl(p))

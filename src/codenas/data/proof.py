@@ -6,10 +6,9 @@ passes has tests that check nothing. Both kinds are dropped by the caller and co
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from codenas.eval.execution import run_programs
+from codenas.eval.execution import ExecResult, iter_programs
 from codenas.progress import progress
 from codenas.records import Record
 
@@ -26,16 +25,14 @@ class ProofResult:
 
 
 def prove(records: list[Record], *, desc: str = "proving", workers: int | None = None) -> ProofResult:
-    """Run each record's reference and null-body programs on all cores (chunked, with a progress bar)."""
+    """Run each record's reference and null-body programs on all cores (default), with a progress bar."""
     programs = [p for r in records for p in (r.program(), r.program(NULL_BODY))]
-    workers = workers or os.cpu_count() or 1
-    chunk = max(32, 8 * workers)
-    results = []
+    results: dict[int, ExecResult] = {}
     with progress(total=len(programs), desc=desc, unit="prog") as bar:
-        for start in range(0, len(programs), chunk):
-            batch = programs[start:start + chunk]
-            results += run_programs(batch, timeout=PROOF_TIMEOUT_S, memory_mb=PROOF_MEMORY_MB, workers=workers)
-            bar.update(len(batch))
+        for i, result in iter_programs(programs, timeout=PROOF_TIMEOUT_S, memory_mb=PROOF_MEMORY_MB,
+                                       workers=workers):
+            results[i] = result
+            bar.update()
     outcome = ProofResult()
     for i, record in enumerate(records):
         reference, null = results[2 * i], results[2 * i + 1]

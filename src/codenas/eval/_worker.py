@@ -2,10 +2,11 @@
 
 Started by ``codenas.eval.execution`` as ``python -I .../_worker.py`` (never forked from a parent that has
 torch loaded). It imports only the standard library, pre-imports the modules test programs commonly use
-(so each forked child gets them for free), then loops: read one job (a JSON line on stdin), fork a child
-that locks itself down and runs the program, wait for it under a CPU-time limit and a wall-clock backstop,
-kill everything it left behind, and write one JSON verdict line on stdout. docs/sandbox.md says what the
-lock-down does and does not guarantee.
+(so each forked child gets them for free), says it is ready, then loops: read one job (a JSON line on stdin:
+the program, its CPU-time limit, memory cap and wall-clock backstop), fork a child that locks itself down and
+runs the program, wait for it under the CPU-time limit and the wall-clock backstop, kill everything it left
+behind, and write one JSON verdict line on stdout. docs/sandbox.md says what the lock-down does and does not
+guarantee.
 """
 
 # Modules marked F401 are unused here: they are pre-imported so that every forked child gets them for free.
@@ -62,11 +63,6 @@ SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheap
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sandbox_uid = NOBODY  # set by main() when running as root
-
-
-def wall_backstop(timeout: float) -> float:
-    """Seconds of wall-clock time a child gets before it is killed whatever its CPU use (sleeping code)."""
-    return max(5 * timeout, timeout + 5)
 
 
 class _CappedSink(io.TextIOBase):
@@ -308,12 +304,12 @@ def _kill_orphans() -> None:
             pass
 
 
-def _wait(pid: int, report_fd: int, timeout: float) -> tuple[bytes, int, float, bool]:
-    """Collect the report and the exit status; kill the child at the wall-clock backstop.
+def _wait(pid: int, report_fd: int, wall_s: float) -> tuple[bytes, int, float, bool]:
+    """Collect the report and the exit status; kill the child after ``wall_s`` seconds (the wall-clock backstop).
 
     Returns (report bytes, wait status, CPU seconds used, hit the backstop).
     """
-    deadline = time.monotonic() + wall_backstop(timeout)
+    deadline = time.monotonic() + wall_s
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(report_fd, select.POLLIN)
@@ -344,12 +340,13 @@ def _wait(pid: int, report_fd: int, timeout: float) -> tuple[bytes, int, float, 
     return report, wait_status, usage.ru_utime + usage.ru_stime, backstop
 
 
-def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: float, backstop: bool):
+def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: float, wall_s: float,
+             backstop: bool):
     lines = report.decode("utf-8", "replace").split("\n", 2)
     if len(lines) == 3 and lines[0] == nonce and lines[1] in ("passed", "failed", "error"):
         return lines[1], lines[2]
     if backstop:
-        return "timeout", f"killed after {wall_backstop(timeout):g} s of wall-clock time"
+        return "timeout", f"killed after {wall_s:g} s of wall-clock time"
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
         if sig in (signal.SIGPROF, signal.SIGXCPU) or (sig == signal.SIGKILL and cpu >= timeout):
@@ -358,8 +355,9 @@ def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: f
     return "failed", f"exited with status {os.waitstatus_to_exitcode(wait_status)} before the tests finished"
 
 
-def run_one(program: str, timeout: float, memory_mb: int) -> tuple[str, str]:
-    """Run one program in a fresh sandboxed child and return (status, detail)."""
+def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tuple[str, str]:
+    """Run one program in a fresh sandboxed child (CPU limit ``timeout``, wall-clock backstop ``wall_s``);
+    return (status, detail)."""
     nonce = os.urandom(16).hex()
     workdir = tempfile.mkdtemp(prefix="codenas-sample-", dir=SCRATCH)
     read_fd, write_fd = os.pipe()
@@ -373,14 +371,14 @@ def run_one(program: str, timeout: float, memory_mb: int) -> tuple[str, str]:
                 os._exit(70)
         os.close(write_fd)
         write_fd = -1
-        report, wait_status, cpu, backstop = _wait(pid, read_fd, timeout)
+        report, wait_status, cpu, backstop = _wait(pid, read_fd, wall_s)
     finally:
         for fd in (read_fd, write_fd):
             if fd >= 0:
                 os.close(fd)
         _kill_orphans()
         shutil.rmtree(workdir, ignore_errors=True)
-    return _verdict(report, nonce, wait_status, cpu, timeout, backstop)
+    return _verdict(report, nonce, wait_status, cpu, timeout, wall_s, backstop)
 
 
 def main() -> None:
@@ -392,10 +390,12 @@ def main() -> None:
     if os.geteuid() == 0:
         _sandbox_uid = sandbox_uid()
     jobs, out = sys.stdin.buffer, sys.stdout.buffer
+    out.write(b'{"ready": true}\n')  # the harness waits for this: a worker that cannot start fails loudly
+    out.flush()
     for line in jobs:
         job = json.loads(line)
         try:
-            status, detail = run_with_retries(job["program"], job["timeout"], job["memory_mb"])
+            status, detail = run_with_retries(job["program"], job["timeout"], job["memory_mb"], job["wall_s"])
         except Exception as e:  # a harness failure, not a verdict: the parent raises it
             out.write(json.dumps({"harness_error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
             out.flush()
@@ -404,16 +404,17 @@ def main() -> None:
         out.flush()
 
 
-def run_with_retries(program: str, timeout: float, memory_mb: int, attempts: int = 10) -> tuple[str, str]:
+def run_with_retries(program: str, timeout: float, memory_mb: int, wall_s: float,
+                     attempts: int = 10) -> tuple[str, str]:
     """``run_one``, waiting and retrying while the machine is out of processes or memory for the fork."""
     for attempt in range(attempts - 1):
         try:
-            return run_one(program, timeout, memory_mb)
+            return run_one(program, timeout, memory_mb, wall_s)
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.ENOMEM):
                 raise
             time.sleep(0.1 * 2 ** min(attempt, 4))
-    return run_one(program, timeout, memory_mb)
+    return run_one(program, timeout, memory_mb, wall_s)
 
 
 if __name__ == "__main__":

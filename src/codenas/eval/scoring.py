@@ -7,11 +7,12 @@ Layout of the output folder:
                            order (task_id, completion, passed, status, detail). Never half-written.
     summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, settings.
 Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input
-and that was scored with the same time and memory limits.
+and that was scored with the same time and memory limits against the same prompts and tests.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 from codenas.eval.execution import STATUSES, iter_programs
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
-from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_json, read_jsonl, write_jsonl
+from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_json, read_jsonl, sha256_bytes, write_jsonl
 from codenas.progress import progress, say
 from codenas.records import Record, canonical_id
 
@@ -54,6 +55,11 @@ def _check_sample(obj: dict, path: str | os.PathLike | None, line: int | None) -
         raise CodenasError("sample has no task_id", path, line)
     if not isinstance(obj.get("completion"), str):
         raise CodenasError(f"sample {obj['task_id']!r} has no completion string", path, line)
+    try:
+        obj["completion"].encode("utf-8")
+    except UnicodeEncodeError:
+        raise CodenasError(f"sample {obj['task_id']!r}: completion is not valid Unicode (a lone surrogate)",
+                           path, line) from None
 
 
 def _problem_index(problems: Sequence[Record]) -> dict[str, Record]:
@@ -85,6 +91,13 @@ def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list
         completion = extract_completion(sample["completion"], rec.entry_point) if raw else sample["completion"]
         resolved.append((rec, completion))
     return resolved
+
+
+def _problems_sha256(resolved: list[tuple[Record, str]]) -> str:
+    """Fingerprint of the prompts and tests the samples run against, so a resume never reuses verdicts obtained
+    against other (e.g. rebuilt) problems."""
+    used = sorted({rec.id: (rec.prompt, rec.tests) for rec, _ in resolved}.items())
+    return sha256_bytes(json.dumps(used).encode())
 
 
 def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Record, str]],
@@ -121,7 +134,7 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
     out_dir = Path(out_dir)
     resolved = _resolve(samples, problems, raw)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"timeout": timeout, "memory_mb": memory_mb}
+    settings = {"timeout": timeout, "memory_mb": memory_mb, "problems_sha256": _problems_sha256(resolved)}
     rows = _previous_rows(out_dir, samples, resolved, settings)
     todo = [i for i in range(len(samples)) if i not in rows]
     if rows:
@@ -165,7 +178,8 @@ def summary_table(summary: dict):
     """A rich Table of overall pass@k and status counts, for the CLI to print."""
     from rich.table import Table
 
-    table = Table(title=f"{summary['n_samples']} samples, {summary['n_problems']} problems")
+    title = f"{summary['n_samples']} samples, {summary['n_problems']} problems"
+    table = Table(title=title, min_width=len(title) + 4)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in summary["pass_at_k"].items():

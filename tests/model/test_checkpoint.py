@@ -85,6 +85,10 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CodenasError, match="codenas.json"):
         load_checkpoint(tmp_path / "empty")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "codenas.json").write_text('{"kind": "lora", "base": "/somewhere"}')
+    with pytest.raises(CodenasError, match="LoRA adapter, not a full checkpoint: merge it first"):
+        load_checkpoint(tmp_path / "adapter")
 
 
 def test_failed_save_leaves_old_checkpoint(tmp_path, model, tokenizer_path):

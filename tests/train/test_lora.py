@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from codenas.cli import cli
-from codenas.io import read_jsonl
+from codenas.io import CodenasError, read_jsonl
 from codenas.model.config import load_arch
 from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
@@ -93,6 +93,13 @@ def test_resumed_lora_run_ends_with_the_same_adapter(workdir, tmp_path, monkeypa
     assert a.keys() == b.keys() and len(a) == 8
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_resuming_on_another_base_is_refused(workdir, tmp_path):
+    _lora_run(workdir, tmp_path / "run", max_steps=2)
+    make_base(tmp_path, seed=1)
+    with pytest.raises(CodenasError, match="another base"):
+        _lora_run(workdir, tmp_path / "run", base=str(tmp_path / "base"), max_steps=4, resume=True)
 
 
 def test_lora_targets_can_be_overridden(workdir):

@@ -109,6 +109,12 @@ def test_cli_tokenizer_train_and_pretrain(small_corpus, micro_arch, tmp_path):
     res = runner.invoke(cli, ["train", "pretrain", "--arch", str(arch), "--tokenizer", str(tok),
                               "--out", str(tmp_path / "run2"), "--max-steps", "1", "--corpus", str(tmp_path / "none")])
     assert res.exit_code != 0 and "not found" in res.output
+    small_vocab = tmp_path / "small_vocab.json"
+    small_vocab.write_text(__import__("json").dumps({**micro_arch.to_dict(), "vocab_size": 300}))
+    res = runner.invoke(cli, ["train", "pretrain", "--arch", str(small_vocab), "--tokenizer", str(tok),
+                              "--out", str(tmp_path / "run3"), "--max-steps", "1", "--corpus", str(small_corpus)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "tokenizer has 512 tokens but the arch's vocab_size is 300" in res.output
 
 
 def test_proxy_run_reports_evaluations_and_writes_no_checkpoints(small_corpus, small_tokenizer, micro_arch,

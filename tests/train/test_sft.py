@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def test_bare_weights_file_needs_arch_and_tokenizer(workdir, tmp_path):
     torch.save({"model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}}, weights)
     with pytest.raises(CodenasError, match="--arch_json and --tokenizer_path"):
         load_base(str(weights))
+    with pytest.raises(CodenasError, match="the tokenizer has 300 tokens but the arch's vocab_size is 256"):
+        load_base(str(weights), arch=dataclasses.replace(tiny_arch(), vocab_size=256),
+                  tokenizer_path=workdir / "tokenizer.json")
     base = load_base(str(weights), arch=tiny_arch(dropout=0.1), tokenizer_path=workdir / "tokenizer.json")
     ids = torch.randint(0, 300, (1, 10))
     with torch.no_grad():

@@ -89,6 +89,9 @@ def read_meta(path: Path) -> dict:
         raise CodenasError("checkpoint directory not found", path)
     meta_path = path / META
     meta = read_json(meta_path)
+    if isinstance(meta, dict) and meta.get("kind") == "lora":
+        raise CodenasError("this is a LoRA adapter, not a full checkpoint: merge it first "
+                           "(codenas lora merge ADAPTER --out DIR)", path)
     if not isinstance(meta, dict) or meta.get("kind") != "codenas":
         raise CodenasError('not a codenas checkpoint (expected "kind": "codenas")', meta_path)
     for key in ("arch", "tokenizer_sha256", "step"):

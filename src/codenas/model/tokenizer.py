@@ -140,6 +140,17 @@ def pad_id(tokenizer: Tokenizer) -> int:
     return tokenizer.token_to_id(PAD)
 
 
+def check_vocab_fits(n_tokens: int, vocab_size: int, path: str | os.PathLike | None = None) -> None:
+    """Refuse a tokenizer of ``n_tokens`` tokens for a model of ``vocab_size`` rows (higher ids have no embedding).
+
+    A model with more rows than the tokenizer has tokens works (the extra rows are never used).
+    """
+    if n_tokens > vocab_size:
+        raise CodenasError(f"the tokenizer has {n_tokens} tokens but the arch's vocab_size is {vocab_size}: "
+                           f"use a tokenizer of at most {vocab_size} tokens (codenas tokenizer train --vocab-size "
+                           f"{vocab_size}) or raise vocab_size in the arch JSON", path)
+
+
 def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, treating special-token strings inside the text as ordinary characters."""
     previous = tokenizer.encode_special_tokens

@@ -91,7 +91,6 @@ def count_params(arch: ArchConfig) -> int:
         return GPT(arch).num_params()
 
 
-
 def _parse_number(text: str, kind: type, name: str) -> int | float:
     try:
         return kind(text.strip())

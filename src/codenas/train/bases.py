@@ -32,7 +32,7 @@ from codenas.model.checkpoint import (
 )
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
-from codenas.model.tokenizer import eot_id, load_tokenizer, pad_id
+from codenas.model.tokenizer import check_vocab_fits, eot_id, load_tokenizer, pad_id
 from codenas.train.hf_base import HF_PREFIX, HFCausalLM, hf_dir, load_hf, save_hf
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -131,6 +131,7 @@ def _load_weights_file(path: Path, arch: ArchConfig | None, tokenizer_path: Path
                            path)
     tokenizer_file = _tokenizer_file(tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_file)
+    check_vocab_fits(tokenizer.get_vocab_size(), arch.vocab_size, tokenizer_file)
     model = GPT(arch)
     model.load_state_dict(_read_state_dict(path, model), strict=True)
     return Base(model=model.eval(), tokenizer=tokenizer, eot_id=eot_id(tokenizer), pad_id=pad_id(tokenizer),

@@ -61,15 +61,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_mean(value: float, ctx: DistContext) -> float:
-    """The mean of ``value`` over all ranks."""
-    if not ctx.is_distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(t)
-    return t.item() / ctx.world_size
-
-
 def all_reduce_sum(values: list[float], ctx: DistContext) -> list[float]:
     """Element-wise sums of ``values`` over all ranks."""
     if not ctx.is_distributed:

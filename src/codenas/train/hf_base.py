@@ -11,7 +11,8 @@ Default LoRA targets follow the attention projections of common layouts (``HF_LO
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,9 +44,6 @@ class HFShape:
     context_length: int
     vocab_size: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class HFKVCache:
     """The sampler's cache interface (``pos``, ``select_rows``) over a transformers ``DynamicCache``."""
@@ -73,6 +71,9 @@ class HFCausalLM(nn.Module):
             raise CodenasError("the transformers config gives no context length (n_positions or "
                                "max_position_embeddings)")
         self.config = HFShape(context_length=int(context), vocab_size=int(cfg.vocab_size))
+        # transformers 5 names the forward's cache argument `cache`; 4.x called it `past_key_values`
+        forward_args = inspect.signature(hf_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 segment_ids: torch.Tensor | None = None,
@@ -80,7 +81,7 @@ class HFCausalLM(nn.Module):
         if segment_ids is not None:
             raise CodenasError("hf: models do not support packed segments; use padded batches")
         if kv_cache is not None:
-            out = self.hf(input_ids=idx, cache=kv_cache.past, use_cache=True)
+            out = self.hf(input_ids=idx, use_cache=True, **{self._cache_arg: kv_cache.past})
             kv_cache.past = out.past_key_values
             kv_cache.pos += idx.shape[1]
             return out.logits, None
@@ -89,7 +90,6 @@ class HFCausalLM(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         return logits, loss
-
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> HFKVCache:
         """An empty cache for the sampler (it grows as needed; the sizes are GPT's signature)."""

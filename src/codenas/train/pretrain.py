@@ -24,7 +24,7 @@ from codenas.io import CodenasError, atomic_write_json
 from codenas.model.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from codenas.model.config import ArchConfig, load_arch
 from codenas.model.model import GPT, describe
-from codenas.model.tokenizer import load_tokenizer
+from codenas.model.tokenizer import check_vocab_fits, load_tokenizer
 from codenas.progress import say
 from codenas.train import distributed
 from codenas.train.corpus import RandomWindows, TokenCorpus, fixed_windows, prepare_corpus
@@ -101,9 +101,7 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
     arch_cfg = arch if isinstance(arch, ArchConfig) else load_arch(arch)
     tokenizer = Path(tokenizer)
     vocab = load_tokenizer(tokenizer).get_vocab_size()
-    if vocab > arch_cfg.vocab_size:
-        raise CodenasError(f"tokenizer has {vocab} tokens but the arch's vocab_size is {arch_cfg.vocab_size}",
-                           tokenizer)
+    check_vocab_fits(vocab, arch_cfg.vocab_size, tokenizer)
     out = Path(out)
     ctx = distributed.setup(cfg.device)
     try:
@@ -113,6 +111,9 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
         model = GPT(arch_cfg)
         if ctx.is_main:
             say(f"{describe(model)} = {model.num_params():,} parameters")
+            if vocab < arch_cfg.vocab_size:
+                say(f"note: the tokenizer has {vocab} tokens, the arch's vocab_size is {arch_cfg.vocab_size}: "
+                    f"{arch_cfg.vocab_size - vocab} embedding rows stay unused")
             say(f"corpus: {data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} val tokens "
                 f"({data.meta['cache']})")
             atomic_write_json(out / "pretrain.json", {"arch": arch_cfg.to_dict(), "train": asdict(cfg),

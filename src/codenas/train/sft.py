@@ -60,36 +60,33 @@ def default_train_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
-class FullCheckpointer:
-    """SFT: the whole model, in its own kind's layout; also ``step{N}`` beside ``checkpoint_last``."""
+class FinetuneCheckpointer:
+    """Saves the model (SFT: the whole model in its base's layout; LoRA: only the adapter and a pointer to the
+    base), and also as ``step{N}`` beside each ``checkpoint_last``."""
 
-    def __init__(self, base: Base):
-        self.base = base
+    def __init__(self, base: Base, adapter: bool):
+        self.base, self.adapter = base, adapter
 
-    def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict, trainer_state: dict | None) -> None:
-        full = replace(self.base, model=model)
-        save_model(path, full, step=step, metrics=metrics, trainer_state=trainer_state)
-        if path.name == LAST:
-            save_model(path.parent / f"step{step}", full, step=step, metrics=metrics)
-
-    def restore(self, path: Path, model: nn.Module) -> dict:
-        model.load_state_dict(load_model(str(path)).model.state_dict())
-        return load_trainer_state(path) or {}
-
-
-class AdapterCheckpointer:
-    """LoRA: only the adapter (and a pointer to the base); also ``step{N}`` beside ``checkpoint_last``."""
-
-    def __init__(self, base: Base):
-        self.base = base
+    def _write(self, path: Path, model: nn.Module, **kwargs) -> None:
+        if self.adapter:
+            save_adapter(path, model, self.base, **kwargs)
+        else:
+            save_model(path, replace(self.base, model=model), **kwargs)
 
     def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict, trainer_state: dict | None) -> None:
-        save_adapter(path, model, self.base, step=step, metrics=metrics, trainer_state=trainer_state)
+        self._write(path, model, step=step, metrics=metrics, trainer_state=trainer_state)
         if path.name == LAST:
-            save_adapter(path.parent / f"step{step}", model, self.base, step=step, metrics=metrics)
+            self._write(path.parent / f"step{step}", model, step=step, metrics=metrics)
 
     def restore(self, path: Path, model: nn.Module) -> dict:
-        restore_adapter(model, path)
+        if self.adapter:
+            trained_on = read_json(path / META).get("base_sha256")
+            if trained_on and self.base.sha256 and trained_on != self.base.sha256:
+                raise CodenasError(f"this adapter was trained on another base than {self.base.ref} (sha256 "
+                                   "differs): resume with the same --init_checkpoint", path)
+            restore_adapter(model, path)
+        else:
+            model.load_state_dict(load_model(str(path)).model.state_dict())
         return load_trainer_state(path) or {}
 
 
@@ -188,7 +185,7 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
                                     world_size=ctx.world_size)
         problems = val_records[: eval_settings.max_problems]
         evaluator = Evaluator(base, val_examples, problems, eval_settings, cfg.batch_size, out, cfg.seed, ctx)
-        checkpointer = AdapterCheckpointer(base) if lora is not None else FullCheckpointer(base)
+        checkpointer = FinetuneCheckpointer(base, adapter=lora is not None)
         result = train(model, batches, cfg, out, evaluate=evaluator, checkpointer=checkpointer, ctx=ctx)
     finally:
         distributed.teardown()

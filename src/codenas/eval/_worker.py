@@ -260,6 +260,9 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     tempfile.tempdir = workdir
     _limit_resources(timeout, memory_mb)
     _drop_root(workdir, _sandbox_uid)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # changing our uid cleared it: a killed worker takes us along
+    if os.getppid() != parent:
+        os._exit(1)
     sys.stdout, sys.stderr, sys.stdin = _CappedSink(), _CappedSink(), _EmptyInput()
     signal.setitimer(signal.ITIMER_PROF, timeout)  # CPU seconds (user + system); SIGPROF kills the child
     write, setitimer, itimer_prof, exit_now = os.write, signal.setitimer, signal.ITIMER_PROF, os._exit
@@ -340,6 +343,14 @@ def _wait(pid: int, report_fd: int, wall_s: float) -> tuple[bytes, int, float, b
     return report, wait_status, usage.ru_utime + usage.ru_stime, backstop
 
 
+def _signal_name(sig: int) -> str:
+    """``SIGSEGV`` for the named signals, ``signal 40`` for the others (e.g. real-time signals)."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
 def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: float, wall_s: float,
              backstop: bool):
     lines = report.decode("utf-8", "replace").split("\n", 2)
@@ -351,7 +362,7 @@ def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: f
         sig = os.WTERMSIG(wait_status)
         if sig in (signal.SIGPROF, signal.SIGXCPU) or (sig == signal.SIGKILL and cpu >= timeout):
             return "timeout", f"exceeded {timeout:g} s of CPU time"
-        return "failed", f"crashed ({signal.Signals(sig).name}) before the tests finished"
+        return "failed", f"crashed ({_signal_name(sig)}) before the tests finished"
     return "failed", f"exited with status {os.waitstatus_to_exitcode(wait_status)} before the tests finished"
 
 

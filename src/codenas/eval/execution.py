@@ -4,7 +4,10 @@ A pool of warm worker processes (``_worker.py``, one per core, started as fresh 
 parent with torch loaded is never forked) each fork one locked-down child per program. One thread per worker
 feeds it jobs over a pipe and reads back one verdict per job; a worker that dies, or stays silent well past
 the job's wall-clock backstop (e.g. stopped by the sample it runs), is killed and restarted and its job is
-marked ``failed``; a worker that cannot start is an error. docs/sandbox.md lists what the sandbox guarantees.
+marked ``failed``. A failure of the harness itself (a worker that cannot start, or reports that it could not
+set a sample up, e.g. no space for its directory) gives no verdict: that sample is retried on a fresh worker a
+few times, then the run stops with a ``CodenasError`` naming the cause. docs/sandbox.md lists what the sandbox
+guarantees.
 
 Public API (stable; the data stage relies on it):
     ExecResult(status, detail)          status in {"passed", "failed", "timeout", "error"}
@@ -18,18 +21,24 @@ import json
 import os
 import queue
 import select
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from codenas.io import CodenasError
+
 STATUSES = ("passed", "failed", "timeout", "error")
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
 START_TIMEOUT_S = 60.0  # a worker that has not said it is ready by then is broken
 REPLY_GRACE_S = 30.0  # a worker silent this long past a job's backstop is stuck or stopped: it is replaced
+HARNESS_ATTEMPTS = 4  # tries per sample when the harness (not the sample) fails, e.g. a transient fork or disk error
+RETRY_PAUSE_S = 1.0  # pause before the first retry, doubled for each further one
 
 
 @dataclass(frozen=True)
@@ -58,32 +67,50 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+class _HarnessFault(Exception):
+    """The harness, not the sample, failed: no verdict; the sample is worth retrying on a fresh worker."""
+
+
 class _Worker:
     """One warm ``_worker.py`` process; ``run`` sends a job and waits for its verdict, never past a deadline.
 
-    ``ChildProcessError`` means the worker died or went silent while running a job (it is killed then).
+    ``ChildProcessError`` means the worker died or went silent while running a job (it is killed then);
+    ``_HarnessFault`` that it could not start, or could not take or set up the job.
     """
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-I", str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(),
-                                     cwd="/", close_fds=True)
+        try:
+            self.stderr = tempfile.TemporaryFile()  # kept for the error message should the worker break
+            self.proc = subprocess.Popen([sys.executable, "-I", str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.stderr, env=_worker_env(),
+                                         cwd="/", close_fds=True)
+        except OSError as e:  # e.g. out of processes, memory or file descriptors: worth another try
+            raise _HarnessFault(f"could not start the sandbox worker: {e}") from e
         os.set_blocking(self.proc.stdin.fileno(), False)  # sends wait in select, with a deadline
         try:
             self._receive(time.monotonic() + START_TIMEOUT_S)
-        except ChildProcessError as e:
+        except (ChildProcessError, _HarnessFault) as e:
+            self.proc.kill()
+            last_words = self._last_words()
             self.close()
-            raise RuntimeError(f"the sandbox worker did not start: {e}") from None
+            raise _HarnessFault(f"the sandbox worker did not start: {e}{last_words}") from None
 
     def run(self, program: str, timeout: float, memory_mb: int) -> ExecResult:
         wall_s = wall_backstop(timeout)
         job = {"program": program, "timeout": timeout, "memory_mb": memory_mb, "wall_s": wall_s}
         deadline = time.monotonic() + wall_s + REPLY_GRACE_S
-        self._send((json.dumps(job) + "\n").encode(), deadline)
+        try:
+            self._send((json.dumps(job) + "\n").encode(), deadline)
+        except ChildProcessError as e:  # it broke before it had the whole job: not this sample's doing
+            self.proc.kill()
+            raise _HarnessFault(f"{e} before it got the job{self._last_words()}") from None
         reply = self._receive(deadline)
-        if "harness_error" in reply:
-            raise RuntimeError(f"the sandbox worker failed: {reply['harness_error']}")
-        return ExecResult(reply["status"], reply["detail"])
+        try:
+            if "harness_error" in reply:
+                raise _HarnessFault(f"the sandbox worker failed: {reply['harness_error']}")
+            return ExecResult(reply["status"], reply["detail"])
+        except (KeyError, TypeError):
+            raise _HarnessFault(f"unexpected reply from the sandbox worker: {reply!r:.200}") from None
 
     def _send(self, data: bytes, deadline: float) -> None:
         fd, view = self.proc.stdin.fileno(), memoryview(data)
@@ -105,7 +132,10 @@ class _Worker:
             if not chunk:
                 raise ChildProcessError("sandbox worker died")
             line += chunk
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise _HarnessFault(f"unreadable reply from the sandbox worker: {line[:200]!r}") from None
 
     def _await(self, fd: int, event: int, deadline: float) -> None:
         """Wait until ``fd`` is ready for ``event`` (or closed); kill the worker if that misses ``deadline``."""
@@ -115,6 +145,25 @@ class _Worker:
         if left <= 0 or not poller.poll(left * 1000):
             self.proc.kill()
             raise ChildProcessError("sandbox worker stopped responding")
+
+    def _last_words(self) -> str:
+        """The last line the dead worker wrote on stderr (its exception, if it raised one), as a suffix."""
+        self.proc.wait()
+        self.stderr.seek(0)
+        lines = self.stderr.read()[-4096:].decode("utf-8", "replace").strip().splitlines()
+        return f" ({lines[-1].strip()})" if lines else ""
+
+    def exit_note(self) -> str:
+        """How the closed worker ended, as a suffix: `` (killed by SIGKILL)``, `` (exit status 1)``."""
+        code = self.proc.returncode
+        if code is None or code == 0:
+            return ""
+        if code > 0:
+            return f" (exit status {code})"
+        try:
+            return f" (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            return f" (killed by signal {-code})"
 
     def close(self) -> None:
         for stream in (self.proc.stdin, self.proc.stdout):
@@ -127,6 +176,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.stderr.close()
 
 
 def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.Event,
@@ -137,18 +187,12 @@ def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.
     """
     worker = None
     try:
-        worker = _Worker()
         while not stop.is_set():
             try:
                 index = jobs.get_nowait()
             except queue.Empty:
                 break
-            try:
-                result = worker.run(programs[index], timeout, memory_mb)
-            except ChildProcessError as e:
-                worker.close()
-                worker = _Worker()
-                result = ExecResult("failed", f"{e} while running this program")
+            result, worker = _judge(worker, programs[index], timeout, memory_mb)
             results.put((index, result))
         results.put(None)
     except Exception as e:  # handed to the consuming thread, which raises it
@@ -156,6 +200,30 @@ def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.
     finally:
         if worker is not None:
             worker.close()
+
+
+def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int) -> tuple[ExecResult, _Worker | None]:
+    """One program's verdict, and the worker to use next (``None``: start a fresh one).
+
+    A worker that dies or hangs while it runs the program gives it a ``failed`` verdict (the program may have
+    killed or stopped it). A harness fault gives none: the program is retried on a fresh worker, and the fault
+    is raised once ``HARNESS_ATTEMPTS`` tries in a row have failed.
+    """
+    for attempt in range(HARNESS_ATTEMPTS):
+        if attempt:
+            time.sleep(RETRY_PAUSE_S * 2 ** (attempt - 1))
+        try:
+            worker = worker or _Worker()
+            return worker.run(program, timeout, memory_mb), worker
+        except ChildProcessError as e:
+            worker.close()
+            return ExecResult("failed", f"{e}{worker.exit_note()} while running this program"), None
+        except _HarnessFault as e:
+            fault = e
+            if worker is not None:
+                worker.close()
+                worker = None
+    raise fault
 
 
 def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
@@ -180,7 +248,8 @@ def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: i
         while running:
             item = results.get()
             if isinstance(item, Exception):
-                raise RuntimeError("the sandbox harness failed") from item
+                cause = str(item) if isinstance(item, _HarnessFault) else f"{type(item).__name__}: {item}"
+                raise CodenasError(f"the sandbox harness failed: {' '.join(cause.split())}") from item
             if item is None:
                 running -= 1
             else:

@@ -68,7 +68,8 @@ def lora() -> None:
 @click.option("--out", type=click.Path(file_okay=False), default="data", show_default=True,
               help="Output folder for train.jsonl, val.jsonl, benchmarks/ and manifest.json.")
 @click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the train/val shuffle.")
-@click.option("--val-size", type=int, default=50, show_default=True, help="Records moved to val.jsonl.")
+@click.option("--val-size", type=int, default=50, show_default=True,
+              help="Records of the shuffled training pool that go to val.jsonl instead of train.jsonl.")
 @click.option("--holdout", type=click.Choice(["mini", "humaneval"]), default="mini", show_default=True,
               help="HumanEval problems kept out of training: the fixed 20 (mini) or all 164 (humaneval).")
 def data_build(mbpp: str | None, out: str, seed: int, val_size: int, holdout: str) -> None:
@@ -82,8 +83,6 @@ def data_build(mbpp: str | None, out: str, seed: int, val_size: int, holdout: st
     manifest = build_dataset(mbpp=mbpp and Path(mbpp), out=Path(out), seed=seed, val_size=val_size, holdout=holdout)
     console = Console()
     console.print(summary_table(manifest))
-    if manifest["inputs"]["mbpp"] is None:
-        console.print("note: MBPP not found, built from HumanEval only (see `codenas data download`).")
     console.print(f"wrote {out}/: " + ", ".join(f"{name} ({n})" for name, n in manifest["sizes"].items()))
 
 
@@ -106,12 +105,14 @@ def data_download(out: str | None, url: str | None) -> None:
 @eval.command("samples")
 @click.argument("samples_file", type=click.Path(dir_okay=False))
 @click.option("--problems", required=True,
-              help="humaneval, mini, mbpp-test, or a record file from the data stage.")
+              help="humaneval (164), mini (20 of them), mbpp-test (data/benchmarks/mbpp-test.jsonl, else built "
+                   "from MBPP), or a record file from the data stage.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder for results.jsonl and summary.json (rerun into it to resume).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox worker processes [all cores].")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
-              help="CPU seconds per sample.")
+              help="CPU seconds per sample (code that sleeps is stopped after max(5 x timeout, timeout + 5) s "
+                   "of wall-clock time).")
 @click.option("--memory-mb", type=click.IntRange(min=64), default=1024, show_default=True,
               help="Address-space cap per sample, in MB.")
 @click.option("--raw", is_flag=True, help="Completions are raw model text: cut them to the function body first.")
@@ -430,9 +431,11 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
     result = run_pipeline(preset=preset, out=Path(out) if out else None,
                           config_file=Path(config_file) if config_file else None,
                           mbpp=Path(mbpp) if mbpp else None, overrides=list(overrides))
+    if not result["stages"]:
+        return  # a torchrun rank > 0: rank 0 reports
     ran = sum(1 for s in result["stages"].values() if s["status"] != "cached")
-    click.echo(f"{len(result['stages'])} stages ({ran} run, {len(result['stages']) - ran} cached); "
-               f"report: {result['report']} (and report.html)")
+    summary = f"{len(result['stages'])} stages ({ran} run, {len(result['stages']) - ran} cached)"
+    click.echo(f"{summary}; report: {result['report']} (and report.html)")
 
 
 # --- search command (issue 7) ------------------------------------------------------------------

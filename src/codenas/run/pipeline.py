@@ -8,10 +8,11 @@ file) reruns, and so does everything downstream, since their keys include its ke
     config.resolved.toml  stages.json  report.md  report.html  plots/*.png
     data/  tokenizer/  pretrain/  sft/  lora/  eval/<model>/<benchmark>/
 
-Under ``torchrun`` every process plans the same stages and keys. Rank 0 runs the whole pipeline; the other ranks
-only join the training stages (DDP), each after waiting, by polling the ``.done`` files, for the stages it
-consumes, and exit after the last one. No collective is held open while rank 0 works alone (data build,
-evaluation), so no process-group timeout applies there; if rank 0 fails, torchrun stops the others.
+Under ``torchrun`` every process plans the same stages and keys. Rank 0 runs the pipeline; the other ranks only
+join the training stages (DDP), each after waiting, by polling the ``.done`` files, for the stages it consumes.
+No collective is held open while rank 0 works alone (data build, evaluation), so no process-group timeout applies
+there; if rank 0 fails, torchrun stops the others. The process group is created by the first training stage and
+kept until the process exits, so one launch runs every stage.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ def stage_keys(stages: list[Stage]) -> dict[str, str]:
 def _join_training_stages(stages: list[Stage], keys: dict[str, str]) -> None:
     """A torchrun rank > 0: take part in each training stage that is not done yet, once its inputs are."""
     folders = {s.name: s.folder for s in stages}
-    for stage in (s for s in stages if s.distributed):
+    for stage in stages:
         key = keys[stage.name]
-        if cache.is_done(stage.folder, key):
+        if not stage.distributed or cache.is_done(stage.folder, key):
             continue
         for name in stage.upstream:
             _wait_for(folders[name], keys[name])

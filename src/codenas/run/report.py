@@ -46,7 +46,7 @@ def write_report(out: Path, *, hardware: dict[str, str] | None = None,
     blocks += _wall_time(out)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, render_markdown(blocks))
-    atomic_write_text(html_path, render_html(blocks, out, title=f"codenas run report: {out.name}"))
+    atomic_write_text(html_path, render_html(blocks, title=f"codenas run report: {out.name}"))
     return md_path, html_path
 
 
@@ -293,7 +293,7 @@ def render_markdown(blocks: list[Block]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def render_html(blocks: list[Block], out: Path, *, title: str) -> str:
+def render_html(blocks: list[Block], *, title: str) -> str:
     """HTML with the same content; images are embedded as base64 data URIs, styles inline (no external files)."""
     body = []
     for block in blocks:

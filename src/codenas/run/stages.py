@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,12 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
         atomic_write_json(folder / "result.json", result)
 
     return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer",),
-                 inputs={"stdlib": _stdlib_listing()}, distributed=True)
+                 inputs={"stdlib": _stdlib_listing(), "world_size": _world_size()}, distributed=True)
+
+
+def _world_size() -> str:
+    """torchrun's process count: batch sizes are per process, so it changes what a training stage computes."""
+    return os.environ.get("WORLD_SIZE", "1")
 
 
 def _train_settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +188,8 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
                           eval_settings=evaluation)
         atomic_write_json(folder / "result.json", result)
 
-    return Stage(method, out / method, action, params, upstream=("data", "pretrain"), distributed=True)
+    return Stage(method, out / method, action, params, upstream=("data", "pretrain"),
+                 inputs={"world_size": _world_size()}, distributed=True)
 
 
 # --- evaluation and report -----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ CUDA, gloo on CPU. Launched plainly, everything here degrades to a single proces
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def setup(device: str = "auto") -> DistContext:
-    """Join the torchrun process group when there is one (idempotent) and pick this rank's device."""
+    """Join the torchrun process group when there is one (idempotent) and pick this rank's device.
+
+    The group lives until the process exits: stages chained in one process (``codenas run``) reuse it, because
+    destroying a group and creating it again hangs when the ranks reach the second set-up at different times.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     base = resolve_device(device)
     if world_size <= 1:
@@ -52,11 +57,12 @@ def setup(device: str = "auto") -> DistContext:
         torch.cuda.set_device(base)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if base.type == "cuda" else "gloo")
+        atexit.register(teardown)  # one group per process, shared by every stage it runs (see the module doc)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=base)
 
 
 def teardown() -> None:
-    """Leave the process group (no-op when not distributed)."""
+    """Leave the process group (no-op when not distributed); registered to run at exit by ``setup``."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

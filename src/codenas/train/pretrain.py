@@ -104,30 +104,27 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
     check_vocab_fits(vocab, arch_cfg.vocab_size, tokenizer)
     out = Path(out)
     ctx = distributed.setup(cfg.device)
-    try:
-        data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, val_fraction=val_fraction,
-                                    max_files=max_files, max_tokens=max_tokens, cache=cache)
-        torch.manual_seed(cfg.seed)
-        model = GPT(arch_cfg)
-        if ctx.is_main:
-            say(f"{describe(model)} = {model.num_params():,} parameters")
-            if vocab < arch_cfg.vocab_size:
-                say(f"note: the tokenizer has {vocab} tokens, the arch's vocab_size is {arch_cfg.vocab_size}: "
-                    f"{arch_cfg.vocab_size - vocab} embedding rows stay unused")
-            say(f"corpus: {data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} val tokens "
-                f"({data.meta['cache']})")
-            atomic_write_json(out / "pretrain.json", {"arch": arch_cfg.to_dict(), "train": asdict(cfg),
-                                                      "tokenizer": str(tokenizer), "corpus": data.meta,
-                                                      "max_tokens": max_tokens, "world_size": ctx.world_size})
-        batches = RandomWindows(data.train, cfg.batch_size, arch_cfg.context_length, seed=cfg.seed, rank=ctx.rank)
-        val = fixed_windows(data.val, cfg.eval_batches, cfg.batch_size, arch_cfg.context_length)
-        evaluate = val_loss_evaluator(val, ctx)
-        if on_eval is not None:
-            evaluate = _calling_after(evaluate, on_eval)
-        result = train(model, batches, cfg, out, evaluate=evaluate,
-                       checkpointer=GPTCheckpointer(tokenizer) if save_checkpoints else None, ctx=ctx)
-    finally:
-        distributed.teardown()
+    data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, val_fraction=val_fraction,
+                                max_files=max_files, max_tokens=max_tokens, cache=cache)
+    torch.manual_seed(cfg.seed)
+    model = GPT(arch_cfg)
+    if ctx.is_main:
+        say(f"{describe(model)} = {model.num_params():,} parameters")
+        if vocab < arch_cfg.vocab_size:
+            say(f"note: the tokenizer has {vocab} tokens, the arch's vocab_size is {arch_cfg.vocab_size}: "
+                f"{arch_cfg.vocab_size - vocab} embedding rows stay unused")
+        say(f"corpus: {data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} val tokens "
+            f"({data.meta['cache']})")
+        atomic_write_json(out / "pretrain.json", {"arch": arch_cfg.to_dict(), "train": asdict(cfg),
+                                                  "tokenizer": str(tokenizer), "corpus": data.meta,
+                                                  "max_tokens": max_tokens, "world_size": ctx.world_size})
+    batches = RandomWindows(data.train, cfg.batch_size, arch_cfg.context_length, seed=cfg.seed, rank=ctx.rank)
+    val = fixed_windows(data.val, cfg.eval_batches, cfg.batch_size, arch_cfg.context_length)
+    evaluate = val_loss_evaluator(val, ctx)
+    if on_eval is not None:
+        evaluate = _calling_after(evaluate, on_eval)
+    result = train(model, batches, cfg, out, evaluate=evaluate,
+                   checkpointer=GPTCheckpointer(tokenizer) if save_checkpoints else None, ctx=ctx)
     return {
         "best_val_loss": result.best_value,
         "final_val_loss": result.metrics.get("val_loss"),

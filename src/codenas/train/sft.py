@@ -162,33 +162,30 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
     cfg = config or default_train_config()
     out = Path(out)
     ctx = distributed.setup(cfg.device)
-    try:
-        base = load_base(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
-                         tokenizer_path=Path(tokenizer_path) if tokenizer_path else None)
-        train_records = read_records(data_path)
-        val_file, val_records = _read_val(data_path, val_path)
-        examples, dropped = encode_records(train_records, base.tokenizer, base.eot_id, base.context_length)
-        val_examples, _ = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
-        torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same on every rank and every resume
-        model = apply_lora(base.model, lora) if lora is not None else base.model
-        trainable, total = count_parameters(model)
-        if ctx.is_main:
-            say(f"{'LoRA' if lora else 'full fine-tuning'}: {trainable:,} trainable of {total:,} parameters")
-            say(f"{len(examples)} train examples ({dropped} dropped: prompt fills the context), "
-                f"{len(val_records)} val records")
-            atomic_write_json(out / "finetune.json", {
-                "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
-                "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
-                "eval": asdict(eval_settings), "trainable_params": trainable, "total_params": total,
-                "world_size": ctx.world_size})
-        batches = SupervisedBatches(examples, cfg.batch_size, base.pad_id, seed=cfg.seed, rank=ctx.rank,
-                                    world_size=ctx.world_size)
-        problems = val_records[: eval_settings.max_problems]
-        evaluator = Evaluator(base, val_examples, problems, eval_settings, cfg.batch_size, out, cfg.seed, ctx)
-        checkpointer = FinetuneCheckpointer(base, adapter=lora is not None)
-        result = train(model, batches, cfg, out, evaluate=evaluator, checkpointer=checkpointer, ctx=ctx)
-    finally:
-        distributed.teardown()
+    base = load_base(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
+                     tokenizer_path=Path(tokenizer_path) if tokenizer_path else None)
+    train_records = read_records(data_path)
+    val_file, val_records = _read_val(data_path, val_path)
+    examples, dropped = encode_records(train_records, base.tokenizer, base.eot_id, base.context_length)
+    val_examples, _ = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
+    torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same on every rank and every resume
+    model = apply_lora(base.model, lora) if lora is not None else base.model
+    trainable, total = count_parameters(model)
+    if ctx.is_main:
+        say(f"{'LoRA' if lora else 'full fine-tuning'}: {trainable:,} trainable of {total:,} parameters")
+        say(f"{len(examples)} train examples ({dropped} dropped: prompt fills the context), "
+            f"{len(val_records)} val records")
+        atomic_write_json(out / "finetune.json", {
+            "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
+            "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
+            "eval": asdict(eval_settings), "trainable_params": trainable, "total_params": total,
+            "world_size": ctx.world_size})
+    batches = SupervisedBatches(examples, cfg.batch_size, base.pad_id, seed=cfg.seed, rank=ctx.rank,
+                                world_size=ctx.world_size)
+    problems = val_records[: eval_settings.max_problems]
+    evaluator = Evaluator(base, val_examples, problems, eval_settings, cfg.batch_size, out, cfg.seed, ctx)
+    checkpointer = FinetuneCheckpointer(base, adapter=lora is not None)
+    result = train(model, batches, cfg, out, evaluate=evaluator, checkpointer=checkpointer, ctx=ctx)
     return {
         "mode": "lora" if lora is not None else "sft",
         "trainable_params": trainable,

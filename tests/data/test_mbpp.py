@@ -169,8 +169,9 @@ def test_download_checks_sha256_and_writes_atomically(tmp_path, monkeypatch):
     with pytest.raises(CodenasError, match="sha256"):
         download_mbpp(out, url=tampered.as_uri())
     assert not out.parent.exists()  # nothing written, not even a temporary file
-    with pytest.raises(CodenasError, match="cannot download"):
+    with pytest.raises(CodenasError, match="cannot download") as failed:
         download_mbpp(out, url=(tmp_path / "nowhere.jsonl").as_uri())
+    assert "--mbpp PATH" in str(failed.value) and "CODENAS_MBPP" in str(failed.value)  # the offline ways
 
 
 def test_download_keeps_a_verified_copy(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from codenas.io import CodenasError, read_jsonl
-from codenas.train.loop import BEST, LAST, TrainConfig, autocast_dtype, lr_at, make_optimizer, train
+from codenas.train.loop import BEST, LAST, TrainConfig, autocast_dtype, lr_at, make_optimizer, train, train_line
 
 
 class CountingSource:
@@ -125,3 +126,26 @@ def test_a_fresh_run_starts_a_fresh_log(tmp_path):
     for _ in range(2):
         train(nn.Linear(4, 1), CountingSource(), _config(max_steps=4), tmp_path, loss_fn=regression_loss)
     assert [row["step"] for _, row in read_jsonl(tmp_path / "metrics.jsonl")] == [2, 4]
+
+
+def test_a_log_that_is_not_a_terminal_gets_a_compact_line_per_log_interval(tmp_path, capsys, monkeypatch):
+    import codenas.progress as progress_mod
+
+    monkeypatch.setattr(progress_mod, "_quiet", False)
+    cfg = _config(max_steps=6, eval_interval=3, log_interval=2, best_metric="val_select", best_mode="max")
+    train(nn.Linear(4, 1), CountingSource(), cfg, tmp_path,
+          evaluate=lambda m, s: {"val_loss": 1.5, "val_select": -0.6}, loss_fn=regression_loss)
+    err = capsys.readouterr().err  # captured: not a terminal
+    lines = [line for line in err.splitlines() if line.startswith("test step ") and "|" in line]
+    assert [line.split(" | ")[0] for line in lines] == [f"test step {s}/6" for s in (2, 3, 4, 6)]  # + evals
+    for line in lines:
+        assert re.search(r"\| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| [\d,]+ tok/s \| ETA ", line), line
+    assert lines[-1].endswith("ETA 0.0 s")
+    assert "test step 3: val loss 1.5000" in err
+    assert "val_select" not in err  # the best-checkpoint key ranks checkpoints; it is not shown
+
+
+def test_train_line_has_room_for_mfu():
+    row = {"loss": 2.0, "lr": 1e-3, "tokens_per_s": 12345.6, "mfu": 0.123}
+    assert train_line("pretrain", 40, 1200, row, 250.0) == (
+        "pretrain step 40/1200 | loss 2.0000 | lr 1.00e-03 | 12,346 tok/s | MFU 12.3% | ETA 4 min 10 s")

@@ -27,6 +27,11 @@ _FIELDS = {"task_id": int, "text": str, "code": str, "test_list": list, "test_se
            "challenge_test_list": list}
 
 
+OFFLINE_HINT = ("Offline, copy mbpp.jsonl from a machine that has it and pass it with --mbpp PATH or "
+                "CODENAS_MBPP=PATH (or `codenas data download --url` a mirror); without MBPP every stage runs "
+                "on HumanEval alone")
+
+
 class UnconvertibleTask(ValueError):
     """An MBPP task whose code cannot be split into prompt and solution."""
 
@@ -63,10 +68,11 @@ def download_mbpp(out: Path | None = None, url: str = MBPP_URL) -> Path:
         with urllib.request.urlopen(url, timeout=120) as response:
             data = response.read()
     except OSError as e:
-        raise CodenasError(f"cannot download MBPP from {url}: {e}") from None
+        raise CodenasError(f"cannot download MBPP from {url}: {e}. {OFFLINE_HINT}") from None
     digest = sha256_bytes(data)
     if digest != MBPP_SHA256:
-        raise CodenasError(f"downloaded MBPP has sha256 {digest}, expected {MBPP_SHA256}; nothing written", url)
+        raise CodenasError(f"downloaded MBPP has sha256 {digest}, expected {MBPP_SHA256}; nothing written. "
+                           f"{OFFLINE_HINT}", url)
     atomic_write_bytes(out, data)
     return out
 

@@ -4,8 +4,9 @@ Layout of the output folder:
     results.partial.jsonl  append-only journal, one row per scored sample (with its input ``index``), flushed
                            per line; a kill loses at most the torn last line, which is dropped on resume.
     results.jsonl          written atomically once every sample is scored: one row per input sample, in input
-                           order (task_id, completion, passed, status, detail). Never half-written.
-    summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, settings.
+                           order (task_id, completion, passed, status, detail, verdict). Never half-written.
+    summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, verdict classes
+                           (``eval.verdicts``: counts, runtime errors by type, share that parses), settings.
 Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input
 and that was scored with the same time and memory limits against the same prompts and tests.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from codenas.eval.execution import STATUSES, iter_programs
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
+from codenas.eval.verdicts import LABELS, classify, tally
 from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_json, read_jsonl, sha256_bytes, write_jsonl
 from codenas.progress import progress, say
 from codenas.records import Record, canonical_id
@@ -119,8 +121,14 @@ def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Reco
     for i, row in found.items():
         if (i < len(samples) and row.get("task_id") == str(samples[i]["task_id"])
                 and row.get("completion") == resolved[i][1] and row.get("status") in STATUSES):
-            usable[i] = {k: row[k] for k in ("task_id", "completion", "passed", "status", "detail")}
+            usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"])
     return usable
+
+
+def judged_row(task_id: str, completion: str, status: str, detail: str) -> dict:
+    """One row of results.jsonl."""
+    return {"task_id": task_id, "completion": completion, "passed": status == "passed", "status": status,
+            "detail": detail, "verdict": classify(completion, status, detail)}
 
 
 def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
@@ -144,8 +152,7 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
                                                                 unit="sample") as bar:
         for j, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers):
             i = todo[j]
-            rows[i] = {"task_id": str(samples[i]["task_id"]), "completion": resolved[i][1],
-                       "passed": result.passed, "status": result.status, "detail": result.detail}
+            rows[i] = judged_row(str(samples[i]["task_id"]), resolved[i][1], result.status, result.detail)
             journal.append({"index": i, **rows[i], **settings})
             bar.update()
     write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(samples))))
@@ -157,7 +164,8 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
 
 
 def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) -> dict:
-    """pass@k per problem (for k <= its n) and overall (for k <= every problem's n), plus status counts."""
+    """pass@k per problem (for k <= its n) and overall (for k <= every problem's n), status counts and verdict
+    classes (``verdicts``, ``runtime_errors``, ``parse_rate``; see ``eval.verdicts``)."""
     n: Counter = Counter()
     c: Counter = Counter()
     for problem_id, row in scored:
@@ -170,8 +178,23 @@ def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) 
         per_problem[pid] = entry
     overall = {f"pass@{k}": mean_pass_at_k([(n[p], c[p]) for p in n], k) for k in ks if all(n[p] >= k for p in n)}
     statuses = Counter(row["status"] for _, row in scored)
+    verdicts = tally({**row, "verdict": row.get("verdict") or classify(row["completion"], row["status"],
+                                                                          row.get("detail", ""))}
+                     for _, row in scored)
     return {"pass_at_k": overall, "n_samples": len(scored), "n_problems": len(n),
-            "status_counts": {s: statuses.get(s, 0) for s in STATUSES}, "per_problem": per_problem}
+            "status_counts": {s: statuses.get(s, 0) for s in STATUSES}, **verdicts, "per_problem": per_problem}
+
+
+def read_results(out_dir: Path) -> list[dict]:
+    """The rows of ``out_dir/results.jsonl`` (one per sample, in input order); none when it is absent."""
+    path = Path(out_dir) / RESULTS
+    return [row for _, row in read_jsonl(path)] if path.is_file() else []
+
+
+def read_summary(out_dir: Path) -> dict | None:
+    """``out_dir/summary.json``, or None when the folder holds no finished scoring."""
+    path = Path(out_dir) / SUMMARY
+    return read_json(path) if path.is_file() else None
 
 
 def summary_table(summary: dict):
@@ -184,6 +207,10 @@ def summary_table(summary: dict):
     table.add_column("value", justify="right")
     for name, value in summary["pass_at_k"].items():
         table.add_row(name, f"{100 * value:.2f}%")
-    for status, count in summary["status_counts"].items():
-        table.add_row(status, str(count))
+    total = summary["n_samples"]
+    for verdict, count in summary["verdicts"].items():
+        table.add_row(LABELS[verdict], f"{count} ({100 * count / total:.0f}%)")
+    for kind, count in summary["runtime_errors"].items():
+        table.add_row(f"  {kind}", str(count))
+    table.add_row("parses", f"{100 * summary['parse_rate']:.0f}%")
     return table

@@ -176,7 +176,8 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
         from codenas.train.lora import LoraSettings
         from codenas.train.sft import EvalSettings, default_train_config, finetune
 
-        cfg = default_train_config(**_train_settings(params), resume=_fresh_or_resumable(folder, resume))
+        cfg = default_train_config(**_train_settings(params), resume=_fresh_or_resumable(folder, resume),
+                                   desc=method)
         lora = LoraSettings(rank=params["lora_r"], alpha=params["lora_alpha"],
                             targets=tuple(params["targets"])) if method == "lora" else None
         problems = params["eval_problems"]

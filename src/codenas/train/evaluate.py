@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from codenas.eval.verdicts import shares_text
 from codenas.io import CodenasError, atomic_path, atomic_write_json
 from codenas.progress import say
 from codenas.records import Record
@@ -87,7 +88,8 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
                                  workers=settings.workers, timeout=settings.timeout, eot_id=loaded.eot_id)
         step = loaded.meta.get("step", _step_from_name(spec))
         rows.append({"name": name, "checkpoint": spec, "step": step, "pass_at_k": summary["pass_at_k"],
-                     "n_problems": summary["n_problems"], "n_samples": summary["n_samples"]})
+                     "n_problems": summary["n_problems"], "n_samples": summary["n_samples"],
+                     "verdicts": summary["verdicts"], "parse_rate": summary["parse_rate"]})
     if len(specs) > 1:
         atomic_write_json(out / "checkpoints.json", rows)
         plot_pass_at_1(rows, out / "pass_at_1.png")
@@ -125,7 +127,8 @@ def results_table(rows: list[dict]):
     table.add_column("step", justify="right")
     for k in ks:
         table.add_column(k, justify="right")
+    table.add_column("verdicts (share of samples)")
     for r in rows:
         cells = [f"{100 * r['pass_at_k'][k]:.2f}%" if k in r["pass_at_k"] else "-" for k in ks]
-        table.add_row(r["name"], "-" if r["step"] is None else str(r["step"]), *cells)
+        table.add_row(r["name"], "-" if r["step"] is None else str(r["step"]), *cells, shares_text(r))
     return table

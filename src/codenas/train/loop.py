@@ -11,12 +11,13 @@ What varies between stages is plugged in; everything else lives here once:
 - ``checkpointer``: ``save(path, model, step=, metrics=, trainer_state=)`` and ``restore(path, model) -> state``,
   so a LoRA stage saves an adapter where pretraining saves a full checkpoint.
 
-The loop: AdamW (weight decay on matrices and embeddings, none on biases and norm gains), linear warmup then
-cosine decay to ``min_lr``, gradient accumulation, gradient clipping, bf16 autocast, optional ``torch.compile``,
-DDP under torchrun (only rank 0 writes). At each evaluation it saves ``out_dir/checkpoint_last`` (with
-``trainer_state.pt``: optimizer, step, tokens, best metric, every rank's RNG and batch-source state) and, when the
-metric improves, ``out_dir/checkpoint_best``. ``resume=True`` continues from ``checkpoint_last`` exactly: N+M steps
-in one go give the same weights as N steps, resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
+The loop: AdamW (weight decay on matrices and embeddings, none on biases and norm gains), linear warmup then cosine
+decay to ``min_lr``, gradient accumulation, gradient clipping, bf16 autocast, optional ``torch.compile``, DDP under
+torchrun (only rank 0 writes). In a terminal a bar shows the step, loss, tokens/s and ETA; otherwise rank 0 prints a
+compact line (``train_line``) every ``log_interval`` steps. At each evaluation it saves ``out_dir/checkpoint_last``
+(with ``trainer_state.pt``: optimizer, step, tokens, best metric, every rank's RNG and batch-source state) and, when
+the metric improves, ``out_dir/checkpoint_best``. ``resume=True`` continues from ``checkpoint_last`` exactly: N+M
+steps in one go give the same weights as N steps, resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from codenas.io import CodenasError, JsonlAppender, read_jsonl, write_jsonl
-from codenas.progress import progress, say
+from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.train import distributed
 from codenas.train.distributed import DistContext
 
@@ -193,6 +194,34 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+# The compact console line: (metrics.jsonl key, how it is shown), in order; a key missing from a row is left out,
+# so a stage that also logs e.g. ``mfu`` gets it on the line by adding it to the row.
+LINE_FIELDS = (("loss", "loss {:.4f}"), ("lr", "lr {:.2e}"), ("tokens_per_s", "{:,.0f} tok/s"),
+               ("mfu", "MFU {:.1%}"))
+# How evaluation metrics are shown on the console; others are shown by name, except the best-checkpoint key
+# when it is not one of these (an internal ranking value).
+METRIC_FORMATS = {"val_loss": "val loss {:.4f}", "val_pass@1": "val pass@1 {:.1%}"}
+
+
+def train_line(desc: str, step: int, max_steps: int, row: dict[str, Any], eta_s: float | None) -> str:
+    """``pretrain step 40/1200 | loss 5.1234 | lr 1.00e-03 | 3,210 tok/s | ETA 4 min 10 s``."""
+    parts = [f"{desc} step {step}/{max_steps}"]
+    parts += [fmt.format(row[key]) for key, fmt in LINE_FIELDS if isinstance(row.get(key), int | float)]
+    parts.append(f"ETA {format_duration(eta_s)}")
+    return " | ".join(parts)
+
+
+def metrics_text(metrics: dict[str, Any], hidden: str | None = None) -> str:
+    """Evaluation metrics for the console: ``val loss 3.8210, val pass@1 10.0%``."""
+    parts = []
+    for key, value in metrics.items():
+        if key in METRIC_FORMATS:
+            parts.append(METRIC_FORMATS[key].format(value))
+        elif key != hidden and isinstance(value, int | float):
+            parts.append(f"{key} {value:.4g}")
+    return ", ".join(parts)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log rows past ``step`` (written after the checkpoint a resumed run restarts from)."""
     if path.is_file():
@@ -313,8 +342,12 @@ class _Trainer:
     def run(self) -> TrainResult:
         cfg, main = self.cfg, self.ctx.is_main
         log = JsonlAppender(self.out_dir / METRICS) if main else None
-        bar = progress(total=cfg.max_steps, initial=self.step, desc=cfg.desc, unit="step") if main else None
+        bar = progress(total=cfg.max_steps, initial=self.step, desc=cfg.desc, unit="step",
+                       line_interval=None) if main else None
+        lines = main and not is_terminal()
+        hidden = None if cfg.best_metric in METRIC_FORMATS else cfg.best_metric
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, self.tokens, time.perf_counter()
+        first_step, run_start = self.step, time.perf_counter()
         self.model.train()
         try:
             while self.step < cfg.max_steps:
@@ -326,13 +359,17 @@ class _Trainer:
                     row = self._train_stats(window_loss / window_steps, window_tokens, window_start)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                    if lines:
+                        left = eta(self.step - first_step, cfg.max_steps - first_step,
+                                   time.perf_counter() - run_start)
+                        say(train_line(cfg.desc, self.step, cfg.max_steps, row, left))
                     window_loss, window_steps = 0.0, 0
                 if evaluating:
                     metrics = self._evaluate()
                     self._checkpoint(metrics)
                     row.update(metrics)
                     if main:
-                        say(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                        say(f"{cfg.desc} step {self.step}: {metrics_text(metrics, hidden)}")
                 if row:
                     window_tokens, window_start = self.tokens, time.perf_counter()
                     if log is not None:

@@ -182,3 +182,49 @@ def test_resume_after_the_run_is_killed(problems, tmp_path):
     fresh.communicate(timeout=120)
     assert (killed / "results.jsonl").read_bytes() == (tmp_path / "fresh" / "results.jsonl").read_bytes()
     assert (killed / "summary.json").read_bytes() == (tmp_path / "fresh" / "summary.json").read_bytes()
+
+
+def test_killing_a_worker_mid_run_changes_no_verdict(problems, tmp_path):
+    problems_file = tmp_path / "problems.jsonl"
+    write_records(problems_file, problems)
+    samples = [{"task_id": rec.id, "completion": BURN * 3 + rec.solution} for rec in problems for _ in range(4)]
+    samples_file = tmp_path / "samples.jsonl"
+    samples_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    proc = _cli(samples_file, problems_file, tmp_path / "out")
+    deadline, killed = time.monotonic() + 60, 0
+    while not killed and time.monotonic() < deadline:
+        for worker in _workers_of(proc.pid):
+            os.kill(worker, signal.SIGKILL)  # as the OOM killer would
+            killed += 1
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert killed and proc.returncode == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["passed"] * len(samples)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Sandbox workers started by ``pid`` that are running a sample (they have a child)."""
+    found = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            cmdline = open(f"/proc/{p}/cmdline", "rb").read()
+            children = open(f"/proc/{p}/task/{p}/children").read().split()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"_worker.py" in cmdline and children:
+            found.append(int(p))
+    return found
+
+
+def test_a_journaled_worker_death_is_never_reused(problems, tmp_path):
+    samples = [{"task_id": rec.id, "completion": rec.solution} for rec in problems]
+    score_samples(samples, problems, tmp_path, workers=1)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    rows[0].update(passed=False, status="failed",
+                   detail="sandbox worker died (killed by SIGKILL) while running this program")
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = score_samples(samples, problems, tmp_path, workers=1)
+    assert summary["status_counts"]["passed"] == len(problems)

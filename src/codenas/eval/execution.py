@@ -2,12 +2,12 @@
 
 A pool of warm worker processes (``_worker.py``, one per core, started as fresh small interpreters so a
 parent with torch loaded is never forked) each fork one locked-down child per program. One thread per worker
-feeds it jobs over a pipe and reads back one verdict per job; a worker that dies, or stays silent well past
-the job's wall-clock backstop (e.g. stopped by the sample it runs), is killed and restarted and its job is
-marked ``failed``. A failure of the harness itself (a worker that cannot start, or reports that it could not
-set a sample up, e.g. no space for its directory) gives no verdict: that sample is retried on a fresh worker a
-few times, then the run stops with a ``CodenasError`` naming the cause. docs/sandbox.md lists what the sandbox
-guarantees.
+feeds it jobs over a pipe and reads back one verdict per job; a worker that stays silent well past the job's
+wall-clock backstop (stopped by the sample it runs) is killed and restarted and its job is marked ``failed``.
+A failure of the harness itself (a worker that dies, e.g. killed by the OOM killer or ``kill -9``, cannot
+start, or reports that it could not set a sample up, e.g. no space for its directory) gives no verdict: that
+sample is retried on a fresh worker a few times, then the run stops with a ``CodenasError`` naming the cause.
+docs/sandbox.md lists what the sandbox guarantees.
 
 Public API (stable; the data stage relies on it):
     ExecResult(status, detail)          status in {"passed", "failed", "timeout", "error"}
@@ -71,11 +71,15 @@ class _HarnessFault(Exception):
     """The harness, not the sample, failed: no verdict; the sample is worth retrying on a fresh worker."""
 
 
+class _WorkerSilent(ChildProcessError):
+    """The worker gave no answer long past the job's backstop: the sample it ran stopped it (a verdict)."""
+
+
 class _Worker:
     """One warm ``_worker.py`` process; ``run`` sends a job and waits for its verdict, never past a deadline.
 
-    ``ChildProcessError`` means the worker died or went silent while running a job (it is killed then);
-    ``_HarnessFault`` that it could not start, or could not take or set up the job.
+    ``_WorkerSilent`` means the worker went silent while running a job (it is killed then); ``ChildProcessError``
+    that it died while running it; ``_HarnessFault`` that it could not start, or could not take or set up the job.
     """
 
     def __init__(self):
@@ -144,7 +148,7 @@ class _Worker:
         left = deadline - time.monotonic()
         if left <= 0 or not poller.poll(left * 1000):
             self.proc.kill()
-            raise ChildProcessError("sandbox worker stopped responding")
+            raise _WorkerSilent("sandbox worker stopped responding")
 
     def _last_words(self) -> str:
         """The last line the dead worker wrote on stderr (its exception, if it raised one), as a suffix."""
@@ -192,7 +196,7 @@ def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.
                 index = jobs.get_nowait()
             except queue.Empty:
                 break
-            result, worker = _judge(worker, programs[index], timeout, memory_mb)
+            result, worker = _judge(worker, programs[index], timeout, memory_mb, stop)
             results.put((index, result))
         results.put(None)
     except Exception as e:  # handed to the consuming thread, which raises it
@@ -202,22 +206,29 @@ def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.
             worker.close()
 
 
-def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int) -> tuple[ExecResult, _Worker | None]:
+def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int,
+           stop: threading.Event | None = None) -> tuple[ExecResult, _Worker | None]:
     """One program's verdict, and the worker to use next (``None``: start a fresh one).
 
-    A worker that dies or hangs while it runs the program gives it a ``failed`` verdict (the program may have
-    killed or stopped it). A harness fault gives none: the program is retried on a fresh worker, and the fault
-    is raised once ``HARNESS_ATTEMPTS`` tries in a row have failed.
+    A worker that hangs long past the program's backstop gives it a ``failed`` verdict (only the program can
+    have stopped it). A worker that dies (``kill -9``, the OOM killer) and any other harness fault give none:
+    the program is retried on a fresh worker, and the fault is raised once ``HARNESS_ATTEMPTS`` tries in a row
+    have failed. The program's own crash is the worker's verdict, not a death of the worker.
     """
     for attempt in range(HARNESS_ATTEMPTS):
         if attempt:
-            time.sleep(RETRY_PAUSE_S * 2 ** (attempt - 1))
+            if stop is not None and stop.wait(RETRY_PAUSE_S * 2 ** (attempt - 1)):
+                break  # the run is over (e.g. Ctrl-C, which also reaches the workers): no retry
         try:
             worker = worker or _Worker()
             return worker.run(program, timeout, memory_mb), worker
+        except _WorkerSilent as e:
+            worker.close()
+            return ExecResult("failed", f"{e} while running this program"), None
         except ChildProcessError as e:
             worker.close()
-            return ExecResult("failed", f"{e}{worker.exit_note()} while running this program"), None
+            fault = _HarnessFault(f"{e}{worker.exit_note()} while running a sample")
+            worker = None
         except _HarnessFault as e:
             fault = e
             if worker is not None:

@@ -30,6 +30,7 @@ from codenas.records import Record, canonical_id
 RESULTS = "results.jsonl"
 JOURNAL = "results.partial.jsonl"
 SUMMARY = "summary.json"
+HARNESS_DEATH = "sandbox worker died"  # older versions journaled a killed worker as a verdict: never reuse it
 
 
 def read_samples(path: str | os.PathLike, problems: Sequence[Record] | None = None) -> list[dict]:
@@ -120,7 +121,8 @@ def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Reco
     usable = {}
     for i, row in found.items():
         if (i < len(samples) and row.get("task_id") == str(samples[i]["task_id"])
-                and row.get("completion") == resolved[i][1] and row.get("status") in STATUSES):
+                and row.get("completion") == resolved[i][1] and row.get("status") in STATUSES
+                and not str(row.get("detail", "")).startswith(HARNESS_DEATH)):
             usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"])
     return usable
 

@@ -70,3 +70,12 @@ def test_export_cli_takes_the_checkpoint_as_argument_too(tmp_path, model, tokeni
     assert (tmp_path / "hf" / "config.json").is_file()
     result = runner.invoke(cli, ["export", "--hf", str(tmp_path / "hf3")])
     assert result.exit_code == 2 and "give the checkpoint folder once" in result.output
+
+
+def test_layout_gpt2_cannot_express_is_refused_naming_the_field(arch):
+    from codenas.io import CodenasError
+    from codenas.model.export_hf import hf_config
+
+    model = GPT(ArchConfig(**{**arch.to_dict(), "norm": "rmsnorm", "position": "learned"}))
+    with pytest.raises(CodenasError, match="'norm'"):
+        hf_config(model, eos_id=0)

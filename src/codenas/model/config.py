@@ -17,11 +17,20 @@ from codenas.io import CodenasError, read_json
 from codenas.paths import resolve_config
 
 _POSITIVE_INT_FIELDS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "vocab_size")
+# the layout choices (GPT-2's first): field -> allowed values
+CHOICES = {
+    "position": ("learned", "rope"),
+    "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("gelu", "swiglu"),
+}
 
 
 @dataclass(frozen=True)
 class ArchConfig:
-    """Shape of a GPT-2-style decoder-only transformer."""
+    """Shape and layout of a decoder-only transformer; the defaults are GPT-2's layout.
+
+    ``n_kv_head`` (grouped-query attention) defaults to ``n_head``: a config built without it stores ``n_head``.
+    """
 
     n_layer: int
     n_head: int
@@ -32,11 +41,27 @@ class ArchConfig:
     dropout: float = 0.0
     bias: bool = True
     tie_embeddings: bool = True
+    position: str = "learned"
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"
+    mlp: str = "gelu"
+    qk_norm: bool = False
+    n_kv_head: int | None = None
     name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n_kv_head is None:
+            object.__setattr__(self, "n_kv_head", self.n_head)
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def is_gpt2_layout(self) -> bool:
+        """Learned positions, LayerNorm, GELU MLP, plain multi-head attention (what every field defaults to)."""
+        return (self.position, self.norm, self.mlp, self.qk_norm, self.n_kv_head) == (
+            "learned", "layernorm", "gelu", False, self.n_head)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: str | os.PathLike | None = None) -> ArchConfig:
@@ -55,16 +80,30 @@ class ArchConfig:
             _check_positive_int(name, d[name], path)
         if "dropout" in d:
             _check_dropout(d["dropout"], path)
-        for name in ("bias", "tie_embeddings"):
+        for name in ("bias", "tie_embeddings", "qk_norm"):
             if name in d and not isinstance(d[name], bool):
                 raise CodenasError(f"arch field {name!r} must be true or false, got {d[name]!r}", path)
+        for name, allowed in CHOICES.items():
+            if name in d and d[name] not in allowed:
+                raise CodenasError(f"arch field {name!r} must be one of {', '.join(allowed)}, got {d[name]!r}", path)
+        theta = d.get("rope_theta", 10000.0)
+        if isinstance(theta, bool) or not isinstance(theta, int | float) or not theta > 0 or theta == float("inf"):
+            raise CodenasError(f"arch field 'rope_theta' must be a positive number, got {theta!r}", path)
+        if d.get("n_kv_head") is not None:
+            _check_positive_int("n_kv_head", d["n_kv_head"], path)
+            if d["n_head"] % d["n_kv_head"]:
+                raise CodenasError(f"arch field 'n_kv_head' ({d['n_kv_head']}) must divide 'n_head' ({d['n_head']})",
+                                   path)
         if "name" in d and not isinstance(d["name"], str):
             raise CodenasError(f"arch field 'name' must be a string, got {d['name']!r}", path)
         if d["d_model"] % d["n_head"] != 0:
             raise CodenasError(
                 f"arch field 'd_model' ({d['d_model']}) must be divisible by 'n_head' ({d['n_head']})", path
             )
-        return cls(**{**d, "dropout": float(d.get("dropout", 0.0))})
+        if d.get("position") == "rope" and (d["d_model"] // d["n_head"]) % 2:
+            raise CodenasError(f"arch field 'position' rope needs an even head size (d_model / n_head), got "
+                               f"{d['d_model'] // d['n_head']}", path)
+        return cls(**{**d, "dropout": float(d.get("dropout", 0.0)), "rope_theta": float(theta)})
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ArchConfig:

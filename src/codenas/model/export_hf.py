@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from codenas.io import CodenasError, atomic_directory, dumps_json, read_json
 from codenas.model.checkpoint import load_checkpoint
-from codenas.model.model import GPT, LAYER_NORM_EPS
+from codenas.model.model import GPT, NORM_EPS
 from codenas.model.tokenizer import EOT, PAD
 
 
@@ -50,6 +50,11 @@ def _use_portable_tokenizer_class(config_file: Path) -> None:
 def hf_config(model: GPT, *, eos_id: int) -> GPT2Config:
     """The ``GPT2Config`` that computes the same function as ``model``."""
     c = model.config
+    if not c.is_gpt2_layout:
+        field = next(name for name, default in (("position", "learned"), ("norm", "layernorm"), ("mlp", "gelu"),
+                                                ("qk_norm", False), ("n_kv_head", c.n_head))
+                     if getattr(c, name) != default)
+        raise CodenasError(f"arch field {field!r} = {getattr(c, field)!r}: GPT2LMHeadModel cannot express it")
     if eos_id is None:
         raise CodenasError(f"the tokenizer has no {EOT} token")
     return GPT2Config(
@@ -63,7 +68,7 @@ def hf_config(model: GPT, *, eos_id: int) -> GPT2Config:
         resid_pdrop=c.dropout,
         embd_pdrop=c.dropout,
         attn_pdrop=c.dropout,
-        layer_norm_epsilon=LAYER_NORM_EPS,
+        layer_norm_epsilon=NORM_EPS,
         tie_word_embeddings=c.tie_embeddings,
         bos_token_id=eos_id,
         eos_token_id=eos_id,

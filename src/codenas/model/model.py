@@ -1,11 +1,18 @@
-"""The transformer: a GPT-2-style decoder-only language model, plus the KV cache used for sampling.
+"""The transformer: a decoder-only language model (GPT-2's layout or a modern one), plus the KV cache.
 
-Layout (identical to GPT-2, so ``export_hf`` maps it one-to-one):
+Default layout (identical to GPT-2, so ``export_hf`` maps it one-to-one):
 token embedding ``wte`` + learned position embedding ``wpe`` -> dropout -> ``n_layer`` pre-LayerNorm blocks
 (``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``) -> final LayerNorm ``ln_f`` -> ``lm_head`` (tied to ``wte``).
 Attention uses one fused ``qkv_proj`` and an ``out_proj`` per block (the names LoRA targets) and
 ``F.scaled_dot_product_attention``; the MLP is ``fc_in`` -> GELU (tanh approximation, GPT-2's ``gelu_new``)
 -> ``fc_out``.
+
+The arch's layout fields are small branches where they act: ``position: rope`` drops ``wpe`` and rotates each
+head's queries and keys (rotate-half convention, as Llama); ``norm: rmsnorm`` uses ``nn.RMSNorm`` for every
+norm; ``mlp: swiglu`` makes ``fc_in`` produce ``[gate, up]`` (2 x d_ff) and feeds ``silu(gate) * up`` to
+``fc_out``; ``qk_norm`` applies an RMSNorm over the head size to queries and keys before the rotation (as Qwen3);
+``n_kv_head < n_head`` is grouped-query attention: ``qkv_proj`` produces ``n_head`` query heads and ``n_kv_head``
+key and value heads, each key/value head serving ``n_head / n_kv_head`` consecutive query heads.
 
 ``forward(idx, targets, segment_ids=...)``: without ``segment_ids`` attention is plain causal (SDPA's fast
 path); with them a token attends only to earlier tokens of its own segment and positions restart in each
@@ -23,7 +30,7 @@ import torch.nn.functional as F
 
 from codenas.model.config import ArchConfig
 
-LAYER_NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon
+NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon, used by every norm (LayerNorm or RMSNorm)
 
 
 class KVCache:
@@ -34,7 +41,7 @@ class KVCache:
     """
 
     def __init__(self, cfg: ArchConfig, batch_size: int, max_len: int, *, device=None, dtype=torch.float32):
-        shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.head_dim)
+        shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
@@ -53,22 +60,50 @@ class KVCache:
         self.v = self.v[:, rows]
 
 
+def _norm(cfg: ArchConfig, size: int) -> nn.Module:
+    """The arch's norm over the last ``size`` features: LayerNorm (with a bias when ``cfg.bias``) or RMSNorm."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=NORM_EPS)
+    return nn.LayerNorm(size, eps=NORM_EPS, bias=cfg.bias)
+
+
+def _rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary position embedding of ``x`` ``[B, H, T, hd]``; ``rope`` = (cos, sin), each ``[B, 1, T, hd]``."""
+    cos, sin = rope
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ArchConfig, layer: int):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         self.layer = layer
         self.dropout = cfg.dropout
-        self.qkv_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.qkv_proj = nn.Linear(cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.bias)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        if cfg.qk_norm:
+            self.q_norm = nn.RMSNorm(cfg.head_dim, eps=NORM_EPS)
+            self.k_norm = nn.RMSNorm(cfg.head_dim, eps=NORM_EPS)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv_cache: KVCache | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv_proj(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+        hd = self.head_dim
+        q, k, v = self.qkv_proj(x).split([self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd], dim=2)
+        q = q.view(B, T, self.n_head, hd)
+        k = k.view(B, T, self.n_kv_head, hd)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
+        if rope is not None:
+            q, k = _rotate(q, rope), _rotate(k, rope)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
+        if self.n_kv_head != self.n_head:
+            repeat = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -84,24 +119,31 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ArchConfig):
         super().__init__()
-        self.fc_in = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.swiglu = cfg.mlp == "swiglu"
+        self.fc_in = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * cfg.d_ff, bias=cfg.bias)
         self.fc_out = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc_out(F.gelu(self.fc_in(x), approximate="tanh")))
+        if self.swiglu:
+            gate, up = self.fc_in(x).chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(self.fc_in(x), approximate="tanh")
+        return self.dropout(self.fc_out(h))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ArchConfig, layer: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=LAYER_NORM_EPS, bias=cfg.bias)
+        self.ln_1 = _norm(cfg, cfg.d_model)
         self.attn = CausalSelfAttention(cfg, layer)
-        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=LAYER_NORM_EPS, bias=cfg.bias)
+        self.ln_2 = _norm(cfg, cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv_cache: KVCache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, kv_cache: KVCache | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -110,10 +152,16 @@ class GPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.context_length, cfg.d_model)
+        if cfg.position == "learned":
+            self.wpe = nn.Embedding(cfg.context_length, cfg.d_model)
+        else:  # rope: cos/sin of every position, computed in float32 (not saved: derived from the arch)
+            inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+            angles = torch.outer(torch.arange(cfg.context_length, dtype=torch.float32), inv_freq).repeat(1, 2)
+            self.register_buffer("rope_cos", angles.cos(), persistent=False)
+            self.register_buffer("rope_sin", angles.sin(), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model, eps=LAYER_NORM_EPS, bias=cfg.bias)
+        self.ln_f = _norm(cfg, cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -137,25 +185,39 @@ class GPT(nn.Module):
         *,
         segment_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``[B, T, vocab]`` for every position, and the mean cross-entropy over targets != -100 (or None).
 
         ``segment_ids`` ``[B, T]`` (each segment a contiguous run of equal ids): a token attends only within its
         segment and positions restart at 0 in each, so a packed record is computed exactly as if alone.
         ``kv_cache``: ``idx`` holds only the new tokens, placed after the ``kv_cache.pos`` cached ones (sampling).
+        ``positions``: the position of each token, ``[B, T]`` (one row of ids per sequence, so rows of a batch may
+        sit at different positions, e.g. left-padded prompts) or ``[T]`` for every row; both learned and rotary
+        positions take them. Default: ``kv_cache.pos + arange(T)``, or restarting in each segment.
         """
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}")
-        if segment_ids is not None:
-            positions = _positions_within_segments(segment_ids)
+        if positions is None:
+            if segment_ids is not None:
+                positions = _positions_within_segments(segment_ids)
+            else:
+                positions = torch.arange(start, start + T, device=idx.device)
+        elif int(positions.max()) >= self.config.context_length:
+            raise ValueError(f"position {int(positions.max())} exceeds context_length {self.config.context_length}")
+        x = self.wte(idx)
+        rope = None
+        if self.config.position == "learned":
+            x = x + self.wpe(positions)
         else:
-            positions = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(positions))
+            positions = positions.expand(B, T)
+            rope = (self.rope_cos[positions][:, None].to(x.dtype), self.rope_sin[positions][:, None].to(x.dtype))
+        x = self.drop(x)
         attn_mask = self._attention_mask(T, start, segment_ids, kv_cache, idx.device)
         for block in self.blocks:
-            x = block(x, attn_mask, kv_cache)
+            x = block(x, attn_mask, kv_cache, rope)
         if kv_cache is not None:
             kv_cache.pos += T
         logits = self.lm_head(self.ln_f(x))
@@ -189,7 +251,8 @@ class GPT(nn.Module):
         """Number of parameters (tied weights counted once); ``non_embedding`` leaves out wte, wpe and lm_head."""
         params = {id(p): p for p in self.parameters()}
         if non_embedding:
-            for p in (self.wte.weight, self.wpe.weight, self.lm_head.weight):
+            embeddings = [self.wte.weight, self.lm_head.weight] + ([self.wpe.weight] if hasattr(self, "wpe") else [])
+            for p in embeddings:
                 params.pop(id(p), None)
         return sum(p.numel() for p in params.values())
 
@@ -208,8 +271,11 @@ def describe(model: GPT) -> str:
     """One line for logs: the shape of the model and its parameter count."""
     c = model.config
     name = f"{c.name} " if c.name else ""
+    layout = "" if c.is_gpt2_layout else (
+        f", {c.position}, {c.norm}, {c.mlp}" + (", qk_norm" if c.qk_norm else "")
+        + (f", {c.n_kv_head} kv heads" if c.n_kv_head != c.n_head else ""))
     return (
         f"GPT {name}({c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
-        f"context {c.context_length}, vocab {c.vocab_size}): {model.num_params() / 1e6:.2f}M parameters, "
+        f"context {c.context_length}, vocab {c.vocab_size}{layout}): {model.num_params() / 1e6:.2f}M parameters, "
         f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding"
     )

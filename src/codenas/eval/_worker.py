@@ -49,10 +49,31 @@ import typing  # noqa: F401
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
 CAP_DAC_READ_SEARCH = 2
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new system calls share one table)
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_RULE_PATH_BENEATH = 1
+# Landlock filesystem rights that change the filesystem, by the ABI version that introduced them. Reading and
+# executing are not handled, so they stay allowed everywhere; these are allowed only beneath the sample's folder.
+LANDLOCK_WRITE_RIGHTS = {
+    1: (1 << 1) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11)
+    | (1 << 12),  # WRITE_FILE, REMOVE_DIR, REMOVE_FILE, MAKE_CHAR/DIR/REG/SOCK/FIFO/BLOCK/SYM
+    2: 1 << 13,  # REFER (link or rename across directories)
+    3: 1 << 14,  # TRUNCATE
+    5: 1 << 15,  # IOCTL_DEV
+}
+LANDLOCK_WRITE_FILE, LANDLOCK_TRUNCATE = 1 << 1, 1 << 14
+LANDLOCK_NET_TCP = 0b11  # BIND_TCP | CONNECT_TCP (ABI 4): no TCP at all, with no rule allowing any port
+LANDLOCK_SCOPE = 0b11  # ABSTRACT_UNIX_SOCKET | SIGNAL (ABI 6): no signals or abstract sockets out of the sandbox
 NOBODY = 65534
 SANDBOX_UID_BASE = 1 << 30  # + worker pid: a uid of its own for each live worker's children, owned by no one
 OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr a child may keep in memory; the rest is dropped
@@ -63,6 +84,8 @@ SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheap
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sandbox_uid = NOBODY  # set by main() when running as root
+_layers: tuple[str, ...] = ()  # the kernel layers every child gets, set by main() (see isolation_layers)
+_landlock_abi = 0
 
 
 class _CappedSink(io.TextIOBase):
@@ -102,7 +125,7 @@ def _denied(*args, **kwargs):
 
 
 def _guard_writes(workdir: str) -> None:
-    """Refuse to open files for writing outside ``workdir`` (builtins.open, io.open, os.open)."""
+    """Refuse to open files for writing outside ``workdir`` and /dev/null (builtins.open, io.open, os.open)."""
     real_open, real_os_open, realpath = io.open, os.open, os.path.realpath
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     prefix = realpath(workdir) + os.sep
@@ -110,8 +133,8 @@ def _guard_writes(workdir: str) -> None:
     def inside(path) -> bool:
         if isinstance(path, int):
             return True
-        path = os.fsdecode(path)
-        return realpath(path if path.startswith("/") else prefix + path).startswith(prefix)
+        path = realpath(os.fsdecode(path) if os.fsdecode(path).startswith("/") else prefix + os.fsdecode(path))
+        return (path + os.sep).startswith(prefix) or path == os.devnull
 
     def guarded_open(file, mode="r", *args, **kwargs):
         if any(c in mode for c in "wax+") and not inside(file):
@@ -164,17 +187,17 @@ def _reliability_guard(workdir: str) -> None:
     _guard_writes(workdir)
 
 
-def _isolate_network() -> None:
+def _isolate_network() -> bool:
     """Move this worker (and so every child it forks) into a fresh network namespace with no interfaces, when
-    the kernel lets us; else only the Python-level guards stand between a sample and the network."""
+    the kernel lets us (returns whether it did); else only Landlock (TCP) and the Python-level guards stand
+    between a sample and the network. As a normal user this makes a user namespace too, in which the worker's
+    children may then set up their own read-only mount namespace."""
     if os.geteuid() == 0:
-        _libc.unshare(CLONE_NEWNET)
-        return
-    probe = os.fork()  # as a normal user this needs a user namespace too: try it in a throw-away child first
+        return _libc.unshare(CLONE_NEWNET) == 0
+    probe = os.fork()  # try it in a throw-away child first
     if probe == 0:
         os._exit(0 if _unshare_user_and_network() else 1)
-    if os.waitstatus_to_exitcode(os.waitpid(probe, 0)[1]) == 0:
-        _unshare_user_and_network()
+    return os.waitstatus_to_exitcode(os.waitpid(probe, 0)[1]) == 0 and _unshare_user_and_network()
 
 
 def _unshare_user_and_network() -> bool:
@@ -189,6 +212,126 @@ def _unshare_user_and_network() -> bool:
     except OSError:
         return False
     return True
+
+
+class _LandlockRuleset(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _LandlockPathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def _check(result: int, what: str) -> None:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers (0: none, e.g. before Linux 5.13 or not enabled)."""
+    version = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                            ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    return max(version, 0)
+
+
+def _landlock(workdir: str, abi: int) -> None:
+    """Irrevocably allow changes to the filesystem only beneath ``workdir`` (and writes to /dev/null) for this
+    process and everything it starts; with ABI >= 4 also no TCP, with ABI >= 6 no signals to processes outside
+    the sandbox. Needs no privilege: ``no_new_privs`` is set first, as the kernel requires."""
+    rights = 0
+    for version, bits in LANDLOCK_WRITE_RIGHTS.items():
+        if abi >= version:
+            rights |= bits
+    attr = _LandlockRuleset(rights, LANDLOCK_NET_TCP if abi >= 4 else 0, LANDLOCK_SCOPE if abi >= 6 else 0)
+    size = ctypes.sizeof(attr) if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
+                            ctypes.c_uint32(0))
+    _check(ruleset, "landlock_create_ruleset")
+    try:
+        for path, allowed in ((workdir, rights), (os.devnull, rights & (LANDLOCK_WRITE_FILE | LANDLOCK_TRUNCATE))):
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = _LandlockPathBeneath(allowed, fd)
+                _check(_libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset),
+                                     ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule),
+                                     ctypes.c_uint32(0)), f"landlock_add_rule {path}")
+            finally:
+                os.close(fd)
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _check(_libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+               "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
+def _read_only_mounts(workdir: str) -> None:
+    """In a new mount namespace of this process, make every mount read-only except a bind of ``workdir`` on
+    itself: then no file outside it can be written, created, removed, renamed, linked, truncated or have its
+    mode, owner or times changed (``EROFS``), whatever the call. Needs ``CAP_SYS_ADMIN`` in our user namespace
+    (root, or the worker's own user namespace); mounts copied from a more privileged namespace stay locked
+    read-only even for a sample that makes namespaces of its own."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    path = os.fsencode(workdir)
+    _check(_libc.mount(path, path, None, MS_BIND, None), f"bind mount {workdir}")
+    for target, flags, attr in ((b"/", AT_RECURSIVE, _MountAttr(attr_set=MOUNT_ATTR_RDONLY)),
+                                (path, 0, _MountAttr(attr_clr=MOUNT_ATTR_RDONLY))):
+        _check(_libc.syscall(SYS_MOUNT_SETATTR, ctypes.c_int(AT_FDCWD), ctypes.c_char_p(target),
+                             ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+               "mount_setattr")
+
+
+def _drop_capabilities() -> None:
+    """Give up every capability (those a worker holds in its own user namespace included)."""
+    _check(_libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), (_CapData * 2)()), "capset")
+
+
+def _probe(layer) -> bool:
+    """Whether ``layer(workdir)`` works here: tried in a throw-away child on a throw-away folder."""
+    workdir = tempfile.mkdtemp(prefix="codenas-probe-", dir=SCRATCH)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                layer(workdir)
+                with open(os.path.join(workdir, "ok"), "w"):
+                    pass
+                os._exit(0)
+            finally:
+                os._exit(1)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def isolation_layers(network: bool) -> tuple[str, ...]:
+    """The kernel layers every child of this worker gets, in the order they are named in the isolation level:
+    ``landlock`` (writes confined by Landlock), ``mountns`` (read-only mount namespace), ``netns`` (no network),
+    ``uid`` (a uid of its own)."""
+    layers = []
+    abi = landlock_abi()
+    if abi and _probe(lambda workdir: _landlock(workdir, abi)):
+        layers.append("landlock")
+    if _probe(_read_only_mounts):
+        layers.append("mountns")
+    if network:
+        layers.append("netns")
+    if os.geteuid() == 0:
+        layers.append("uid")
+    return tuple(layers)
+
+
+def isolation_level(layers: tuple[str, ...]) -> str:
+    """``landlock+mountns+netns+uid``..., or ``python-guards-only`` when there is no kernel layer at all."""
+    return "+".join(layers) or "python-guards-only"
 
 
 def _limit_resources(timeout: float, memory_mb: int) -> None:
@@ -231,8 +374,6 @@ def _drop_root(workdir: str, uid: int) -> None:
     Only CAP_DAC_READ_SEARCH is kept, so that the interpreter can still import modules from a Python installed
     in a directory others may not read (e.g. under /root): the child can read what root can, but not write it.
     """
-    if os.geteuid() != 0:
-        return
     os.chown(workdir, uid, uid)
     _libc.prctl(PR_SET_KEEPCAPS, 1)
     os.setgroups([])
@@ -255,11 +396,22 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
         os.dup2(devnull, fd)
     os.closerange(3, report_fd)
     os.closerange(report_fd + 1, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
-    os.chdir(workdir)
-    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-    tempfile.tempdir = workdir
-    _limit_resources(timeout, memory_mb)
-    _drop_root(workdir, _sandbox_uid)
+    try:  # never run a sample with less isolation than the worker announced: a failure here is the harness's
+        if "mountns" in _layers:
+            _read_only_mounts(workdir)  # needs the privileges dropped below
+        os.chdir(workdir)  # after the bind mount: the folder as seen through it
+        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+        tempfile.tempdir = workdir
+        _limit_resources(timeout, memory_mb)
+        if os.geteuid() == 0:
+            _drop_root(workdir, _sandbox_uid)
+        elif "mountns" in _layers:
+            _drop_capabilities()  # those held in the worker's user namespace could undo the read-only mounts
+        if "landlock" in _layers:
+            _landlock(workdir, _landlock_abi)
+    except OSError as e:
+        _write_all(report_fd, f"{nonce}\nharness\ncould not confine the sample: {e}".encode())
+        os._exit(0)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # changing our uid cleared it: a killed worker takes us along
     if os.getppid() != parent:
         os._exit(1)
@@ -282,6 +434,11 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     setitimer(itimer_prof, 0)
     write(report_fd, (nonce + "\n" + status + "\n" + detail[:DETAIL_CAP]).encode("utf-8", "replace"))
     exit_now(0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _kill_group(pid: int) -> None:
@@ -354,6 +511,8 @@ def _signal_name(sig: int) -> str:
 def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: float, wall_s: float,
              backstop: bool):
     lines = report.decode("utf-8", "replace").split("\n", 2)
+    if len(lines) == 3 and lines[0] == nonce and lines[1] == "harness":
+        raise RuntimeError(lines[2])
     if len(lines) == 3 and lines[0] == nonce and lines[1] in ("passed", "failed", "error"):
         return lines[1], lines[2]
     if backstop:
@@ -396,12 +555,15 @@ def main() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the harness
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come back to us, to be killed
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    _isolate_network()
-    global _sandbox_uid
+    global _sandbox_uid, _layers, _landlock_abi
+    network = _isolate_network()
     if os.geteuid() == 0:
         _sandbox_uid = sandbox_uid()
+    _landlock_abi = landlock_abi()
+    _layers = isolation_layers(network)
     jobs, out = sys.stdin.buffer, sys.stdout.buffer
-    out.write(b'{"ready": true}\n')  # the harness waits for this: a worker that cannot start fails loudly
+    # The harness waits for this: a worker that cannot start fails loudly.
+    out.write(json.dumps({"ready": True, "isolation": isolation_level(_layers)}).encode() + b"\n")
     out.flush()
     for line in jobs:
         job = json.loads(line)

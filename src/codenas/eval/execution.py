@@ -11,8 +11,11 @@ docs/sandbox.md lists what the sandbox guarantees.
 
 Public API (stable; the data stage relies on it):
     ExecResult(status, detail)          status in {"passed", "failed", "timeout", "error"}
-    run_programs(programs, timeout=..., memory_mb=..., workers=...) -> list[ExecResult] (input order)
+    run_programs(programs, timeout=..., memory_mb=..., workers=..., require_isolation=False)
+        -> list[ExecResult] (input order)
     iter_programs(...) -> iterator of (index, ExecResult) in completion order (for streaming/resumable callers)
+    isolation_level() -> "landlock+mountns+netns+uid", ..., or "python-guards-only": the kernel layers every
+        sample gets on this machine (see docs/sandbox.md)
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from codenas.io import CodenasError
+from codenas.progress import say
 
 STATUSES = ("passed", "failed", "timeout", "error")
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
@@ -39,6 +44,7 @@ START_TIMEOUT_S = 60.0  # a worker that has not said it is ready by then is brok
 REPLY_GRACE_S = 30.0  # a worker silent this long past a job's backstop is stuck or stopped: it is replaced
 HARNESS_ATTEMPTS = 4  # tries per sample when the harness (not the sample) fails, e.g. a transient fork or disk error
 RETRY_PAUSE_S = 1.0  # pause before the first retry, doubled for each further one
+WRITE_CONFINEMENT = ("landlock", "mountns")  # the kernel layers that confine a sample's writes to its folder
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class _Worker:
             raise _HarnessFault(f"could not start the sandbox worker: {e}") from e
         os.set_blocking(self.proc.stdin.fileno(), False)  # sends wait in select, with a deadline
         try:
-            self._receive(time.monotonic() + START_TIMEOUT_S)
+            self.isolation = str(self._receive(time.monotonic() + START_TIMEOUT_S).get("isolation", ""))
         except (ChildProcessError, _HarnessFault) as e:
             self.proc.kill()
             last_words = self._last_words()
@@ -237,13 +243,55 @@ def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int,
     raise fault
 
 
+@cache
+def isolation_level() -> str:
+    """The isolation every sample gets on this machine, as the workers report it (one is started to ask):
+    the kernel layers in force joined by ``+`` (``landlock``, ``mountns``, ``netns``, ``uid``), or
+    ``python-guards-only``."""
+    worker = None
+    for attempt in range(HARNESS_ATTEMPTS):
+        try:
+            worker = _Worker()
+            break
+        except _HarnessFault as e:
+            if attempt == HARNESS_ATTEMPTS - 1:
+                raise CodenasError(f"the sandbox harness failed: {' '.join(str(e).split())}") from e
+            time.sleep(RETRY_PAUSE_S * 2 ** attempt)
+    level = worker.isolation
+    worker.close()
+    return level
+
+
+def is_confined(level: str) -> bool:
+    """Whether the kernel confines a sample's writes at ``level`` (Landlock or a read-only mount namespace)."""
+    return any(layer in WRITE_CONFINEMENT for layer in level.split("+"))
+
+
+def check_isolation(require: bool = False) -> str:
+    """The isolation level; warns (every time) when the kernel confines no writes, and then raises instead
+    when ``require``."""
+    level = isolation_level()
+    if not is_confined(level):
+        what = (f"this machine offers no kernel confinement of a sample's writes (isolation: {level}): "
+                "neither Landlock (Linux >= 5.13) nor user and mount namespaces")
+        if require:
+            raise CodenasError(f"{what}; refusing to run because isolation is required "
+                               "(drop --require-isolation to judge with Python-level guards only)")
+        say(f"warning: {what}; only Python-level guards protect your files from the judged code "
+            "(see docs/sandbox.md)")
+    return level
+
+
 def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
-                  workers: int | None = None) -> Iterator[tuple[int, ExecResult]]:
-    """Run every program in the sandbox; yield ``(index, result)`` as each finishes (completion order)."""
+                  workers: int | None = None, require_isolation: bool = False) -> Iterator[tuple[int, ExecResult]]:
+    """Run every program in the sandbox; yield ``(index, result)`` as each finishes (completion order).
+
+    Warns when the kernel confines no writes on this machine; ``require_isolation`` raises then instead."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     if not programs:
         return
+    check_isolation(require_isolation)
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for i in range(len(programs)):
         jobs.put(i)
@@ -272,9 +320,10 @@ def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: i
 
 
 def run_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
-                 workers: int | None = None) -> list[ExecResult]:
+                 workers: int | None = None, require_isolation: bool = False) -> list[ExecResult]:
     """Run each full program in its own sandboxed process on all cores; results in input order."""
     out: list[ExecResult | None] = [None] * len(programs)
-    for index, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers):
+    for index, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers,
+                                       require_isolation=require_isolation):
         out[index] = result
     return out  # type: ignore[return-value]

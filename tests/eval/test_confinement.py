@@ -288,3 +288,31 @@ def test_sysconfig_paths_stay_readable_for_samples():
     program = PROMPT + f"    import os\n    assert os.listdir({sysconfig.get_paths()['stdlib']!r})\n" \
                        "    return a + b\n" + TESTS
     assert run_programs([program], workers=1) == [ExecResult("passed", "")]
+
+
+def test_summary_and_table_record_the_isolation_level(tmp_path):
+    from codenas.eval.scoring import score_samples, summary_table
+    from codenas.records import Record
+
+    record = Record(id="add", source="test", prompt=PROMPT, solution="    return a + b\n", tests=TESTS,
+                    entry_point="add")
+    summary = score_samples([{"task_id": "add", "completion": "    return a + b\n"}], [record], tmp_path)
+    assert summary["isolation"] == isolation_level()
+    assert '"isolation": ' in (tmp_path / "summary.json").read_text()
+    from rich.console import Console
+
+    console = Console(record=True, width=120)
+    console.print(summary_table(summary))
+    assert isolation_level() in console.export_text()
+
+
+def test_require_isolation_refuses_before_anything_runs(tmp_path, monkeypatch):
+    from codenas.eval.scoring import score_samples
+    from codenas.records import Record
+
+    monkeypatch.setattr(execution, "isolation_level", lambda: "netns+uid")
+    record = Record(id="add", source="test", prompt=PROMPT, solution="", tests=TESTS, entry_point="add")
+    with pytest.raises(CodenasError, match="no kernel confinement"):
+        score_samples([{"task_id": "add", "completion": "    return a + b\n"}], [record], tmp_path / "out",
+                      require_isolation=True)
+    assert not (tmp_path / "out" / "results.jsonl").exists()

@@ -283,15 +283,18 @@ def check_isolation(require: bool = False) -> str:
 
 
 def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
-                  workers: int | None = None, require_isolation: bool = False) -> Iterator[tuple[int, ExecResult]]:
+                  workers: int | None = None, require_isolation: bool = False,
+                  isolation_checked: bool = False) -> Iterator[tuple[int, ExecResult]]:
     """Run every program in the sandbox; yield ``(index, result)`` as each finishes (completion order).
 
-    Warns when the kernel confines no writes on this machine; ``require_isolation`` raises then instead."""
+    Warns when the kernel confines no writes on this machine; ``require_isolation`` raises then instead
+    (``isolation_checked``: the caller has already done so with ``check_isolation``)."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     if not programs:
         return
-    check_isolation(require_isolation)
+    if not isolation_checked:
+        check_isolation(require_isolation)
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for i in range(len(programs)):
         jobs.put(i)

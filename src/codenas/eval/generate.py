@@ -37,24 +37,27 @@ def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record], *, 
 
 
 def score(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
-          timeout: float = 3.0, memory_mb: int = 1024, ks: Sequence[int] = (1, 10, 100)) -> dict:
+          timeout: float = 3.0, memory_mb: int = 1024, ks: Sequence[int] = (1, 10, 100),
+          require_isolation: bool = False) -> dict:
     """Write ``samples.jsonl`` into ``out_dir`` and score the samples there; returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / SAMPLES, samples)
     judged = [{"task_id": s["task_id"], "completion": s["completion"]} for s in samples]
     return score_samples(judged, list(problems), out_dir, workers=workers, timeout=timeout, memory_mb=memory_mb,
-                         ks=ks)
+                         ks=ks, require_isolation=require_isolation)
 
 
 def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_dir: Path, *, n: int = 1,
                    temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0,
                    workers: int | None = None, timeout: float = 3.0, memory_mb: int = 1024,
-                   ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None) -> dict:
+                   ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None,
+                   require_isolation: bool = False) -> dict:
     """Sample ``n`` completions per problem, write samples.jsonl, results.jsonl and summary.json; return the summary."""
     samples = sample_problems(model, tokenizer, problems, n=n, temperature=temperature, top_p=top_p,
                               max_new_tokens=max_new_tokens, seed=seed, eot_id=eot_id)
-    summary = score(samples, list(problems), out_dir, workers=workers, timeout=timeout, memory_mb=memory_mb, ks=ks)
+    summary = score(samples, list(problems), out_dir, workers=workers, timeout=timeout, memory_mb=memory_mb, ks=ks,
+                    require_isolation=require_isolation)
     summary["sampling"] = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                            "seed": seed}
     atomic_write_json(Path(out_dir) / SUMMARY, summary)

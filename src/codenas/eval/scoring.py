@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from codenas.eval.execution import STATUSES, iter_programs
+from codenas.eval.execution import STATUSES, check_isolation, iter_programs
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
 from codenas.eval.verdicts import LABELS, classify, tally
@@ -135,14 +135,17 @@ def judged_row(task_id: str, completion: str, status: str, detail: str) -> dict:
 
 def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
                   timeout: float = 3.0, memory_mb: int = 1024, raw: bool = False,
-                  ks: Sequence[int] = (1, 10, 100)) -> dict:
+                  ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False) -> dict:
     """Run every sample against its problem's tests; write results.jsonl and summary.json; return the summary.
 
     ``raw=True`` first turns each completion from raw model text into a body with ``extract_completion``.
     Samples already scored in ``out_dir`` (same index, task id and completion) are not run again.
+    The summary's ``isolation`` is the sandbox's isolation level on this machine (``execution.isolation_level``);
+    it warns when the kernel confines no writes, or refuses to run then with ``require_isolation``.
     """
     out_dir = Path(out_dir)
     resolved = _resolve(samples, problems, raw)
+    isolation = check_isolation(require_isolation)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"timeout": timeout, "memory_mb": memory_mb, "problems_sha256": _problems_sha256(resolved)}
     rows = _previous_rows(out_dir, samples, resolved, settings)
@@ -152,14 +155,15 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
     programs = [resolved[i][0].program(resolved[i][1]) for i in todo]
     with JsonlAppender(out_dir / JOURNAL) as journal, progress(total=len(todo), desc="scoring",
                                                                 unit="sample") as bar:
-        for j, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers):
+        for j, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers,
+                                       isolation_checked=True):
             i = todo[j]
             rows[i] = judged_row(str(samples[i]["task_id"]), resolved[i][1], result.status, result.detail)
             journal.append({"index": i, **rows[i], **settings})
             bar.update()
     write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(samples))))
     summary = summarize([(resolved[i][0].id, rows[i]) for i in range(len(samples))], ks=ks)
-    summary.update(settings, raw=raw, problems_available=len(problems))
+    summary.update(settings, raw=raw, problems_available=len(problems), isolation=isolation)
     atomic_write_json(out_dir / SUMMARY, summary)
     (out_dir / JOURNAL).unlink(missing_ok=True)
     return summary
@@ -215,4 +219,6 @@ def summary_table(summary: dict):
     for kind, count in summary["runtime_errors"].items():
         table.add_row(f"  {kind}", str(count))
     table.add_row("parses", f"{100 * summary['parse_rate']:.0f}%")
+    if "isolation" in summary:
+        table.add_row("sandbox isolation", summary["isolation"])
     return table

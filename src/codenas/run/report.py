@@ -134,6 +134,11 @@ def _passk(out: Path) -> list[Block]:
                 rows.append([bench, model, _fmt(summary.get("n_problems", summary.get("problems")))]
                             + [_pct(values.get(k)) for k in ks])
     blocks.append(("table", ["benchmark", "model", "problems"] + [f"pass@{k}" for k in ks], rows))
+    levels = sorted({s["isolation"] for per_bench in summaries.values() for s in per_bench.values()
+                     if s.get("isolation")})
+    if levels:
+        blocks.append(("p", f"Samples judged in the sandbox with isolation {', '.join(levels)} "
+                            "(docs/sandbox.md says what each level guarantees)."))
     groups = {f"{bench} pass@{k}": {m: 100 * _pass_values(summaries[m][bench]).get(k, 0.0) for m in models
                                     if bench in summaries[m]} for bench in benchmarks for k in ks}
     png = plots.plot_bars(out / "plots" / "passk.png", groups, ylabel="pass@k (%)")

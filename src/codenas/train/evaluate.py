@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from codenas.eval.verdicts import shares_text
@@ -36,6 +36,9 @@ class SamplingSettings:
     workers: int | None = None
     timeout: float = 3.0
     device: str = "cpu"
+    require_isolation: bool = field(default=False, metadata={
+        "help": "Refuse to judge unless the kernel confines each sample's writes (Landlock or a read-only mount "
+                "namespace); without it the judge only warns."})
 
 
 def expand_checkpoints(specs: Sequence[str]) -> list[str]:
@@ -85,9 +88,11 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
         summary = evaluate_model(loaded.model, loaded.tokenizer, problems, target, n=settings.samples,
                                  temperature=settings.temperature, top_p=settings.top_p,
                                  max_new_tokens=settings.max_new_tokens, seed=settings.seed,
-                                 workers=settings.workers, timeout=settings.timeout, eot_id=loaded.eot_id)
+                                 workers=settings.workers, timeout=settings.timeout, eot_id=loaded.eot_id,
+                                 require_isolation=settings.require_isolation)
         step = loaded.meta.get("step", _step_from_name(spec))
         rows.append({"name": name, "checkpoint": spec, "step": step, "pass_at_k": summary["pass_at_k"],
+                     "isolation": summary["isolation"],
                      "n_problems": summary["n_problems"], "n_samples": summary["n_samples"],
                      "verdicts": summary["verdicts"], "parse_rate": summary["parse_rate"]})
     if len(specs) > 1:
@@ -122,7 +127,8 @@ def results_table(rows: list[dict]):
     from rich.table import Table
 
     ks = sorted({k for r in rows for k in r["pass_at_k"]}, key=lambda k: int(k.split("@")[1]))
-    table = Table(title=f"{rows[0]['n_problems']} problems")
+    isolation = ", ".join(sorted({r["isolation"] for r in rows if r.get("isolation")}))
+    table = Table(title=f"{rows[0]['n_problems']} problems" + (f" (sandbox: {isolation})" if isolation else ""))
     table.add_column("checkpoint")
     table.add_column("step", justify="right")
     for k in ks:

@@ -186,6 +186,15 @@ def tokenizer_train(vocab_size: int, corpus: str | None, out: str, max_files: in
               help="AdamW weight decay (matrices and embeddings only).")
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Clip the gradient norm to this (0: off).")
+@click.option("--optimizer", type=click.Choice(["adamw", "muon"]), default="adamw", show_default=True,
+              help="adamw, or muon: torch.optim.Muon for the 2-D hidden matrices, AdamW (at --lr) for the "
+                   "embeddings, output head, norms and biases.")
+@click.option("--muon-lr", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+              help="Peak learning rate of the Muon-updated matrices (with --optimizer muon).")
+@click.option("--muon-momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.95,
+              show_default=True, help="Muon's momentum (with --optimizer muon).")
+@click.option("--muon-weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Decoupled weight decay of the Muon-updated matrices (with --optimizer muon).")
 @click.option("--eval-interval", type=click.IntRange(min=0), default=250, show_default=True,
               help="Evaluate and save checkpoints every N steps (0: only at the end).")
 @click.option("--eval-batches", type=click.IntRange(min=1), default=20, show_default=True,
@@ -280,6 +289,15 @@ def _finetune_options(command):
                      show_default=True, help="AdamW weight decay on matrices."),
         click.option("--grad-clip", "grad_clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
                      help="Gradient-norm clip (0 disables)."),
+        click.option("--optimizer", type=click.Choice(["adamw", "muon"]), default="adamw", show_default=True,
+                     help="adamw, or muon (torch.optim.Muon for the 2-D trainable matrices, AdamW at --lr for "
+                          "the rest; fine-tuning keeps AdamW unless asked)."),
+        click.option("--muon-lr", "muon_lr", type=click.FloatRange(min=0, min_open=True), default=0.02,
+                     show_default=True, help="Peak learning rate of the Muon-updated matrices."),
+        click.option("--muon-momentum", "muon_momentum", type=click.FloatRange(min=0, max=1, max_open=True),
+                     default=0.95, show_default=True, help="Muon's momentum."),
+        click.option("--muon-weight-decay", "muon_weight_decay", type=click.FloatRange(min=0), default=0.0,
+                     show_default=True, help="Decoupled weight decay of the Muon-updated matrices."),
         click.option("--eval_interval", "--eval-interval", "eval_interval", type=click.IntRange(min=0), default=100,
                      show_default=True, help="Evaluate and save step{N} every N steps (0: only at the end)."),
         click.option("--eval-samples", "eval_samples", type=click.IntRange(min=0), default=1, show_default=True,
@@ -312,6 +330,8 @@ def _run_finetune(lora_settings, **kw) -> None:
         max_steps=kw["max_steps"], lr=kw["lr"], min_lr=kw["min_lr"] if kw["min_lr"] is not None else kw["lr"] / 10,
         warmup_steps=kw["warmup_steps"], batch_size=kw["batch_size"], grad_accum=kw["grad_accum"],
         weight_decay=kw["weight_decay"], grad_clip=kw["grad_clip"], eval_interval=kw["eval_interval"],
+        optimizer=kw["optimizer"], muon_lr=kw["muon_lr"], muon_momentum=kw["muon_momentum"],
+        muon_weight_decay=kw["muon_weight_decay"],
         seed=kw["seed"], dtype=kw["dtype"], device=kw["device"], compile=kw["compile_model"], resume=kw["resume"],
         desc="lora" if lora_settings else "sft")
     evals = EvalSettings(samples=kw["eval_samples"], temperature=kw["eval_temperature"],

@@ -26,7 +26,8 @@ SCHEMA: dict[str, dict[str, type]] = {
     "pretrain": {
         "arch": str, "max_steps": int, "batch_size": int, "grad_accum": int, "lr": float, "min_lr": float,
         "warmup_steps": int, "weight_decay": float, "eval_interval": int, "eval_batches": int, "log_interval": int,
-        "max_files": int, "dtype": str, "seed": int,
+        "max_files": int, "dtype": str, "seed": int, "optimizer": str, "muon_lr": float, "muon_momentum": float,
+        "muon_weight_decay": float,
     },
     "finetune": {
         "method": str, "max_steps": int, "batch_size": int, "lr": float, "min_lr": float, "warmup_steps": int,
@@ -128,6 +129,9 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
     method = config["finetune"]["method"]
     if method not in FINETUNE_METHODS:
         raise CodenasError(f"config key finetune.method must be one of {', '.join(FINETUNE_METHODS)}, got {method!r}")
+    optimizer = config["pretrain"]["optimizer"]
+    if optimizer not in ("adamw", "muon"):
+        raise CodenasError(f"config key pretrain.optimizer must be adamw or muon, got {optimizer!r}")
     if not config["eval"]["benchmarks"]:
         raise CodenasError("config key eval.benchmarks must name at least one benchmark")
     if config["eval"]["samples"] < 1:

@@ -11,13 +11,16 @@ What varies between stages is plugged in; everything else lives here once:
 - ``checkpointer``: ``save(path, model, step=, metrics=, trainer_state=)`` and ``restore(path, model) -> state``,
   so a LoRA stage saves an adapter where pretraining saves a full checkpoint.
 
-The loop: AdamW (weight decay on matrices and embeddings, none on biases and norm gains), linear warmup then cosine
-decay to ``min_lr``, gradient accumulation, gradient clipping, bf16 autocast, optional ``torch.compile``, DDP under
-torchrun (only rank 0 writes). In a terminal a bar shows the step, loss, tokens/s and ETA; otherwise rank 0 prints a
-compact line (``train_line``) every ``log_interval`` steps. At each evaluation it saves ``out_dir/checkpoint_last``
-(with ``trainer_state.pt``: optimizer, step, tokens, best metric, every rank's RNG and batch-source state) and, when
-the metric improves, ``out_dir/checkpoint_best``. ``resume=True`` continues from ``checkpoint_last`` exactly: N+M
-steps in one go give the same weights as N steps, resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
+The loop: AdamW (weight decay on matrices and embeddings, none on biases and norm gains), or with
+``optimizer="muon"`` torch's own ``torch.optim.Muon`` for the 2-D hidden matrices (at ``muon_lr``) and AdamW for
+the embeddings, output head, norms and biases (at ``lr``); linear warmup then cosine decay to ``min_lr`` (every
+group's lr follows the same schedule, scaled by its peak), gradient accumulation, gradient clipping, bf16 autocast,
+optional ``torch.compile``, DDP under torchrun (only rank 0 writes). In a terminal a bar shows the step, loss,
+tokens/s and ETA; otherwise rank 0 prints a compact line (``train_line``) every ``log_interval`` steps. At each
+evaluation it saves ``out_dir/checkpoint_last`` (with ``trainer_state.pt``: optimizer, step, tokens, best metric,
+every rank's RNG and batch-source state) and, when the metric improves, ``out_dir/checkpoint_best``.
+``resume=True`` continues from ``checkpoint_last`` exactly: N+M steps in one go give the same weights as N steps,
+resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.train import distributed
 from codenas.train.distributed import DistContext
 
+OPTIMIZERS = ("adamw", "muon")
 LAST = "checkpoint_last"
 BEST = "checkpoint_best"
 METRICS = "metrics.jsonl"
@@ -97,6 +101,13 @@ class TrainConfig:
     best_metric: str = "val_loss"
     best_mode: str = "min"  # min | max
     desc: str = "train"
+    optimizer: str = field(default="adamw", metadata={
+        "help": "adamw, or muon: torch.optim.Muon for the 2-D hidden matrices, AdamW (at lr) for the rest."})
+    muon_lr: float = field(default=0.02, metadata={
+        "help": "Peak learning rate of the Muon-updated matrices (with optimizer muon)."})
+    muon_momentum: float = field(default=0.95, metadata={"help": "Muon's momentum (with optimizer muon)."})
+    muon_weight_decay: float = field(default=0.0, metadata={
+        "help": "Decoupled weight decay of the Muon-updated matrices (with optimizer muon)."})
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "log_interval", "eval_batches"):
@@ -108,6 +119,11 @@ class TrainConfig:
             raise CodenasError(f"best_mode must be min or max, got {self.best_mode!r}")
         if self.min_lr > self.lr:
             raise CodenasError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.optimizer not in OPTIMIZERS:
+            raise CodenasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("lr", "muon_lr"):
+            if not getattr(self, name) > 0:
+                raise CodenasError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -159,14 +175,76 @@ def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over trainable parameters: decay on tensors with >= 2 dims, none on biases and norm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW | MuonWithAdamW:
+    """The optimizer of ``cfg.optimizer`` over the trainable parameters of ``model``.
+
+    ``adamw``: AdamW, weight decay on tensors with >= 2 dims, none on biases and norm gains. ``muon``: Muon for
+    the 2-D hidden matrices (``is_hidden_matrix``) and AdamW as above for everything else (``MuonWithAdamW``).
+    Each param group carries ``lr_scale`` (its peak lr / ``cfg.lr``) so the schedule sets every group's lr.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    muon = [p for n, p in named if cfg.optimizer == "muon" and is_hidden_matrix(n, p)]
+    muon_ids = {id(p) for p in muon}
+    rest = [p for _, p in named if id(p) not in muon_ids]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    adamw = torch.optim.AdamW(groups, lr=cfg.lr,
+                              betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    if cfg.optimizer == "adamw":
+        return adamw
+    if not muon:
+        raise CodenasError("optimizer muon: the model has no trainable 2-D hidden matrix")
+    return MuonWithAdamW(torch.optim.Muon(
+        [{"params": muon, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
+        weight_decay=cfg.muon_weight_decay), adamw)
+
+
+def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    """A 2-D weight inside the transformer blocks (not an embedding, position table or output head)."""
+    embedding = any(part in name for part in ("wte", "wpe", "lm_head", "embed"))
+    return p.dim() == 2 and not embedding
+
+
+class MuonWithAdamW:
+    """Muon and AdamW stepped together, seen by the loop as one optimizer (param groups, state, step).
+
+    ``param_groups`` lists Muon's groups then AdamW's, so the schedule sets all of them; ``state_dict`` holds both
+    optimizers' states for exact resume.
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self) -> dict:
+        return {**self.muon.state, **self.adamw.state}
+
+    def step(self, closure=None) -> None:
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.muon.zero_grad(set_to_none=set_to_none)
+        self.adamw.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise CodenasError("the checkpoint's optimizer state is not Muon + AdamW: resume with the same "
+                               "optimizer setting")
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+
+    def __repr__(self) -> str:
+        return f"MuonWithAdamW({self.muon!r}, {self.adamw!r})"
 
 
 def _rng_state() -> dict:
@@ -265,6 +343,10 @@ class _Trainer:
         state = self.checkpointer.restore(path, self.model)
         if not state:
             raise CodenasError("checkpoint has no trainer state to resume from", path)
+        saved_optimizer = state.get("config", {}).get("optimizer", "adamw")
+        if saved_optimizer != self.cfg.optimizer:
+            raise CodenasError(f"checkpoint was trained with optimizer {saved_optimizer}; resume with the same "
+                               f"(now {self.cfg.optimizer})", path)
         if len(state["ranks"]) != self.ctx.world_size:
             raise CodenasError(f"checkpoint was written by {len(state['ranks'])} processes; "
                                f"resume with the same number (now {self.ctx.world_size})", path)
@@ -281,7 +363,7 @@ class _Trainer:
         """One optimizer step (``grad_accum`` micro-batches); returns the mean micro-batch loss (no device sync)."""
         lr = lr_at(self.step, self.cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         total = torch.zeros((), device=self.ctx.device)
         for micro in range(self.cfg.grad_accum):
             batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in self.batches.next_batch().items()}

@@ -59,6 +59,34 @@ def lora() -> None:
     """LoRA adapter utilities."""
 
 
+@cli.group(cls=_Group)
+def corpus() -> None:
+    """Build the pretraining corpus: filtered, deduplicated, decontaminated, tokenized into shards."""
+
+
+def _dataclass_options(cls, *, skip: tuple[str, ...] = ()):
+    """Click options generated from a settings dataclass: field ``min_bytes`` -> ``--min-bytes``, its help text
+    and default; booleans become ``--name/--no-name`` switches."""
+    import dataclasses
+
+    def decorate(command):
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+            if kind is bool:
+                option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True,
+                                      help=f.metadata["help"])
+            else:
+                option = click.option(flag, f.name, type=kind, default=f.default, show_default=True,
+                                      help=f.metadata["help"])
+            command = option(command)
+        return command
+
+    return decorate
+
+
 # --- data commands (issue 2) -------------------------------------------------------------------
 
 
@@ -430,6 +458,47 @@ def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, sampl
     rows = evaluate_checkpoints(list(checkpoints), load_problems(problems, Path(data_dir)), Path(out), settings)
     Console().print(results_table(rows))
     click.echo(f"wrote {out}/" + ("pass_at_1.png and checkpoints.json" if len(rows) > 1 else "summary.json"))
+
+# --- corpus command -----------------------------------------------------------------------------
+
+
+@corpus.command("build")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output folder: manifest.json, tokenizer.json, shards/ (complete or absent).")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
+              help="Tokenize with this tokenizer.json (or checkpoint folder) instead of training one.")
+@click.option("--vocab-size", type=click.IntRange(min=258), default=None,
+              help="Train a byte-level BPE of this many tokens on the filtered corpus [8192 without --tokenizer].")
+@click.option("--benchmarks", "benchmark_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Also decontaminate against this record file (repeatable); HumanEval and MBPP test always.")
+@click.option("--mbpp", type=click.Path(dir_okay=False), default=None,
+              help="MBPP jsonl for decontamination [$CODENAS_MBPP, else the downloaded copy; without: HumanEval].")
+@_dataclass_options(__import__("codenas.corpus.settings", fromlist=["CorpusSettings"]).CorpusSettings)
+def corpus_build(sources: tuple[str, ...], out: str, tokenizer_path: str | None, vocab_size: int | None,
+                 benchmark_files: tuple[str, ...], mbpp: str | None, **settings) -> None:
+    """Build a tokenized pretraining corpus from SOURCES.
+
+    A SOURCE is a folder of .py files; `stdlib` (this interpreter's library); `site-packages` (the installed
+    packages' .py files); a JSONL (plain, .gz, .zst), Parquet or Arrow file or a folder of them (text in
+    --text-field); a folder saved by Hugging Face `datasets`; or an fsspec URL of any of these. Each filter is
+    on by default and counted; exact and near duplicates and documents sharing a 13-gram with a benchmark are
+    dropped. Rerun the same command to resume an interrupted build.
+    """
+    from pathlib import Path
+
+    from codenas.corpus.build import build_corpus, corpus_summary
+    from codenas.corpus.settings import CorpusSettings
+
+    if tokenizer_path and vocab_size:
+        raise click.UsageError("give --tokenizer or --vocab-size, not both")
+    manifest = build_corpus(list(sources), Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
+                            vocab_size=vocab_size, settings=CorpusSettings(**settings),
+                            benchmarks=[Path(b) for b in benchmark_files], mbpp=mbpp and Path(mbpp))
+    for line in corpus_summary(manifest):
+        click.echo(line)
+    click.echo(f"wrote {out}/manifest.json")
+
 
 # --- run command (issue 6) ---------------------------------------------------------------------
 

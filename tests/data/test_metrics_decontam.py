@@ -67,3 +67,13 @@ def test_ngrams_made_only_of_imports_are_ignored():
     body = "    return [x * k for k in range(10)]\n"
     clean, dropped = decontaminate([rec("mbpp_601", imports + "def f(x):\n", body)], [rec("he_1", "def f(x):\n", body)])
     assert clean == [] and dropped == {"mbpp_601": "he_1"}  # the code after the imports still counts
+
+
+def test_a_repeated_solution_is_dropped_however_short():
+    body = "    perimeter = 4 * a\n    return perimeter\n"  # mbpp_716's body is mbpp_17's: 9 code tokens
+    bench = rec("mbpp_17", "def square_perimeter(a):\n", body)
+    candidate = rec("mbpp_716", "def rombus_perimeter(a):\n", "    # the same formula\n" + body.replace("4 * a",
+                                                                                                    "4*a"))
+    other = rec("mbpp_717", "def f(a):\n", "    return 4 * a\n")
+    clean, dropped = decontaminate([candidate, other], [bench])
+    assert dropped == {"mbpp_716": "mbpp_17"} and [r.id for r in clean] == ["mbpp_717"]

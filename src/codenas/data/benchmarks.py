@@ -1,4 +1,9 @@
-"""Benchmark problem sets by name, for the eval CLI and later stages: humaneval, mini, mbpp-test, or a file."""
+"""Benchmark problem sets by name, for the eval CLI and later stages: humaneval, mini, mbpp-test, or a file.
+
+``DECONTAMINATION_BENCHMARKS`` lists every benchmark whose problems must never reach training data; the
+pretraining corpus is decontaminated against all of them (``decontamination_records``). A new benchmark is
+added there once (with a loader in ``_DECONTAMINATION_LOADERS``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from codenas.progress import say
 from codenas.records import Record, read_records
 
 BENCHMARK_NAMES = ("humaneval", "mini", "mbpp-test")
+DECONTAMINATION_BENCHMARKS = ("humaneval", "mbpp-test")  # mini is part of humaneval
 
 
 def mbpp_test_records(mbpp: Path) -> list[Record]:
@@ -50,3 +56,68 @@ def load_problems(name_or_path: str, data_dir: Path = Path("data")) -> list[Reco
         raise CodenasError(f"unknown benchmark {name_or_path!r}: not one of {', '.join(BENCHMARK_NAMES)} "
                            "and not a record file")
     return read_records(path)
+
+
+def _mbpp_test_unproven(mbpp: Path | None) -> list[Record]:
+    """MBPP test tasks (ids 11-510) as records without running proofs; unconvertible ones keep their raw code."""
+    if mbpp is None:
+        return []
+    records = []
+    for row in load_mbpp(mbpp):
+        if 11 <= row["task_id"] <= 510:
+            try:
+                records.append(mbpp_record(row))
+            except UnconvertibleTask:
+                records.append(Record(id=f"mbpp_{row['task_id']}", source="mbpp", prompt=row["text"] + "\n",
+                                      solution=row["code"], tests="", entry_point=""))
+    return records
+
+
+_DECONTAMINATION_LOADERS = {
+    "humaneval": lambda mbpp: load_humaneval(),
+    "mbpp-test": _mbpp_test_unproven,
+}
+
+
+def decontamination_records(extra: list[Path] = (), mbpp: Path | None = None) -> tuple[list[Record], dict]:
+    """Every benchmark problem training data must not contain: each of ``DECONTAMINATION_BENCHMARKS`` and the
+    record files ``extra``. Returns (records, {benchmark name or file: problem count}); MBPP is found with
+    ``resolve_mbpp_path`` and counted as 0 when there is no MBPP file."""
+    mbpp = resolve_mbpp_path(mbpp)
+    records: list[Record] = []
+    counts: dict[str, int] = {}
+    for name in DECONTAMINATION_BENCHMARKS:
+        found = _DECONTAMINATION_LOADERS[name](mbpp)
+        counts[name] = len(found)
+        records += found
+    for path in extra:
+        found = read_records(Path(path))
+        counts[str(path)] = len(found)
+        records += found
+    return records, counts
+
+
+def reference_texts(record: Record) -> list[str]:
+    """The texts a copy of ``record`` may show up as in the wild: its reference program, and the same program
+    without docstrings (the prompt's docstring is what a benchmark adds to code found elsewhere)."""
+    program = record.prompt + record.solution
+    stripped = _without_docstrings(program)
+    return [program] if stripped in (None, program) else [program, stripped]
+
+
+def _without_docstrings(program: str) -> str | None:
+    import ast
+
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return None
+    drop: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                drop.update(range(first.lineno, first.end_lineno + 1))
+    lines = program.splitlines(keepends=True)
+    return "".join(line for i, line in enumerate(lines, start=1) if i not in drop)

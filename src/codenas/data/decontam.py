@@ -5,9 +5,15 @@ As in the Codex and GPT-3 papers, text is compared as n-grams (n = 13) of tokens
 its reference program ``prompt + solution``. Boilerplate (import statements) is removed before the n-grams
 are formed, so neither an n-gram made of import tokens (two records sharing ``from typing import List, Tuple,
 ...``) nor one straddling an import and the next line (``... Callable def``) is a match.
+
+A training record whose normalised solution (its code tokens: no layout, no comments) equals a benchmark's is
+dropped too, however short it is: two tasks with the same body are the same answer whatever their prompts say.
+The pretraining corpus (``codenas.corpus``) drops documents with the same ``ngrams`` and ``benchmark_index``.
 """
 
 from __future__ import annotations
+
+import textwrap
 
 from codenas.data.metrics import code_tokens
 from codenas.records import Record
@@ -30,13 +36,24 @@ def benchmark_index(benchmarks: list[Record], n: int = NGRAM) -> dict[tuple[str,
     return index
 
 
+def normalised_solution(solution: str) -> tuple[str, ...]:
+    """The code tokens of a solution body (indentation, blank lines and comments do not count)."""
+    return tuple(token for token, _ in code_tokens(textwrap.dedent(solution)))
+
+
 def decontaminate(candidates: list[Record], benchmarks: list[Record],
                   n: int = NGRAM) -> tuple[list[Record], dict[str, str]]:
-    """Split candidates into (clean ones, {dropped id: id of a benchmark it shares an n-gram with})."""
+    """Split candidates into (clean ones, {dropped id: id of a benchmark it shares an n-gram with, or whose
+    normalised solution it repeats})."""
     index = benchmark_index(benchmarks, n)
+    solutions: dict[tuple[str, ...], list[str]] = {}
+    for record in benchmarks:
+        if body := normalised_solution(record.solution):
+            solutions.setdefault(body, []).append(record.id)
     clean, dropped = [], {}
     for record in candidates:
         hits = [index[g] for g in ngrams(record.prompt + record.solution, n) if g in index]
+        hits += solutions.get(normalised_solution(record.solution), [])
         if hits:
             dropped[record.id] = min(hits, key=_id_order)
         else:

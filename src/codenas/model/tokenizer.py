@@ -98,6 +98,16 @@ def train_tokenizer(files: list[Path], vocab_size: int, out: Path) -> Path:
     texts, _ = read_texts(files)
     if not texts:
         raise CodenasError("no UTF-8 .py files to train the tokenizer on")
+    return train_tokenizer_on_texts(texts, vocab_size, out)
+
+
+def train_tokenizer_on_texts(texts: list[str], vocab_size: int, out: Path) -> Path:
+    """Train a byte-level BPE of ``vocab_size`` tokens on ``texts`` and save it atomically as ``out`` (JSON)."""
+    min_size = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
+    if vocab_size < min_size:
+        raise CodenasError(f"vocab_size must be at least {min_size} (specials + 256 bytes), got {vocab_size}")
+    if not texts:
+        raise CodenasError("no documents to train the tokenizer on")
     tok = new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -1,0 +1,159 @@
+"""Token shards: the tokenization step that writes them, the document split, and the memory-mapped view that
+training samples windows from.
+
+Each task tokenizes its documents (``<|endoftext|>`` after each) into ``train-<rank>.bin`` and
+``val-<rank>.bin``: flat arrays of token ids, uint16 when the vocabulary fits, else uint32. A document goes to
+val when a hash of its id (salted with the seed) falls below ``val_fraction``, so the split does not depend on
+the order, the task or the other documents.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from codenas.io import CodenasError, atomic_path, atomic_write_json
+
+_BATCH_DOCS = 256
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def is_val(doc_id: str, val_fraction: float, seed: int) -> bool:
+    """Whether a document belongs to the validation split (a stable hash of its id)."""
+    digest = hashlib.sha256(f"split:{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") < int(val_fraction * 2**64)
+
+
+class RankWriter(PipelineStep):
+    """Writes the task's documents (id, source, text) to ``folder/<rank>.jsonl.gz`` (atomically, always, even
+    when empty) and passes them on."""
+
+    type = "codenas"
+    name = "rank writer"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        path = Path(self.folder) / f"{rank:05d}.jsonl.gz"
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as f:
+                for doc in data or ():
+                    row = {"id": doc.id, "source": doc.metadata["source"], "text": doc.text}
+                    f.write(json.dumps(row, ensure_ascii=False).encode("utf-8", errors="surrogatepass") + b"\n")
+                    yield doc
+
+
+def read_rank_file(path: Path):
+    """The documents a ``RankWriter`` wrote, in order."""
+    with gzip.open(path, "rb") as f:
+        for line in f:
+            row = json.loads(line.decode("utf-8", errors="surrogatepass"))
+            yield Document(text=row["text"], id=row["id"], metadata={"source": row["source"]})
+
+
+class RankReader(PipelineStep):
+    """Reads back ``folder/<rank>.jsonl.gz`` (what a ``RankWriter`` of the same task wrote)."""
+
+    type = "codenas"
+    name = "rank reader"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        yield from read_rank_file(Path(self.folder) / f"{rank:05d}.jsonl.gz")
+
+
+class TokenizeShards(PipelineStep):
+    """Tokenizes the task's documents into ``folder/train-<rank>.bin`` and ``folder/val-<rank>.bin`` and writes
+    their token and document counts to ``folder/<rank>.json``."""
+
+    type = "codenas"
+    name = "tokenize"
+
+    def __init__(self, folder: str, tokenizer: str, val_fraction: float, seed: int):
+        super().__init__()
+        self.folder, self.tokenizer = folder, tokenizer
+        self.val_fraction, self.seed = val_fraction, seed
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from codenas.model.tokenizer import encode_texts, eot_id, load_tokenizer
+
+        if world_size > 1:  # one process per core already: keep each tokenizer to one thread
+            os.environ.setdefault("RAYON_NUM_THREADS", "1")
+        tok = load_tokenizer(self.tokenizer)
+        dtype, eot = token_dtype(tok.get_vocab_size()), eot_id(tok)
+        folder = Path(self.folder)
+        counts = {"train": {"docs": 0, "tokens": 0}, "val": {"docs": 0, "tokens": 0}}
+        with atomic_path(folder / f"train-{rank:05d}.bin") as train_tmp, \
+                atomic_path(folder / f"val-{rank:05d}.bin") as val_tmp, \
+                open(train_tmp, "wb") as train_f, open(val_tmp, "wb") as val_f:
+            batch: list[Document] = []
+
+            def flush() -> None:
+                for doc, ids in zip(batch, encode_texts(tok, [d.text for d in batch]), strict=True):
+                    split = "val" if is_val(doc.id, self.val_fraction, self.seed) else "train"
+                    ids.append(eot)
+                    np.asarray(ids, dtype=dtype).tofile(val_f if split == "val" else train_f)
+                    counts[split]["docs"] += 1
+                    counts[split]["tokens"] += len(ids)
+                batch.clear()
+
+            for doc in data or ():
+                batch.append(doc)
+                if len(batch) >= _BATCH_DOCS:
+                    flush()
+            flush()
+        atomic_write_json(folder / f"{rank:05d}.json", counts)
+        return
+        yield  # a generator step that passes nothing on
+
+
+class TokenShards:
+    """The memory-mapped shards of one split, addressed as one sequence of tokens (windows may cross shards)."""
+
+    def __init__(self, paths: list[Path], dtype: str):
+        self.arrays = [np.memmap(p, dtype=dtype, mode="r") for p in paths if os.path.getsize(p) > 0]
+        self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        if not isinstance(item, slice) or item.step not in (None, 1):
+            raise TypeError("TokenShards supports contiguous slices only")
+        start, stop, _ = item.indices(len(self))
+        parts = []
+        while start < stop:
+            i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+            local = start - int(self.offsets[i])
+            take = min(stop - start, len(self.arrays[i]) - local)
+            parts.append(self.arrays[i][local:local + take])
+            start += take
+        if not parts:
+            return np.empty(0, dtype=self.arrays[0].dtype if self.arrays else np.uint16)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def open_split(corpus: Path, split: str) -> TokenShards:
+    """The ``split`` (train | val) shards of a built corpus folder, as one token sequence."""
+    from codenas.io import read_json
+
+    manifest = read_json(Path(corpus) / "manifest.json")
+    paths = [Path(corpus) / s["file"] for s in manifest["shards"] if s["split"] == split]
+    if not paths:
+        raise CodenasError(f"the corpus has no {split} shards", corpus)
+    return TokenShards(paths, manifest["dtype"])

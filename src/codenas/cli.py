@@ -143,7 +143,9 @@ def data_download(out: str | None, url: str | None) -> None:
                    "of wall-clock time).")
 @click.option("--memory-mb", type=click.IntRange(min=64), default=1024, show_default=True,
               help="Address-space cap per sample, in MB.")
-@click.option("--raw", is_flag=True, help="Completions are raw model text: cut them to the function body first.")
+@click.option("--raw", is_flag=True,
+              help="Completions are raw model text: keep the function's body and the top-level definitions it "
+                   "needs (helpers, imports, constants), drop the rest (tests, prints, prose).")
 @click.option("--require-isolation", "require_isolation", is_flag=True,
               help="Refuse to judge unless the kernel confines each sample's writes to its own folder (Landlock, "
                    "or a read-only mount namespace); without it the judge only warns. See docs/sandbox.md.")

@@ -54,4 +54,94 @@ def test_windows_newlines_and_trailing_blank_lines():
 
 
 def test_truncate_at_stop_picks_the_earliest():
-    assert truncate_at_stop("a\n#x\ndef y") == "a"
+    assert truncate_at_stop("a\nprint(1)\nif __name__ == 1") == "a"
+    assert truncate_at_stop("a\ndef helper():\n") == "a\ndef helper():\n"  # helpers may follow the function
+
+
+# Top-level helpers the entry function needs are kept, transitively and in the order written; the rest is not.
+
+def test_a_helper_defined_after_the_function_is_kept():
+    raw = "    return _impl(a, b)\n\n\ndef _impl(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
+    assert extract_completion(raw, "add") == "    return _impl(a, b)\n\ndef _impl(a, b):\n    return a + b\n"
+
+
+def test_helpers_that_call_each_other_and_what_they_use():
+    raw = ("    return is_even(n)\n\nimport math\nLIMIT = 10\n\ndef unused():\n    return 0\n\n"
+           "def is_odd(n):\n    return n != 0 and is_even(n - 1)\n\n"
+           "@functools.lru_cache\ndef is_even(n):\n    return n == 0 or (is_odd(n - 1) and n < LIMIT + math.inf)\n\n"
+           "import functools\nassert is_even(4)\n")
+    assert extract_completion(raw, "f") == (
+        "    return is_even(n)\n\nimport math\n\nLIMIT = 10\n\ndef is_odd(n):\n    return n != 0 and is_even(n - 1)\n"
+        "\n@functools.lru_cache\ndef is_even(n):\n    return n == 0 or (is_odd(n - 1) and n < LIMIT + math.inf)\n"
+        "\nimport functools\n")
+
+
+def test_a_helper_that_shadows_a_builtin_is_kept():
+    raw = "    return sum(numbers)\n\ndef sum(xs):\n    return 42\n\ndef max(xs):\n    return 0\n"
+    assert extract_completion(raw, "f") == "    return sum(numbers)\n\ndef sum(xs):\n    return 42\n"
+
+
+def test_a_helper_before_an_unused_one():
+    raw = ("    return helper(x)\n\ndef helper(x):\n    return x + 1\n\ndef unused(x):\n    return helper(x)\n\n"
+           "class Unused:\n    pass\n")
+    assert extract_completion(raw, "f") == "    return helper(x)\n\ndef helper(x):\n    return x + 1\n"
+
+
+def test_code_that_stops_mid_line_keeps_its_longest_parsable_prefix():
+    assert extract_completion(BODY + "\n\ndef unrelated(x):\n    return x +", "add") == BODY
+    assert extract_completion(BODY + "\nprint(add([1, 2]", "add") == BODY
+    assert extract_completion("    total = 0\n    return total +", "add") == "    total = 0\n"
+    raw = "    return _impl(a)\n\ndef _impl(a):\n    return a\n\ndef _other(a):\n    return (a"
+    assert extract_completion(raw, "f") == "    return _impl(a)\n\ndef _impl(a):\n    return a\n"
+
+
+def test_a_rewritten_function_keeps_its_helpers_before_and_after():
+    raw = ("from math import sqrt\n\ndef _norm(v):\n    return sqrt(sum(x * x for x in v))\n\n"
+           "def length(v):\n    return _norm(v)\n\nprint(length([3, 4]))\n")
+    assert extract_completion(raw, "length") == (
+        "    from math import sqrt\n    return _norm(v)\n\nfrom math import sqrt\n\n"
+        "def _norm(v):\n    return sqrt(sum(x * x for x in v))\n")
+
+
+# Every HumanEval problem, solved by its canonical solution followed by what base models write next, or with
+# the solution moved into a helper after the function: all must keep passing.
+TAILS = ("\n\n\ndef check_it():\n    assert True\n\ncheck_it()\n", "\n\nif __name__ == '__main__':\n"
+         "    import doctest\n    doctest.testmod()\n", "\n\nprint('done')\n", "\n```\n\nThis solves the task.",
+         "\n\ndef unrelated(x):\n    return x * 2\n", "\n\nclass Solution:\n    def run(self):\n        return 1\n",
+         "\n\nassert True\nfor i in range(3):\n    print(i)\n")
+
+
+def _entry(record):
+    import ast
+
+    return next(node for node in ast.walk(ast.parse(record.prompt))
+                if isinstance(node, ast.FunctionDef) and node.name == record.entry_point)
+
+
+def as_helper(record) -> str:
+    """The canonical body moved into ``_impl`` after the function, which becomes ``return _impl(...)``; imports
+    the prompt makes inside the function (HumanEval/115) move along."""
+    import ast
+
+    entry = _entry(record)
+    args = entry.args
+    imports = "".join(f"    {ast.unparse(node)}\n" for node in entry.body if isinstance(node, ast.Import))
+    call = [a.arg for a in args.posonlyargs + args.args]
+    call += [f"*{args.vararg.arg}"] if args.vararg else []
+    call += [f"{a.arg}={a.arg}" for a in args.kwonlyargs]
+    call += [f"**{args.kwarg.arg}"] if args.kwarg else []
+    return f"    return _impl({', '.join(call)})\n\n\ndef _impl({ast.unparse(args)}):\n{imports}{record.solution}"
+
+
+def test_every_humaneval_variant_keeps_its_verdict(he_records):
+    from codenas.eval.execution import run_programs
+
+    for rec in he_records:
+        plain = extract_completion(rec.solution, rec.entry_point)
+        for tail in TAILS:
+            assert extract_completion(rec.solution + tail, rec.entry_point) == plain, (rec.id, tail)
+    programs = [rec.program(extract_completion(rec.solution + TAILS[0], rec.entry_point)) for rec in he_records]
+    programs += [rec.program(extract_completion(as_helper(rec) + TAILS[1], rec.entry_point)) for rec in he_records]
+    results = run_programs(programs)
+    failed = [(rec.id, r.detail) for rec, r in zip(he_records * 2, results, strict=True) if not r.passed]
+    assert failed == []

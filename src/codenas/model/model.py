@@ -17,7 +17,9 @@ key and value heads, each key/value head serving ``n_head / n_kv_head`` consecut
 ``forward(idx, targets, segment_ids=...)``: without ``segment_ids`` attention is plain causal (SDPA's fast
 path); with them a token attends only to earlier tokens of its own segment and positions restart in each
 segment, so records packed into one row are computed exactly as if each were alone. With a ``KVCache`` the
-model processes only the new tokens and attends to the cached ones.
+model processes only the new tokens and attends to the cached ones: appended after the ``pos`` cached ones, or,
+in a ``per_row`` cache, stored at each row's own ``positions`` (rows of one batch at different lengths, as the
+sampler's continuous batching needs).
 """
 
 from __future__ import annotations
@@ -36,18 +38,30 @@ NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon, used by every norm (LayerNorm or 
 class KVCache:
     """Keys and values of every layer for a batch of sequences, preallocated to ``max_len`` positions.
 
-    ``pos`` is the number of positions already filled; the model writes the new tokens' keys and values at
-    ``pos`` in each layer and advances ``pos`` once all layers are done.
+    Appending (the default): ``pos`` is the number of positions already filled; the model writes the new tokens'
+    keys and values at ``pos`` in each layer and advances ``pos`` once all layers are done.
+    ``per_row``: each new token's keys and values go to the slot of its own position in its row
+    (``forward(..., positions=...)``), and a token attends to the slots ``0 .. its position`` of its row among the
+    first ``span`` slots (``span`` defaults to ``max_len``; a sampler lowers it to what its rows have reached).
     """
 
-    def __init__(self, cfg: ArchConfig, batch_size: int, max_len: int, *, device=None, dtype=torch.float32):
+    def __init__(self, cfg: ArchConfig, batch_size: int, max_len: int, *, device=None, dtype=torch.float32,
+                 per_row: bool = False):
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0
+        self.per_row = per_row
+        self.span = max_len
+        self.positions: torch.Tensor | None = None  # [B, T] while a per-row forward runs
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new keys/values of ``layer`` at ``pos``; return all keys/values so far for that layer."""
+        """Store the new keys/values of ``layer``; return the keys/values that layer's queries attend to."""
+        if self.per_row:
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]
+            self.k[layer][rows, :, self.positions] = k.transpose(1, 2).to(self.k.dtype)
+            self.v[layer][rows, :, self.positions] = v.transpose(1, 2).to(self.v.dtype)
+            return self.k[layer, :, :, : self.span].to(k.dtype), self.v[layer, :, :, : self.span].to(v.dtype)
         end = self.pos + k.shape[2]
         self.k[layer, :, :, self.pos : end] = k
         self.v[layer, :, :, self.pos : end] = v
@@ -101,6 +115,8 @@ class CausalSelfAttention(nn.Module):
             q, k = _rotate(q, rope), _rotate(k, rope)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
+        if attn_mask is not None and attn_mask.dtype not in (torch.bool, q.dtype):
+            attn_mask = attn_mask.to(q.dtype)  # an additive mask under autocast
         if self.n_kv_head != self.n_head:
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
@@ -186,6 +202,7 @@ class GPT(nn.Module):
         segment_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``[B, T, vocab]`` for every position, and the mean cross-entropy over targets != -100 (or None).
 
@@ -194,13 +211,20 @@ class GPT(nn.Module):
         ``kv_cache``: ``idx`` holds only the new tokens, placed after the ``kv_cache.pos`` cached ones (sampling).
         ``positions``: the position of each token, ``[B, T]`` (one row of ids per sequence, so rows of a batch may
         sit at different positions, e.g. left-padded prompts) or ``[T]`` for every row; both learned and rotary
-        positions take them. Default: ``kv_cache.pos + arange(T)``, or restarting in each segment.
+        positions take them. Default: ``kv_cache.pos + arange(T)``, or restarting in each segment. With a
+        ``per_row`` cache they also say where each token's keys and values go (``[B, T]``, required; the caller
+        keeps them below the cache's length, unchecked so that decoding never waits on the device).
+        ``last_only``: logits ``[B, 1, vocab]`` of the last position only (a prompt's prefill).
         """
         B, T = idx.shape
+        per_row = kv_cache is not None and kv_cache.per_row
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}")
-        if positions is None:
+        if per_row:
+            if positions is None or positions.dim() != 2 or segment_ids is not None:
+                raise ValueError("a per_row KV cache needs positions [B, T] and no segment_ids")
+        elif positions is None:
             if segment_ids is not None:
                 positions = _positions_within_segments(segment_ids)
             else:
@@ -215,11 +239,21 @@ class GPT(nn.Module):
             positions = positions.expand(B, T)
             rope = (self.rope_cos[positions][:, None].to(x.dtype), self.rope_sin[positions][:, None].to(x.dtype))
         x = self.drop(x)
-        attn_mask = self._attention_mask(T, start, segment_ids, kv_cache, idx.device)
-        for block in self.blocks:
-            x = block(x, attn_mask, kv_cache, rope)
-        if kv_cache is not None:
+        if per_row:
+            attn_mask = self._row_positions_mask(positions, kv_cache.span, x.dtype)
+            kv_cache.positions = positions
+        else:
+            attn_mask = self._attention_mask(T, start, segment_ids, kv_cache, idx.device)
+        try:
+            for block in self.blocks:
+                x = block(x, attn_mask, kv_cache, rope)
+        finally:
+            if per_row:
+                kv_cache.positions = None
+        if kv_cache is not None and not per_row:
             kv_cache.pos += T
+        if last_only:
+            x = x[:, -1:]
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
@@ -242,10 +276,19 @@ class GPT(nn.Module):
         # several new tokens after `start` cached ones: query i sees keys 0 .. start + i
         return torch.ones(T, start + T, dtype=torch.bool, device=device).tril(diagonal=start)
 
-    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context_length) tokens."""
+    @staticmethod
+    def _row_positions_mask(positions: torch.Tensor, span: int, dtype: torch.dtype) -> torch.Tensor:
+        """``[B, 1, T, span]`` additive mask: a token sees the cache slots of its row up to its own position
+        (a float mask: SDPA on CPU is several times slower with a boolean one)."""
+        hidden = torch.arange(span, device=positions.device)[None, None, None, :] > positions[:, None, :, None]
+        return torch.zeros(hidden.shape, dtype=dtype, device=positions.device).masked_fill_(hidden, float("-inf"))
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, *, per_row: bool = False) -> KVCache:
+        """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context_length) tokens;
+        ``per_row``: rows at their own positions (see ``KVCache``)."""
         p = self.wte.weight
-        return KVCache(self.config, batch_size, max_len or self.config.context_length, device=p.device, dtype=p.dtype)
+        return KVCache(self.config, batch_size, max_len or self.config.context_length, device=p.device, dtype=p.dtype,
+                       per_row=per_row)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters (tied weights counted once); ``non_embedding`` leaves out wte, wpe and lm_head."""

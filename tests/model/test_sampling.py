@@ -221,3 +221,16 @@ def test_positions_forward_matches_plain_forward(model):
     assert torch.allclose(logits[1, 0], full_b[0, -1], atol=1e-5)
     last_only, _ = model(a, last_only=True)
     assert last_only.shape[1] == 1 and torch.allclose(last_only[0, 0], full_a[0, -1], atol=1e-5)
+
+
+def test_modern_layout_batched_greedy_equals_reference(arch, tokenizer):
+    """Rotary positions and grouped-query attention take the same per-row path."""
+    from dataclasses import replace
+
+    from codenas.model.model import GPT
+
+    torch.manual_seed(1)
+    modern = GPT(replace(arch, position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, n_kv_head=2)).eval()
+    batched = generate(modern, tokenizer, MANY[:5], n=2, max_new_tokens=15, temperature=0, max_batch_size=3)
+    uncached = generate(modern, tokenizer, MANY[:5], n=1, max_new_tokens=15, temperature=0, use_cache=False)
+    assert [s[0] for s in batched] == [s[0] for s in uncached]

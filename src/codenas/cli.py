@@ -237,6 +237,9 @@ def tokenizer_train(vocab_size: int, corpus: str | None, out: str, max_files: in
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1... (auto: CUDA if present).")
 @click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
               help="torch.compile the model.")
+@click.option("--peak-flops", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Device peak FLOP/s for the MFU logged beside tokens/s (0: the table's dense bf16 peak of this "
+                   "GPU, e.g. 989e12 for H100/H200, 312e12 for A100; CPUs have none).")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint_last.")
 @click.option("--max-files", type=click.IntRange(min=1), default=None,
               help="Train on at most this many corpus files (a deterministic sample) [all].")
@@ -343,6 +346,8 @@ def _finetune_options(command):
                      help="Autocast precision (auto: bf16 where supported)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1..."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model."),
+        click.option("--peak-flops", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Device peak FLOP/s for the logged MFU (0: the table's dense bf16 peak of this GPU)."),
         click.option("--resume", is_flag=True, help="Continue exactly from OUTPUT_DIR/checkpoint_last."),
     ]
     for option in reversed(options):
@@ -363,6 +368,7 @@ def _run_finetune(lora_settings, **kw) -> None:
         optimizer=kw["optimizer"], muon_lr=kw["muon_lr"], muon_momentum=kw["muon_momentum"],
         muon_weight_decay=kw["muon_weight_decay"],
         seed=kw["seed"], dtype=kw["dtype"], device=kw["device"], compile=kw["compile_model"], resume=kw["resume"],
+        peak_flops=kw["peak_flops"],
         desc="lora" if lora_settings else "sft")
     evals = EvalSettings(samples=kw["eval_samples"], temperature=kw["eval_temperature"],
                          max_new_tokens=kw["eval_max_new_tokens"], max_problems=kw["eval_problems"])

@@ -26,13 +26,13 @@ SCHEMA: dict[str, dict[str, type]] = {
     "pretrain": {
         "arch": str, "max_steps": int, "batch_size": int, "grad_accum": int, "lr": float, "min_lr": float,
         "warmup_steps": int, "weight_decay": float, "eval_interval": int, "eval_batches": int, "log_interval": int,
-        "max_files": int, "dtype": str, "seed": int, "optimizer": str, "muon_lr": float, "muon_momentum": float,
-        "muon_weight_decay": float,
+        "max_files": int, "dtype": str, "compile": bool, "peak_flops": float, "seed": int, "optimizer": str,
+        "muon_lr": float, "muon_momentum": float, "muon_weight_decay": float,
     },
     "finetune": {
         "method": str, "max_steps": int, "batch_size": int, "lr": float, "min_lr": float, "warmup_steps": int,
         "weight_decay": float, "eval_interval": int, "eval_problems": int, "lora_r": int, "lora_alpha": int,
-        "targets": list, "dtype": str, "seed": int,
+        "targets": list, "dtype": str, "peak_flops": float, "seed": int,
     },
     "eval": {
         "benchmarks": list, "samples": int, "temperature": float, "top_p": float, "max_new_tokens": int,

@@ -26,6 +26,7 @@ resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
@@ -43,6 +44,7 @@ from codenas.io import CodenasError, JsonlAppender, read_jsonl, write_jsonl
 from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.train import distributed
 from codenas.train.distributed import DistContext
+from codenas.train.mfu import count_params, device_peak_flops, mfu
 
 OPTIMIZERS = ("adamw", "muon")
 LAST = "checkpoint_last"
@@ -96,6 +98,7 @@ class TrainConfig:
     seed: int = 1337
     dtype: str = "auto"  # bf16 | fp32 | auto (bf16 where the hardware has native bf16, see has_fast_bf16)
     compile: bool = False
+    peak_flops: float = 0.0  # device peak for MFU; 0: the table's entry for this GPU (codenas.train.mfu), if any
     device: str = "auto"
     resume: bool = False
     best_metric: str = "val_loss"
@@ -124,6 +127,8 @@ class TrainConfig:
         for name in ("lr", "muon_lr"):
             if not getattr(self, name) > 0:
                 raise CodenasError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.peak_flops < 0:
+            raise CodenasError(f"peak_flops must be positive (or 0: look it up), got {self.peak_flops}")
 
 
 @dataclass
@@ -247,6 +252,39 @@ class MuonWithAdamW:
         return f"MuonWithAdamW({self.muon!r}, {self.adamw!r})"
 
 
+class _Prefetcher:
+    """Wraps a ``BatchSource``: draws the next batch while the device still works on the current step, pins it
+    (CUDA) and starts its copy to the device without blocking. ``state_dict`` is the source's state before the
+    batch drawn ahead, so a checkpoint resumes at the first batch the model has not trained on."""
+
+    def __init__(self, source: BatchSource, device: torch.device):
+        self.source, self.device, self.pin = source, device, device.type == "cuda"
+        self._ahead: tuple[dict, dict[str, torch.Tensor]] | None = None
+
+    def _draw(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        state = copy.deepcopy(self.source.state_dict())
+        batch = self.source.next_batch()
+        if self.pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return state, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def prefetch(self) -> None:
+        if self._ahead is None:
+            self._ahead = self._draw()
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        _, batch = self._ahead if self._ahead is not None else self._draw()
+        self._ahead = None
+        return batch
+
+    def state_dict(self) -> dict:
+        return self._ahead[0] if self._ahead is not None else self.source.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._ahead = None
+        self.source.load_state_dict(state)
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
@@ -312,8 +350,11 @@ class _Trainer:
     def __init__(self, model: nn.Module, batches: BatchSource, cfg: TrainConfig, out_dir: Path, ctx: DistContext,
                  evaluate: Evaluate | None, checkpointer: Checkpointer | None, loss_fn: LossFn):
         self.cfg, self.out_dir, self.ctx = cfg, Path(out_dir), ctx
-        self.batches, self.evaluate, self.checkpointer, self.loss_fn = batches, evaluate, checkpointer, loss_fn
+        self.batches = _Prefetcher(batches, ctx.device)
+        self.evaluate, self.checkpointer, self.loss_fn = evaluate, checkpointer, loss_fn
         self.model = model.to(ctx.device)
+        self.n_params = count_params(self.model)
+        self.peak_flops = device_peak_flops(ctx.device, cfg.peak_flops)
         self.optimizer = make_optimizer(self.model, cfg, ctx.device)
         self.amp_dtype = autocast_dtype(cfg.dtype, ctx.device)
         self.step, self.tokens = 0, 0
@@ -366,13 +407,14 @@ class _Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         total = torch.zeros((), device=self.ctx.device)
         for micro in range(self.cfg.grad_accum):
-            batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in self.batches.next_batch().items()}
+            batch = self.batches.next_batch()
             last_micro = micro == self.cfg.grad_accum - 1
             no_sync = self.ctx.is_distributed and not last_micro
             with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
                 with self.autocast():
                     loss = self.loss_fn(self.train_model, batch) / self.cfg.grad_accum
                 loss.backward()
+            self.batches.prefetch()  # the device is still busy with this backward: prepare the next batch now
             total += loss.detach()
             self.tokens += batch["input_ids"].numel() * self.ctx.world_size
         if self.cfg.grad_clip > 0:
@@ -418,8 +460,12 @@ class _Trainer:
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start_time
-        return {"loss": float(mean_loss), "lr": lr_at(self.step - 1, self.cfg), "tokens": self.tokens,
-                "tokens_per_s": (self.tokens - tokens_before) / max(elapsed, 1e-9)}
+        tokens_per_s = (self.tokens - tokens_before) / max(elapsed, 1e-9)
+        stats = {"loss": float(mean_loss), "lr": lr_at(self.step - 1, self.cfg), "tokens": self.tokens,
+                 "tokens_per_s": tokens_per_s}
+        if self.peak_flops:  # per device: tokens/s counts every rank's tokens
+            stats["mfu"] = mfu(self.n_params, tokens_per_s / self.ctx.world_size, self.peak_flops)
+        return stats
 
     def run(self) -> TrainResult:
         cfg, main = self.cfg, self.ctx.is_main
@@ -440,7 +486,8 @@ class _Trainer:
                 if evaluating or self.step % cfg.log_interval == 0:
                     row = self._train_stats(window_loss / window_steps, window_tokens, window_start)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                        mfu_text = {"mfu": f"{row['mfu']:.1%}"} if "mfu" in row else {}
+                        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", **mfu_text)
                     if lines:
                         left = eta(self.step - first_step, cfg.max_steps - first_step,
                                    time.perf_counter() - run_start)

@@ -46,6 +46,7 @@ class Sizes:
     """What differs between the real run and ``--smoke``."""
 
     layouts: tuple[str, ...]
+    shrink: dict | None  # arch fields replaced in every layout (the smoke run's tiny shapes)
     seq_len: int | None  # None: the arch's context_length
     batch_sizes: tuple[int, ...]  # probed in order; the seed's batch first
     probe_seconds: float
@@ -54,10 +55,11 @@ class Sizes:
     run_overrides: tuple[str, ...]  # fixed overrides of the seed preset (the budgeted ones are added)
 
 
-GPU = Sizes(layouts=(GPT2_LAYOUT, MODERN_LAYOUT), seq_len=None, batch_sizes=(32, 64, 128, 256, 512),
+GPU = Sizes(layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink=None, seq_len=None, batch_sizes=(32, 64, 128, 256, 512),
             probe_seconds=4.0, matmul_n=8192, compile_backend="inductor", run_overrides=())
 SMOKE = Sizes(
-    layouts=("tiny", MODERN_LAYOUT), seq_len=64, batch_sizes=(2, 4), probe_seconds=0.3, matmul_n=256,
+    layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink={"n_layer": 2, "n_head": 4, "d_model": 128, "vocab_size": 512},
+    seq_len=64, batch_sizes=(2, 4), probe_seconds=0.3, matmul_n=256,
     # inductor's C++ code generation for a CPU takes minutes on 2 cores; aot_eager still traces forward and
     # backward through dynamo and AOTAutograd, so graph breaks and tracing errors show up in the smoke run
     compile_backend="aot_eager",
@@ -224,7 +226,7 @@ def measure_training(arch, batch_size: int, seq_len: int, *, compile_model: bool
 def throughput(device, sizes: Sizes, seconds: float, peak: float | None) -> dict:
     import torch
 
-    from codenas.model.config import load_arch
+    from codenas.model.config import ArchConfig, load_arch
     from codenas.paths import resolve_config
 
     layouts = {}
@@ -236,6 +238,11 @@ def throughput(device, sizes: Sizes, seconds: float, peak: float | None) -> dict
             layouts[name] = {"skipped": "no arch config of this name on this checkout"}
             continue
         arch = load_arch(name)
+        if sizes.shrink:
+            fields = {**arch.to_dict(), **sizes.shrink, "d_ff": 4 * sizes.shrink["d_model"]}
+            if "n_kv_head" in fields:
+                fields["n_kv_head"] = sizes.shrink["n_head"] // (arch.n_head // arch.n_kv_head)
+            arch = ArchConfig.from_dict(fields)
         seq_len = sizes.seq_len or arch.context_length
         if sizes.seq_len:
             arch = dataclasses.replace(arch, context_length=max(arch.context_length, seq_len))

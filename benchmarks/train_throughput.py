@@ -7,8 +7,10 @@ Each model is reported at its best setting (and best of ``--repeats`` interleave
 
 Peak memory: on CPU the child's peak resident set (``ru_maxrss``) minus its resident set just before the model
 was built (torch itself is already loaded then); on CUDA ``torch.cuda.max_memory_allocated``.
-MFU (CUDA only, or when --peak-flops is given): ``6 * N * tokens/s / peak FLOP/s`` with N all parameters (tied
-embeddings once); the default peak is an H100 SXM's dense bf16 989 TFLOP/s.
+MFU (where the device's peak is known, or --peak-flops is given): ``6 * N * tokens/s / peak FLOP/s`` with N all
+parameters (tied embeddings once); peaks come from the table in ``codenas.train.mfu`` (H100/H200 989 TFLOP/s).
+``--threads`` sets the CPU threads of every setting (on a busy shared CPU one thread is often faster and far
+steadier than two: OpenMP's barriers stall when another process holds a core).
 
     python benchmarks/train_throughput.py                      # CPU, tiny shape
     python benchmarks/train_throughput.py --device cuda --arch codenas_l8h512_regularized --batch-size 32
@@ -21,8 +23,6 @@ import dataclasses
 import multiprocessing as mp
 import resource
 import time
-
-H100_BF16_FLOPS = 989e12
 
 
 def _rss_mb() -> float:
@@ -58,6 +58,8 @@ def measure(kind: str, arch_dict: dict, dtype: str, compile_model: bool, args: d
 
     from codenas.model.config import ArchConfig
 
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
     torch.manual_seed(0)
     device = torch.device(args["device"])
     arch = ArchConfig.from_dict(arch_dict)
@@ -106,6 +108,7 @@ def main() -> None:
 
     from codenas.model.config import load_arch
     from codenas.train.loop import has_fast_bf16
+    from codenas.train.mfu import device_peak_flops
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="tiny", help="arch name in configs/ or JSON path (default: tiny)")
@@ -120,7 +123,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="measure every setting this many times, interleaved, keeping the best (noisy machines)")
     p.add_argument("--peak-flops", type=float, default=None,
-                   help=f"peak bf16 FLOP/s for MFU (default on CUDA: H100 {H100_BF16_FLOPS:.3g})")
+                   help="peak bf16 FLOP/s for MFU (default: the table in codenas.train.mfu for this GPU)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per setting (default: torch's choice)")
     args = p.parse_args()
 
     arch = load_arch(args.arch)
@@ -130,10 +134,10 @@ def main() -> None:
     dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if has_fast_bf16(device) else ["fp32"])
     settings = [(d, c) for d in dtypes for c in ([False, True] if args.compile else [False])]
     job = {"device": args.device, "batch_size": args.batch_size, "seq_len": args.seq_len or arch.context_length,
-           "steps": args.steps, "warmup": args.warmup}
+           "steps": args.steps, "warmup": args.warmup, "threads": args.threads}
     print(f"arch {arch.name}: {arch.n_layer} layers, d_model {arch.d_model}, {arch.n_head} heads, d_ff {arch.d_ff}, "
           f"vocab {arch.vocab_size}; batch {job['batch_size']} x seq {job['seq_len']} on {args.device}; "
-          f"{torch.get_num_threads()} threads")
+          f"{args.threads or torch.get_num_threads()} threads")
     best: dict[str, dict] = {}
     runs = [(kind, d, c) for _ in range(args.repeats) for kind in ("codenas", "hf_gpt2") for d, c in settings]
     for kind, dtype, compiled in runs:
@@ -143,7 +147,7 @@ def main() -> None:
               f"params {r['params']:,}")
         if kind not in best or r["tokens_per_s"] > best[kind]["tokens_per_s"]:
             best[kind] = {**r, "setting": label}
-    peak = args.peak_flops or (H100_BF16_FLOPS if device.type == "cuda" else None)
+    peak = device_peak_flops(device, args.peak_flops)
     for kind, r in best.items():
         mfu = f"  MFU {6 * r['params'] * r['tokens_per_s'] / peak:.1%}" if peak else ""
         print(f"best {kind}: {r['tokens_per_s']:.0f} tokens/s ({r['setting']}), peak {r['peak_mb']:.1f} MB{mfu}")

@@ -32,13 +32,13 @@ def test_smoke_runs_every_step_and_writes_the_figures(tmp_path):
     assert env_facts["matmul_bf16_tflops"] > 0 and env_facts["data_loading_tokens_per_s"] > 0
 
     measured = json.loads((out / "throughput.json").read_text())
-    tiny = measured["layouts"]["tiny"]
+    tiny = measured["layouts"]["codenas_l8h512_regularized"]
     assert tiny["best_batch_size"] in (2, 4)
     for mode in ("eager", "compile"):
         assert tiny[mode]["tokens_per_s"] > 0 and 0 < tiny[mode]["mfu"] < 1  # MFU against the measured matmul rate
     assert tiny["compile"]["compile"] is True
     modern = measured["layouts"]["codenas_l8h512_modern"]
-    assert "skipped" in modern or modern["eager"]["tokens_per_s"] > 0
+    assert modern["eager"]["tokens_per_s"] > 0 and modern["arch"]["position"] == "rope"
 
     plan = json.loads((out / "plan.json").read_text())["overrides"]
     assert all(item["why"] for item in plan)

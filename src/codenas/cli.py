@@ -271,20 +271,25 @@ def train_pretrain(arch: str, tokenizer_path: str, corpus: str | None, out: str,
 @click.argument("checkpoint_arg", metavar="[CHECKPOINT]", required=False,
                 type=click.Path(exists=True, file_okay=False))
 @click.option("--hf", "hf_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder for the Hugging Face (GPT-2 layout) model and tokenizer.")
+              help="Output folder for the Hugging Face model (GPT2LMHeadModel, LlamaForCausalLM or "
+                   "Qwen3ForCausalLM, as the arch's layout fits) and tokenizer.")
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="codenas checkpoint folder to export (e.g. runs/pretrain/checkpoint_best); "
                    "may also be given as the CHECKPOINT argument.")
 def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None) -> None:
-    """Export CHECKPOINT for transformers: AutoModelForCausalLM.from_pretrained(HF) then loads it."""
+    """Export CHECKPOINT for transformers: AutoModelForCausalLM.from_pretrained(HF) then loads it.
+
+    The class follows the arch's layout: GPT-2's layout -> GPT2LMHeadModel; rope + rmsnorm + swiglu ->
+    LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm. Other combinations are refused, naming the field.
+    """
     from pathlib import Path
 
     from codenas.model.export_hf import export_hf
 
     if (checkpoint_arg is None) == (checkpoint is None):
         raise click.UsageError("give the checkpoint folder once: as CHECKPOINT or with --checkpoint")
-    export_hf(Path(checkpoint or checkpoint_arg), Path(hf_dir))
-    click.echo(f"wrote {hf_dir} (GPT-2 layout, with tokenizer)")
+    written = export_hf(Path(checkpoint or checkpoint_arg), Path(hf_dir))
+    click.echo(f"wrote {hf_dir} ({written}, with tokenizer)")
 
 
 # --- sft, lora commands (issue 5) --------------------------------------------------------------

@@ -72,10 +72,50 @@ def test_export_cli_takes_the_checkpoint_as_argument_too(tmp_path, model, tokeni
     assert result.exit_code == 2 and "give the checkpoint folder once" in result.output
 
 
-def test_layout_gpt2_cannot_express_is_refused_naming_the_field(arch):
-    from codenas.io import CodenasError
-    from codenas.model.export_hf import hf_config
 
-    model = GPT(ArchConfig(**{**arch.to_dict(), "norm": "rmsnorm", "position": "learned"}))
-    with pytest.raises(CodenasError, match="'norm'"):
-        hf_config(model, eos_id=0)
+# every exportable layout family, with biases, GQA and untied heads where the class has them
+EXPORTABLE = [
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu"}, "llama"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "tie_embeddings": False,
+      "n_kv_head": 2, "rope_theta": 500.0}, "llama"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "bias": False}, "qwen3"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "bias": False,
+      "tie_embeddings": False, "n_kv_head": 1}, "qwen3"),
+]
+
+
+@pytest.mark.parametrize(("layout", "model_type"), EXPORTABLE)
+def test_modern_layouts_export_to_llama_and_qwen3(tmp_path, arch, tokenizer_path, layout, model_type):
+    torch.manual_seed(2)
+    model = GPT(ArchConfig(**{**arch.to_dict(), **layout})).eval()
+    with torch.no_grad():  # non-trivial norm gains and biases, so a mistake in their mapping shows
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=1)
+    written = export_hf(tmp_path / "ckpt", tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.model_type == model_type and type(hf).__name__ == written
+    assert written == {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[model_type]
+    idx = torch.randint(0, arch.vocab_size, (2, arch.context_length))
+    with torch.no_grad():
+        ours, _ = model(idx)
+        theirs = hf(idx).logits
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(("layout", "field"), [
+    ({"norm": "rmsnorm"}, "norm"),
+    ({"mlp": "swiglu"}, "mlp"),
+    ({"qk_norm": True}, "qk_norm"),
+    ({"n_kv_head": 2}, "n_kv_head"),
+    ({"position": "rope"}, "norm"),
+    ({"position": "rope", "norm": "rmsnorm"}, "mlp"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "bias": True}, "bias"),
+])
+def test_inexpressible_layouts_are_refused_naming_the_field(tmp_path, arch, tokenizer_path, layout, field):
+    model = GPT(ArchConfig(**{**arch.to_dict(), **layout}))
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=0)
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 1 and f"arch field {field!r}" in result.output
+    assert not (tmp_path / "hf").exists()  # nothing half-written

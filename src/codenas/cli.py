@@ -454,9 +454,14 @@ def lora_merge(adapter: str, out: str) -> None:
 @click.option("--require-isolation", "require_isolation", is_flag=True,
               help="Refuse to judge unless the kernel confines each sample's writes to its own folder (Landlock, "
                    "or a read-only mount namespace); without it the judge only warns. See docs/sandbox.md.")
+@click.option("--max-batch-size", "max_batch_size", type=click.IntRange(min=1), default=None,
+              help="Rows (prompts x samples) decoded together; a finished row is refilled from the waiting prompts "
+                   "[as many as fit 1 GiB of KV cache on CPU, half the free GPU memory; at most 256].")
+@click.option("--compile", "compile_decode", is_flag=True,
+              help="Compile the decode step (torch.compile, CUDA graphs over bucketed shapes); CUDA only.")
 def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, samples: int, temperature: float,
                top_p: float, max_new_tokens: int, seed: int, out: str, workers: int | None, timeout: float,
-               device: str, require_isolation: bool) -> None:
+               device: str, require_isolation: bool, max_batch_size: int | None, compile_decode: bool) -> None:
     """Sample a model on PROBLEMS, judge the samples, report pass@k (several checkpoints: a table and a plot)."""
     from pathlib import Path
 
@@ -467,7 +472,8 @@ def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, sampl
 
     settings = SamplingSettings(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                 seed=seed, workers=workers, timeout=timeout, device=device,
-                                require_isolation=require_isolation)
+                                require_isolation=require_isolation, max_batch_size=max_batch_size,
+                                compile=compile_decode)
     rows = evaluate_checkpoints(list(checkpoints), load_problems(problems, Path(data_dir)), Path(out), settings)
     Console().print(results_table(rows))
     click.echo(f"wrote {out}/" + ("pass_at_1.png and checkpoints.json" if len(rows) > 1 else "summary.json"))

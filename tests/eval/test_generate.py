@@ -77,3 +77,54 @@ def test_sampling_is_seeded(tmp_path: Path):
     c = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=6)
     assert a == b and len(a) == 4
     assert [s["raw"] for s in a] != [s["raw"] for s in c]
+
+
+def _tiny_gpt(tok) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ArchConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, context_length=64,
+                          vocab_size=tok.get_vocab_size())).eval()
+
+
+def test_pipelined_scoring_writes_what_sample_then_score_writes(tmp_path: Path):
+    from codenas.eval.generate import score
+    from codenas.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(make_tokenizer(tmp_path))
+    model = _tiny_gpt(tok)
+    kwargs = dict(n=3, temperature=1.0, max_new_tokens=12, seed=4)
+    pipelined = evaluate_model(model, tok, PROBLEMS, tmp_path / "a", timeout=5, ks=(1, 2), **kwargs)
+    samples = sample_problems(model, tok, PROBLEMS, **kwargs)
+    after = score(samples, PROBLEMS, tmp_path / "b", timeout=5, ks=(1, 2))
+    for name in ("samples.jsonl", "results.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert pipelined["pass_at_k"] == after["pass_at_k"] and pipelined["status_counts"] == after["status_counts"]
+
+
+def test_judging_starts_before_sampling_ends_and_reruns_reuse_verdicts(tmp_path: Path, monkeypatch):
+    from codenas.eval import generate, scoring
+    from codenas.eval.execution import ExecResult
+    from codenas.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(make_tokenizer(tmp_path))
+    model = _tiny_gpt(tok)
+    events = []
+    real_stream = generate.stream
+
+    def logged_stream(*args, **kwargs):
+        for item in real_stream(*args, **kwargs):
+            events.append("sampled")
+            yield item
+
+    def instant_judge(programs, **kwargs):
+        for j, _ in enumerate(programs):
+            events.append("judged")
+            yield j, ExecResult("failed", "AssertionError")
+
+    monkeypatch.setattr(generate, "stream", logged_stream)
+    monkeypatch.setattr(scoring, "iter_programs", instant_judge)
+    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", n=4, max_new_tokens=8, max_batch_size=2)
+    assert summary["n_samples"] == 8 and events.count("judged") == 8
+    assert events.index("judged") < len(events) - 1 - events[::-1].index("sampled")  # overlap
+    events.clear()
+    again = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", n=4, max_new_tokens=8, max_batch_size=3)
+    assert events.count("judged") == 0 and again["pass_at_k"] == summary["pass_at_k"]

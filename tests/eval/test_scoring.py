@@ -228,3 +228,14 @@ def test_a_journaled_worker_death_is_never_reused(problems, tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = score_samples(samples, problems, tmp_path, workers=1)
     assert summary["status_counts"]["passed"] == len(problems)
+
+
+def test_programs_from_a_generator_are_judged_as_they_come():
+    from codenas.eval.execution import iter_programs
+
+    programs = ["assert True", "assert False", "raise SystemExit(0)", "x = 1"]
+    listed = dict(iter_programs(programs, timeout=5, workers=2))
+    streamed = dict(iter_programs((p for p in programs), timeout=5, workers=2))
+    assert listed == streamed and sorted(streamed) == [0, 1, 2, 3]
+    assert streamed[0].passed and not streamed[1].passed and streamed[3].passed
+    assert list(iter_programs(iter(()), timeout=5)) == []

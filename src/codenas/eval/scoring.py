@@ -9,6 +9,9 @@ Layout of the output folder:
                            (``eval.verdicts``: counts, runtime errors by type, share that parses), settings.
 Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input
 and that was scored with the same time and memory limits against the same prompts and tests.
+
+``score_samples`` takes a list of samples; ``score_stream`` takes them as they are produced (a sampler's
+``(index, completion)`` pairs, in any order) and judges each at once, with the same files and resume.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from codenas.eval.execution import STATUSES, check_isolation, iter_programs
@@ -96,17 +99,16 @@ def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list
     return resolved
 
 
-def _problems_sha256(resolved: list[tuple[Record, str]]) -> str:
+def _problems_sha256(records: list[Record]) -> str:
     """Fingerprint of the prompts and tests the samples run against, so a resume never reuses verdicts obtained
     against other (e.g. rebuilt) problems."""
-    used = sorted({rec.id: (rec.prompt, rec.tests) for rec, _ in resolved}.items())
+    used = sorted({rec.id: (rec.prompt, rec.tests) for rec in records}.items())
     return sha256_bytes(json.dumps(used).encode())
 
 
-def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Record, str]],
-                   settings: dict) -> dict[int, dict]:
-    """Rows already scored for these exact samples under the same limits, from a finished results.jsonl
-    (whose summary.json records the limits) and/or the journal (whose rows do)."""
+def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[int, dict]:
+    """Rows already scored under the same limits, by index, from a finished results.jsonl (whose summary.json
+    records the limits) and/or the journal (whose rows do); a row is reused only if its completion matches."""
     found: dict[int, dict] = {}
     results, journal, summary = out_dir / RESULTS, out_dir / JOURNAL, out_dir / SUMMARY
     if results.is_file() and summary.is_file():
@@ -120,9 +122,8 @@ def _previous_rows(out_dir: Path, samples: list[dict], resolved: list[tuple[Reco
                 found[row["index"]] = row
     usable = {}
     for i, row in found.items():
-        if (i < len(samples) and row.get("task_id") == str(samples[i]["task_id"])
-                and row.get("completion") == resolved[i][1] and row.get("status") in STATUSES
-                and not str(row.get("detail", "")).startswith(HARNESS_DEATH)):
+        if (0 <= i < len(task_ids) and row.get("task_id") == task_ids[i] and isinstance(row.get("completion"), str)
+                and row.get("status") in STATUSES and not str(row.get("detail", "")).startswith(HARNESS_DEATH)):
             usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"])
     return usable
 
@@ -143,27 +144,78 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
     The summary's ``isolation`` is the sandbox's isolation level on this machine (``execution.isolation_level``);
     it warns when the kernel confines no writes, or refuses to run then with ``require_isolation``.
     """
-    out_dir = Path(out_dir)
     resolved = _resolve(samples, problems, raw)
+    summary = _score(list(enumerate(completion for _, completion in resolved)), [rec for rec, _ in resolved],
+                     [str(s["task_id"]) for s in samples], Path(out_dir), workers=workers, timeout=timeout,
+                     memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
+                     extra={"raw": raw, "problems_available": len(problems)})
+    return summary
+
+
+def score_stream(completions: Iterable[tuple[int, str]], task_ids: Sequence[str], problems: list[Record],
+                 out_dir: Path, *, workers: int | None = None, timeout: float = 3.0, memory_mb: int = 1024,
+                 ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False) -> dict:
+    """``score_samples`` for samples that arrive while they are produced: ``completions`` yields
+    ``(index, completion)`` once for every index of ``task_ids`` (the task of each sample, in input order), in
+    any order, and each goes to the sandbox at once. The files, their input order and the resume are those of
+    ``score_samples``."""
+    by_id = _problem_index(problems)
+    records = []
+    for i, task_id in enumerate(task_ids):
+        rec = by_id.get(canonical_id(task_id))
+        if rec is None:
+            raise CodenasError(f"sample {i + 1}: unknown task id {task_id!r}")
+        records.append(rec)
+    return _score(completions, records, [str(t) for t in task_ids], Path(out_dir), workers=workers,
+                  timeout=timeout, memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
+                  extra={"raw": False, "problems_available": len(problems)})
+
+
+def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_ids: list[str], out_dir: Path, *,
+           workers: int | None, timeout: float, memory_mb: int, ks: Sequence[int],
+           require_isolation: bool, extra: dict) -> dict:
+    """Judge each ``(index, completion)`` as it arrives (reusing matching rows of an earlier run); write
+    results.jsonl in input order once every index has one, and summary.json (with ``extra``); return it."""
+    if not records:
+        raise CodenasError("no samples to score")
     isolation = check_isolation(require_isolation)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"timeout": timeout, "memory_mb": memory_mb, "problems_sha256": _problems_sha256(resolved)}
-    rows = _previous_rows(out_dir, samples, resolved, settings)
-    todo = [i for i in range(len(samples)) if i not in rows]
-    if rows:
-        say(f"resuming: {len(rows)} of {len(samples)} samples already scored in {out_dir}")
-    programs = [resolved[i][0].program(resolved[i][1]) for i in todo]
-    with JsonlAppender(out_dir / JOURNAL) as journal, progress(total=len(todo), desc="scoring",
+    settings = {"timeout": timeout, "memory_mb": memory_mb, "problems_sha256": _problems_sha256(records)}
+    previous = _previous_rows(out_dir, task_ids, settings)
+    if previous:
+        say(f"resuming: {len(previous)} of {len(task_ids)} samples scored earlier in {out_dir}")
+    rows: dict[int, dict] = {}
+    sent: list[tuple[int, str]] = []  # (index, completion) of each program handed to the sandbox
+    given: set[int] = set()
+
+    with JsonlAppender(out_dir / JOURNAL) as journal, progress(total=len(task_ids), desc="scoring",
                                                                 unit="sample") as bar:
-        for j, result in iter_programs(programs, timeout=timeout, memory_mb=memory_mb, workers=workers,
+        def programs() -> Iterator[str]:
+            for i, completion in completions:
+                if i in given or not 0 <= i < len(task_ids):
+                    raise CodenasError(f"sample index {i} given twice or out of range")
+                given.add(i)
+                old = previous.get(i)
+                if old is not None and old["completion"] == completion:
+                    rows[i] = old
+                    bar.update()
+                    continue
+                sent.append((i, completion))
+                yield records[i].program(completion)
+
+        feed = list(programs()) if isinstance(completions, list) else programs()  # all known: hand them over at once
+        for j, result in iter_programs(feed, timeout=timeout, memory_mb=memory_mb, workers=workers,
                                        isolation_checked=True):
-            i = todo[j]
-            rows[i] = judged_row(str(samples[i]["task_id"]), resolved[i][1], result.status, result.detail)
+            i, completion = sent[j]
+            rows[i] = judged_row(task_ids[i], completion, result.status, result.detail)
             journal.append({"index": i, **rows[i], **settings})
             bar.update()
-    write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(samples))))
-    summary = summarize([(resolved[i][0].id, rows[i]) for i in range(len(samples))], ks=ks)
-    summary.update(settings, raw=raw, problems_available=len(problems), isolation=isolation)
+    missing = [i for i in range(len(task_ids)) if i not in rows]
+    if missing:
+        raise CodenasError(f"{len(missing)} samples were never given (first: sample {missing[0] + 1})")
+    write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(task_ids))))
+    summary = summarize([(records[i].id, rows[i]) for i in range(len(task_ids))], ks=ks)
+    summary.update(settings, **extra, isolation=isolation)
     atomic_write_json(out_dir / SUMMARY, summary)
     (out_dir / JOURNAL).unlink(missing_ok=True)
     return summary

@@ -212,6 +212,7 @@ def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
         evaluate_model(loaded.model, loaded.tokenizer, problems, folder, n=params["samples"],
                        temperature=params["temperature"], top_p=params["top_p"],
                        max_new_tokens=params["max_new_tokens"], seed=params["seed"], timeout=params["timeout"],
+                       eot_id=loaded.eot_id,
                        ks=params["ks"])
 
     return Stage(f"eval/{model}/{bench}", out / "eval" / model / bench, action, params,

@@ -39,6 +39,12 @@ class SamplingSettings:
     require_isolation: bool = field(default=False, metadata={
         "help": "Refuse to judge unless the kernel confines each sample's writes (Landlock or a read-only mount "
                 "namespace); without it the judge only warns."})
+    max_batch_size: int | None = field(default=None, metadata={
+        "help": "Rows (prompts x samples) decoded together; finished rows are refilled from waiting prompts "
+                "[as many as fit 1 GiB of KV cache on CPU, half the free memory on a GPU, at most 256]."})
+    compile: bool = field(default=False, metadata={
+        "help": "Compile the decode step with torch.compile (CUDA graphs, bucketed shapes); CUDA only, "
+                "ignored elsewhere."})
 
 
 def expand_checkpoints(specs: Sequence[str]) -> list[str]:
@@ -89,7 +95,8 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
                                  temperature=settings.temperature, top_p=settings.top_p,
                                  max_new_tokens=settings.max_new_tokens, seed=settings.seed,
                                  workers=settings.workers, timeout=settings.timeout, eot_id=loaded.eot_id,
-                                 require_isolation=settings.require_isolation)
+                                 require_isolation=settings.require_isolation,
+                                 max_batch_size=settings.max_batch_size, compile=settings.compile)
         step = loaded.meta.get("step", _step_from_name(spec))
         rows.append({"name": name, "checkpoint": spec, "step": step, "pass_at_k": summary["pass_at_k"],
                      "isolation": summary["isolation"],

@@ -124,9 +124,16 @@ class Evaluator:
 
     def pass_rate(self, model: nn.Module, step: int) -> tuple[int, float]:
         """(passed samples, pass@1) of this evaluation; samples and verdicts go to OUT/evals/step{N}/."""
-        from codenas.eval.generate import sample_problems, score
+        from codenas.eval.generate import evaluate_model, sample_problems, score
 
         s = self.settings
+        folder = self.out_dir / "evals" / f"step{step}"
+        if self.ctx.world_size == 1:  # judge while sampling
+            summary = evaluate_model(model, self.base.tokenizer, self.problems, folder, n=s.samples,
+                                     temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                     seed=self.seed + step, eot_id=self.base.eot_id, workers=s.workers,
+                                     timeout=s.timeout, ks=(1,))
+            return sum(p["correct"] for p in summary["per_problem"].values()), summary["pass_at_k"]["pass@1"]
         mine = self.problems[self.ctx.rank::self.ctx.world_size]
         samples = sample_problems(model, self.base.tokenizer, mine, n=s.samples, temperature=s.temperature,
                                   top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=self.seed + step,
@@ -135,7 +142,7 @@ class Evaluator:
         result = None
         if self.ctx.is_main:
             everything = [row for rank_samples in gathered for row in rank_samples]
-            summary = score(everything, self.problems, self.out_dir / "evals" / f"step{step}", workers=s.workers,
+            summary = score(everything, self.problems, folder, workers=s.workers,
                             timeout=s.timeout, ks=(1,))
             passed = sum(p["correct"] for p in summary["per_problem"].values())
             result = (passed, summary["pass_at_k"]["pass@1"])

@@ -194,10 +194,13 @@ def tokenizer_train(vocab_size: int, corpus: str | None, out: str, max_files: in
 
 @train.command("pretrain")
 @click.option("--arch", required=True, help="Arch JSON: a name in configs/ (e.g. tiny) or a path.")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default="tokenizer.json",
-              show_default=True, help="tokenizer.json from `codenas tokenizer train` (or a checkpoint folder).")
-@click.option("--corpus", type=click.Path(file_okay=False), default=None,
-              help="Folder of .py files [the running interpreter's stdlib].")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
+              help="tokenizer.json from `codenas tokenizer train` (or a checkpoint folder) [a built corpus's own "
+                   "tokenizer.json, else ./tokenizer.json].")
+@click.option("--corpus", default=None,
+              help="A corpus built by `codenas corpus build` (shards streamed from disk); a folder of .py files; or "
+                   "any corpus source (stdlib, site-packages, a JSONL/Parquet file, a saved datasets folder, a "
+                   "URL), built into the cache first [the running interpreter's stdlib, as .py files].")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run folder: checkpoint_last/, checkpoint_best/, metrics.jsonl.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -247,18 +250,25 @@ def tokenizer_train(vocab_size: int, corpus: str | None, out: str, max_files: in
               help="Use only the first N training tokens [all].")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,
               show_default=True, help="Share of corpus files held out for validation (by path hash).")
-def train_pretrain(arch: str, tokenizer_path: str, corpus: str | None, out: str, max_files: int | None,
+def train_pretrain(arch: str, tokenizer_path: str | None, corpus: str | None, out: str, max_files: int | None,
                    max_tokens: int | None, val_fraction: float, **settings) -> None:
-    """Pretrain a GPT on .py files (run under `torchrun --nproc_per_node N` for DDP)."""
+    """Pretrain a GPT on a built corpus or on .py files (run under `torchrun --nproc_per_node N` for DDP)."""
     import os
     from pathlib import Path
 
+    from codenas.train.corpus import is_built_corpus
     from codenas.train.loop import TrainConfig
     from codenas.train.pretrain import pretrain
 
+    if tokenizer_path is None:
+        tokenizer_path = str(Path(corpus) / "tokenizer.json") if corpus and is_built_corpus(corpus) \
+            else "tokenizer.json"
+        if not Path(tokenizer_path).is_file():
+            raise click.BadParameter(f"{tokenizer_path} not found; name one with --tokenizer",
+                                     param_hint="--tokenizer")
     settings["compile"] = settings.pop("compile_model")
     config = TrainConfig(**settings, desc="pretrain")
-    r = pretrain(arch=arch, tokenizer=Path(tokenizer_path), out=Path(out), corpus=corpus and Path(corpus),
+    r = pretrain(arch=arch, tokenizer=Path(tokenizer_path), out=Path(out), corpus=corpus,
                  config=config, max_files=max_files, max_tokens=max_tokens, val_fraction=val_fraction)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports

@@ -19,7 +19,8 @@ MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp" /
 REDUCED = [
     "tokenizer.vocab_size=512", "tokenizer.max_files=20",
     "pretrain.max_steps=4", "pretrain.eval_interval=2", "pretrain.eval_batches=1", "pretrain.batch_size=4",
-    "pretrain.max_files=20", "pretrain.warmup_steps=1", "pretrain.log_interval=1",
+    "corpus.max_files=20", "corpus.val_fraction=0.2", "corpus.workers=1", "corpus.tasks=2",
+    "pretrain.warmup_steps=1", "pretrain.log_interval=1",
     "finetune.max_steps=2", "finetune.eval_interval=1", "finetune.eval_problems=2", "finetune.batch_size=4",
     "finetune.warmup_steps=1",
     "eval.limit=3", "eval.max_new_tokens=16", "eval.ks=[1]",
@@ -49,7 +50,8 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
     evals = [f"eval/{model}/{bench}" for bench in benchmarks for model in ("base", "lora")]
 
     first = _run(out)
-    assert list(first) == ["data", "tokenizer", "pretrain", "lora", *evals, "report"]
+    assert list(first) == ["data", "tokenizer", "corpus", "pretrain", "lora", *evals, "report"]
+    assert (out / "corpus" / "built" / "manifest.json").is_file()
     assert all(s["status"] == "ran" and s["wall_s"] > 0 for s in first.values())
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     for section in SECTIONS:

@@ -41,6 +41,14 @@ def run_dir(tmp_path):
         "benchmarks": {"mini": {"candidates": 20, "records": 20}},
         "rules": {"max_complexity": 6}, "sizes": {"train.jsonl": 120, "val.jsonl": 9},
     })
+    zero = {"docs": 0, "bytes": 0}
+    source = lambda kept, near: {"files": kept + near, "in": {"docs": kept + near, "bytes": 1000},  # noqa: E731
+                                 "dropped": {"not_utf8": zero, "near_duplicate": {"docs": near, "bytes": 9}},
+                                 "out": {"docs": kept, "bytes": 900}}
+    atomic_write_json(out / "corpus" / "built" / "manifest.json", {
+        "sources": {"stdlib": source(90, 3), "site-packages": source(40, 0)}, "contaminated": {"stdlib/x.py": "he_12"},
+        "tokens": {"train": 1000, "val": 10}, "documents": {"train": 128, "val": 2}, "dtype": "uint16", "shards": [],
+    })
     write_jsonl(out / "pretrain" / "metrics.jsonl",
                 [{"step": s, "loss": 8.0 - s / 100, **({"val_loss": 7.9 - s / 100} if s % 20 == 0 else {})}
                  for s in range(10, 101, 10)])
@@ -66,6 +74,9 @@ def test_report_has_every_section_in_both_formats(run_dir):
     assert "| lora | 20 | 30.0% |" in md  # pass@1 vs step
     assert "| pretrain | 7 | 6.9 | 6.9 (step 100) |" in md  # loss curve summary
     assert "| data | 12.5 s | ran |" in md and "| pretrain | 1 min 15.0 s | cached |" in md
+    assert "| dropped: near_duplicate | 0 | 3 |" in md and "| documents kept | 40 | 90 |" in md
+    assert md.index("| dropped: not_utf8 |") < md.index("| dropped: near_duplicate |")  # pipeline order
+    assert "Benchmark matches dropped: 1: `stdlib/x.py` (he_12)." in md
 
 
 def test_plots_are_written_and_embedded(run_dir):

@@ -147,13 +147,15 @@ def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, 
 
 
 def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None, vocab_size: int | None = None,
-                 settings: CorpusSettings | None = None, benchmarks: list[Path] = (), mbpp: Path | None = None
-                 ) -> dict:
+                 settings: CorpusSettings | None = None, benchmarks: list[Path] = (), mbpp: Path | None = None,
+                 timings: dict[str, float] | None = None, keep_work: bool = False) -> dict:
     """Build the corpus of ``sources`` into ``out`` and return its manifest (also ``out/manifest.json``).
 
     Give ``tokenizer`` (a tokenizer.json) or ``vocab_size`` (a BPE is trained on the filtered corpus; the
     default when neither is given: 8192). ``benchmarks`` are extra record files to decontaminate against,
-    besides every benchmark codenas knows; ``mbpp`` is the MBPP file (else found the usual way).
+    besides every benchmark codenas knows; ``mbpp`` is the MBPP file (else found the usual way). ``timings``
+    (if given) receives the seconds of each stage; ``keep_work`` leaves the work folder (clean documents,
+    task logs) in place for inspection and benchmarks.
     """
     plan = plan_build(sources, out, tokenizer=tokenizer, vocab_size=vocab_size, settings=settings,
                       benchmarks=benchmarks, mbpp=mbpp)
@@ -165,7 +167,7 @@ def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None
         f"({sum(len(s.files) for s in plan.sources):,} files) in {plan.work}")
     _quiet_datatrove()
     workers = plan.settings.workers or os.cpu_count() or 1
-    timings: dict[str, float] = {}
+    timings = {} if timings is None else timings
     for name, pipeline, tasks in plan.stages:
         if name == "tokenize":
             start = time.perf_counter()
@@ -177,7 +179,8 @@ def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None
         timings[name] = time.perf_counter() - start
     manifest = _manifest(plan)
     _install(plan.work / "final", plan.out)
-    shutil.rmtree(plan.work, ignore_errors=True)
+    if not keep_work:
+        shutil.rmtree(plan.work, ignore_errors=True)
     say("corpus: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return manifest
 

@@ -125,12 +125,18 @@ class TokenizeShards(PipelineStep):
 class TokenShards:
     """The memory-mapped shards of one split, addressed as one sequence of tokens (windows may cross shards)."""
 
-    def __init__(self, paths: list[Path], dtype: str):
+    def __init__(self, paths: list[Path], dtype: str, limit: int | None = None):
+        self.paths, self.dtype = paths, dtype
         self.arrays = [np.memmap(p, dtype=dtype, mode="r") for p in paths if os.path.getsize(p) > 0]
         self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.limit = int(self.offsets[-1]) if limit is None else min(limit, int(self.offsets[-1]))
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
+        return self.limit
+
+    def head(self, n: int) -> TokenShards:
+        """The first ``n`` tokens (still memory-mapped)."""
+        return TokenShards(self.paths, self.dtype, limit=n)
 
     def __getitem__(self, item: slice) -> np.ndarray:
         if not isinstance(item, slice) or item.step not in (None, 1):
@@ -155,5 +161,6 @@ def open_split(corpus: Path, split: str) -> TokenShards:
     manifest = read_json(Path(corpus) / "manifest.json")
     paths = [Path(corpus) / s["file"] for s in manifest["shards"] if s["split"] == split]
     if not paths:
-        raise CodenasError(f"the corpus has no {split} shards", corpus)
+        raise CodenasError(f"the corpus has no {split} tokens" + (" (no document fell in the validation share: "
+                           "raise val_fraction)" if split == "val" else ""), corpus)
     return TokenShards(paths, manifest["dtype"])

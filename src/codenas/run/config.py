@@ -14,19 +14,30 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from codenas.corpus.settings import CorpusSettings
 from codenas.io import CodenasError
 from codenas.paths import resolve_config
 
 FINETUNE_METHODS = {"lora": ("lora",), "sft": ("sft",), "both": ("sft", "lora"), "none": ()}
 
+
+def _dataclass_schema(cls) -> dict[str, type]:
+    """key -> type of a settings dataclass (its fields are the section's keys)."""
+    import dataclasses
+
+    return {f.name: {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+            for f in dataclasses.fields(cls)}
+
+
 # section -> key -> type. ``float`` accepts integers; ``list`` holds strings (or, for ``ks``, integers).
 SCHEMA: dict[str, dict[str, type]] = {
     "data": {"seed": int, "val_size": int, "holdout": str},
     "tokenizer": {"vocab_size": int, "max_files": int},
+    "corpus": {"sources": list, **_dataclass_schema(CorpusSettings)},
     "pretrain": {
         "arch": str, "max_steps": int, "batch_size": int, "grad_accum": int, "lr": float, "min_lr": float,
         "warmup_steps": int, "weight_decay": float, "eval_interval": int, "eval_batches": int, "log_interval": int,
-        "max_files": int, "dtype": str, "compile": bool, "peak_flops": float, "seed": int, "optimizer": str,
+        "dtype": str, "compile": bool, "peak_flops": float, "seed": int, "optimizer": str,
         "muon_lr": float, "muon_momentum": float, "muon_weight_decay": float,
     },
     "finetune": {
@@ -132,6 +143,12 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
     optimizer = config["pretrain"]["optimizer"]
     if optimizer not in ("adamw", "muon"):
         raise CodenasError(f"config key pretrain.optimizer must be adamw or muon, got {optimizer!r}")
+    if not config["corpus"]["sources"] or not all(isinstance(x, str) for x in config["corpus"]["sources"]):
+        raise CodenasError("config key corpus.sources must name at least one source (e.g. [\"stdlib\"])")
+    try:
+        CorpusSettings(**{k: v for k, v in config["corpus"].items() if k != "sources"})
+    except CodenasError as e:
+        raise CodenasError(f"config section corpus: {e}") from None
     if not config["eval"]["benchmarks"]:
         raise CodenasError("config key eval.benchmarks must name at least one benchmark")
     if config["eval"]["samples"] < 1:

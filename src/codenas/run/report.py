@@ -21,8 +21,8 @@ from codenas.run.cache import read_stages
 
 TRAIN_STAGES = ("pretrain", "sft", "lora")
 BASE_MODEL = "base"
-SECTIONS = ("Configuration", "Data", "Loss curves", "pass@k before and after fine-tuning", "pass@1 vs step",
-            "Per-problem changes", "Hardware", "Versions", "Wall time per stage")
+SECTIONS = ("Configuration", "Data", "Pretraining corpus", "Loss curves", "pass@k before and after fine-tuning",
+            "pass@1 vs step", "Per-problem changes", "Hardware", "Versions", "Wall time per stage")
 # data manifest counts in pipeline order (manifest.json stores keys sorted)
 _COUNT_ORDER = ("input", "held_out", "unused_prompt_split", "candidates", "unconvertible", "too_long", "too_complex",
                 "failed_proof", "null_body_pass", "contaminated", "records", "train", "val")
@@ -37,6 +37,7 @@ def write_report(out: Path, *, hardware: dict[str, str] | None = None,
     blocks: list[Block] = [("h1", f"codenas run report: {out.name}")]
     blocks += _configuration(out)
     blocks += _data(out)
+    blocks += _corpus(out)
     blocks += _loss_curves(out)
     blocks += _passk(out)
     blocks += _pass1_vs_step(out)
@@ -89,6 +90,37 @@ def _data(out: Path) -> list[Block]:
     blocks.append(("p", "Files: " + ", ".join(f"`{name}` {n}" for name, n in sizes.items()) + ". Settings: "
                         + ", ".join(f"{k} = {str(v).strip()!r}" if isinstance(v, str) else f"{k} = {v}"
                                     for k, v in settings.items()) + "."))
+    return blocks
+
+
+def _corpus(out: Path) -> list[Block]:
+    """The corpus manifest: per source and per rule the documents and bytes dropped, tokens per split."""
+    from codenas.corpus.build import RULES
+    from codenas.run.stages import corpus_folder
+
+    blocks: list[Block] = [("h2", "Pretraining corpus")]
+    path = corpus_folder(out) / "manifest.json"
+    if not path.is_file():
+        return blocks + [("p", "No corpus manifest (the corpus stage has not run).")]
+    manifest = read_json(path)
+    sources = manifest["sources"]
+    found = {rule for s in sources.values() for rule in s["dropped"]}
+    rules = [r for r in RULES if r in found] + sorted(found - set(RULES))  # pipeline order (the JSON is sorted)
+    rows = [["files"] + [_fmt(s["files"]) for s in sources.values()],
+            ["documents in"] + [_fmt(s["in"]["docs"]) for s in sources.values()]]
+    rows += [[f"dropped: {rule}"] + [_fmt(s["dropped"].get(rule, {}).get("docs")) for s in sources.values()] for rule in rules]
+    rows += [["documents kept"] + [_fmt(s["out"]["docs"]) for s in sources.values()],
+             ["MB in / kept"] + [f"{s['in']['bytes'] / 1e6:.1f} / {s['out']['bytes'] / 1e6:.1f}"
+                                 for s in sources.values()]]
+    blocks.append(("p", "Documents per source, as each rule removes them (counted under the first rule that drops "
+                        "them):"))
+    blocks.append(("table", ["count"] + list(sources), rows))
+    tokens, docs = manifest["tokens"], manifest["documents"]
+    matches = ", ".join(f"`{d}` ({b})" for d, b in list(manifest["contaminated"].items())[:10])
+    blocks.append(("p", f"Tokens: {tokens['train']:,} train ({docs['train']:,} documents) / {tokens['val']:,} val "
+                        f"({docs['val']:,} documents), {manifest['dtype']}, {len(manifest['shards'])} shards. "
+                        f"Benchmark matches dropped: {len(manifest['contaminated'])}"
+                        + (f": {matches}" if matches else "") + "."))
     return blocks
 
 

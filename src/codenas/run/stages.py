@@ -3,7 +3,7 @@ function it calls. ``plan`` turns a resolved config into the ordered list of sta
 
 Every stage writes only inside its own folder, and its cache key covers exactly what decides that output:
 its ``params`` (the config values it reads), its ``upstream`` stages and its ``inputs`` (hashes of files from
-outside the run folder: MBPP, HumanEval, the stdlib listing).
+outside the run folder: MBPP, HumanEval, the stdlib listing, the corpus sources' listing).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
     from codenas.data.mbpp import resolve_mbpp_path
 
     mbpp_path = resolve_mbpp_path(mbpp)
-    stages = [_data_stage(config, out, mbpp_path), _tokenizer_stage(config, out), _pretrain_stage(config, out)]
+    stages = [_data_stage(config, out, mbpp_path), _tokenizer_stage(config, out),
+              _corpus_stage(config, out, mbpp_path), _pretrain_stage(config, out)]
     methods = finetune_stages(config)
     stages += [_finetune_stage(config, out, method) for method in methods]
     for bench in _benchmarks(config, mbpp_path):
@@ -134,12 +135,41 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
         tokenizer = out / "tokenizer" / "tokenizer.json"
         arch = dataclasses.replace(load_arch(params["arch"]), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
         cfg = TrainConfig(**_train_settings(params), resume=_fresh_or_resumable(folder, resume), desc="pretrain")
-        result = pretrain(arch=arch, tokenizer=tokenizer, out=folder, config=cfg,
-                          max_files=params["max_files"] or None)
+        result = pretrain(arch=arch, tokenizer=tokenizer, out=folder, config=cfg, corpus=corpus_folder(out))
         atomic_write_json(folder / "result.json", result)
 
-    return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer",),
-                 inputs={"stdlib": _stdlib_listing(), "world_size": _world_size()}, distributed=True)
+    return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer", "corpus"),
+                 inputs={"world_size": _world_size()}, distributed=True)
+
+
+def corpus_folder(out: Path) -> Path:
+    """The built corpus inside a run folder."""
+    return out / "corpus" / "built"
+
+
+def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
+    """The pretraining corpus (``codenas.corpus``): the sources of ``[corpus]``, filtered, deduplicated,
+    decontaminated against the benchmarks and tokenized with the tokenizer stage's tokenizer."""
+    from codenas.corpus.settings import CorpusSettings
+    from codenas.corpus.sources import listing_digest, resolve_sources
+
+    section = dict(config["corpus"])
+    sources = list(section.pop("sources"))
+    settings = CorpusSettings(**section)
+    params = {"sources": sources, **settings.output_settings()}  # workers change nothing in the output
+    inputs = {"sources": listing_digest(resolve_sources(sources, settings.max_files)),
+              "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.corpus.build import build_corpus
+
+        manifest = build_corpus(sources, corpus_folder(out), tokenizer=out / "tokenizer" / "tokenizer.json",
+                                settings=settings, mbpp=mbpp_path)
+        atomic_write_json(folder / "result.json", {"documents": manifest["documents"], "tokens": manifest["tokens"],
+                                                   "rules": manifest["rules"],
+                                                   "contaminated": len(manifest["contaminated"])})
+
+    return Stage("corpus", out / "corpus", action, params, upstream=("tokenizer",), inputs=inputs)
 
 
 def _world_size() -> str:

@@ -6,6 +6,12 @@ the vocabulary fits, else uint32) under ``cache_dir()/corpus/<key>/``. The key h
 list (paths, sizes, mtimes), the split fraction and ``max_files``, so runs with the same inputs share one cache
 and any change rebuilds it. ``meta.json`` is written last: its presence marks a complete cache.
 
+A corpus built by ``codenas corpus build`` (a folder with a corpus ``manifest.json``) is used as it is: its
+train and val shards are memory-mapped and addressed as one token sequence each (``codenas.corpus.shards``), so
+a corpus larger than RAM trains. Any other corpus source (``stdlib``, ``site-packages``, a JSONL/Parquet file, a
+saved ``datasets`` folder, an fsspec URL) is first built with ``codenas.corpus.build`` into
+``cache_dir()/corpus-build/<key>/`` with the given tokenizer.
+
 Batches are random contiguous windows of ``context_length + 1`` tokens drawn from a seeded ``torch.Generator``
 whose state is part of the resume state; validation uses fixed, evenly spaced windows.
 """
@@ -20,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codenas.io import CodenasError, atomic_path, atomic_write_json, read_json, sha256_file
+from codenas.corpus.shards import TokenShards
+from codenas.io import CodenasError, atomic_path, atomic_write_json, read_json, sha256_bytes, sha256_file
 from codenas.model.tokenizer import (
     encode_texts,
     eot_id,
@@ -41,8 +48,8 @@ _CHUNK_FILES = 256  # files tokenized per encode_batch call (bounds memory)
 class TokenCorpus:
     """Token arrays of a tokenized corpus (memory-mapped, read-only) and its description."""
 
-    train: np.ndarray
-    val: np.ndarray
+    train: np.ndarray | TokenShards
+    val: np.ndarray | TokenShards
     meta: dict
 
 
@@ -76,14 +83,69 @@ def _write_tokens(path: Path, tokenizer, files: list[Path], dtype: np.dtype, des
     return n_tokens, n_skipped
 
 
-def prepare_corpus(tokenizer_path: Path, corpus: Path | None = None, *, val_fraction: float = 0.02,
+def is_built_corpus(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``codenas corpus build``."""
+    from codenas.corpus.build import MANIFEST_FORMAT
+
+    manifest = Path(path) / "manifest.json"
+    return manifest.is_file() and read_json(manifest).get("format") == MANIFEST_FORMAT
+
+
+def _tokenizer_file(path: Path) -> Path:
+    return path / "tokenizer.json" if path.is_dir() else path
+
+
+def open_built_corpus(folder: Path, tokenizer_path: Path, *, max_tokens: int | None = None) -> TokenCorpus:
+    """Map the shards of a built corpus; the tokenizer must be the one its shards were made with."""
+    from codenas.corpus.shards import open_split
+
+    manifest = read_json(folder / "manifest.json")
+    tokenizer_sha = sha256_file(_tokenizer_file(Path(tokenizer_path)))
+    if tokenizer_sha != manifest["tokenizer"]["sha256"]:
+        raise CodenasError(f"the corpus was tokenized with another tokenizer (sha256 "
+                           f"{manifest['tokenizer']['sha256'][:12]}..., {folder / 'tokenizer.json'}); "
+                           f"train with that one (--tokenizer {folder / 'tokenizer.json'})", tokenizer_path)
+    train = open_split(folder, "train")
+    val = open_split(folder, "val")
+    if max_tokens is not None:
+        train = train.head(max_tokens)
+    meta = {"corpus": str(folder), "cache": str(folder), "key": manifest["key"], "tokenizer_sha256": tokenizer_sha,
+            "dtype": manifest["dtype"], "train_documents": manifest["documents"]["train"],
+            "val_documents": manifest["documents"]["val"], "train_tokens": manifest["tokens"]["train"],
+            "val_tokens": manifest["tokens"]["val"]}
+    return TokenCorpus(train=train, val=val, meta=meta)
+
+
+def build_in_cache(tokenizer_path: Path, source: str, *, val_fraction: float, max_files: int | None,
+                   cache: Path | None = None) -> Path:
+    """Build the corpus source ``source`` with the default filters into the cache (once) and return its folder."""
+    from codenas.corpus.build import build_corpus
+    from codenas.corpus.settings import CorpusSettings
+
+    tokenizer_file = _tokenizer_file(Path(tokenizer_path))
+    settings = CorpusSettings(val_fraction=val_fraction, max_files=max_files or 0)
+    name = sha256_bytes(json.dumps([source, sha256_file(tokenizer_file), settings.output_settings()]).encode())
+    folder = Path(cache or cache_dir() / "corpus-build") / name[:24]
+    build_corpus([source], folder, tokenizer=tokenizer_file, settings=settings)
+    return folder
+
+
+def prepare_corpus(tokenizer_path: Path, corpus: Path | str | None = None, *, val_fraction: float = 0.02,
                    max_files: int | None = None, max_tokens: int | None = None,
                    cache: Path | None = None) -> TokenCorpus:
     """Tokenize ``corpus`` (default: the stdlib) once, reuse the cache afterwards, and map the token arrays.
 
+    ``corpus`` is a built corpus folder, a folder of .py files (tokenized whole, split by file), or another
+    corpus source (built into the cache first).
+
     ``max_files`` samples the training files before tokenizing (part of the cache key); ``max_tokens`` only
     truncates the mapped training array (cheap, shares the cache).
     """
+    if corpus is not None and not is_built_corpus(corpus) and not Path(corpus).is_dir():
+        corpus = build_in_cache(tokenizer_path, str(corpus), val_fraction=val_fraction, max_files=max_files,
+                                cache=cache)
+    if corpus is not None and is_built_corpus(corpus):
+        return open_built_corpus(Path(corpus), tokenizer_path, max_tokens=max_tokens)
     root = Path(corpus) if corpus is not None else stdlib_dir()
     tokenizer_path = Path(tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_path)

@@ -85,7 +85,7 @@ def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
     return corpus
 
 
-def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path, corpus: Path | None = None,
+def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path, corpus: Path | str | None = None,
              config: TrainConfig | None = None, max_files: int | None = None, max_tokens: int | None = None,
              val_fraction: float = 0.02, cache: Path | None = None,
              on_eval: Callable[[int, dict], None] | None = None, save_checkpoints: bool = True) -> dict:

@@ -108,7 +108,8 @@ def _corpus(out: Path) -> list[Block]:
     rules = [r for r in RULES if r in found] + sorted(found - set(RULES))  # pipeline order (the JSON is sorted)
     rows = [["files"] + [_fmt(s["files"]) for s in sources.values()],
             ["documents in"] + [_fmt(s["in"]["docs"]) for s in sources.values()]]
-    rows += [[f"dropped: {rule}"] + [_fmt(s["dropped"].get(rule, {}).get("docs")) for s in sources.values()] for rule in rules]
+    rows += [[f"dropped: {rule}"] + [_fmt(s["dropped"].get(rule, {}).get("docs")) for s in sources.values()]
+             for rule in rules]
     rows += [["documents kept"] + [_fmt(s["out"]["docs"]) for s in sources.values()],
              ["MB in / kept"] + [f"{s['in']['bytes'] / 1e6:.1f} / {s['out']['bytes'] / 1e6:.1f}"
                                  for s in sources.values()]]

@@ -594,7 +594,7 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Sequences per step in the proxy runs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Peak learning rate of the proxy runs.")
+              help="Peak AdamW learning rate of the proxy runs (with muon: of the embeddings, head, norms, biases).")
 @click.option("--evals", type=click.IntRange(min=1), default=4, show_default=True,
               help="Evaluations per trial (the pruner decides after each).")
 @click.option("--eval-batches", type=click.IntRange(min=1), default=8, show_default=True,
@@ -608,9 +608,19 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 @click.option("--d-ff-ratio", default=None, help="Choices of d_ff / d_model [2,3,4].")
 @click.option("--context-length", default=None, help="Choices of context length [128,256,512].")
 @click.option("--dropout", default=None, help="Range of dropout, low:high [0:0.3].")
+@click.option("--position", default=None, help="Choices of position encoding [learned,rope].")
+@click.option("--norm", default=None, help="Choices of norm [layernorm,rmsnorm].")
+@click.option("--mlp", default=None, help="Choices of MLP [gelu,swiglu].")
+@click.option("--qk-norm", default=None, help="Choices of QK normalisation [false,true].")
+@click.option("--n-kv-head", default=None,
+              help="Choices of key/value heads, capped at the trial's n_head (grouped-query attention) [1,2,4,8].")
+@click.option("--optimizer", default=None, help="Choices of optimizer [adamw,muon].")
+@click.option("--muon-lr", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+              help="Peak learning rate of the Muon-updated matrices in trials that pick muon.")
 def search(out: str, tokenizer_path: str | None, corpus: str | None, n_layer: str | None, n_head: str | None,
            d_model: str | None, d_ff_ratio: str | None, context_length: str | None, dropout: str | None,
-           **settings) -> None:
+           position: str | None, norm: str | None, mlp: str | None, qk_norm: str | None, n_kv_head: str | None,
+           optimizer: str | None, **settings) -> None:
     """Search architectures: short pretraining runs scored by held-out loss, under size/latency budgets."""
     from pathlib import Path
 
@@ -621,7 +631,8 @@ def search(out: str, tokenizer_path: str | None, corpus: str | None, n_layer: st
     from codenas.search.study import SearchConfig, run_search
 
     space = parse_space({"n_layer": n_layer, "n_head": n_head, "d_model": d_model, "d_ff_ratio": d_ff_ratio,
-                         "context_length": context_length, "dropout": dropout})
+                         "context_length": context_length, "dropout": dropout, "position": position, "norm": norm,
+                         "mlp": mlp, "qk_norm": qk_norm, "n_kv_head": n_kv_head, "optimizer": optimizer})
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
                                 corpus=corpus and Path(corpus), space=space, **settings))
     Console().print(rows_table(r["rows"]))
@@ -631,8 +642,9 @@ def search(out: str, tokenizer_path: str | None, corpus: str | None, n_layer: st
         click.echo("no trial completed yet: no best_arch.json")
     else:
         b = r["best"]
-        click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters "
-                   f"-> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch {Path(out) / 'best_arch.json'})")
+        click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters, "
+                   f"optimizer {b['optimizer']} -> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch "
+                   f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']})")
 
 
 def main() -> None:

@@ -8,7 +8,15 @@ import pytest
 from codenas.io import CodenasError
 from codenas.model.config import ArchConfig, load_arch
 from codenas.model.model import GPT
-from codenas.search.space import SearchSpace, count_params, parse_space, sample_arch, shape_of, smallest_arch
+from codenas.search.space import (
+    SearchSpace,
+    count_params,
+    optimizer_of,
+    parse_space,
+    sample_arch,
+    shape_of,
+    smallest_arch,
+)
 
 
 @pytest.mark.parametrize("arch", [
@@ -21,8 +29,13 @@ def test_count_params_matches_a_real_model(arch):
     assert count_params(arch) == GPT(arch).num_params()
 
 
+GPT2_LAYOUT = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": 8,
+               "optimizer": "adamw"}
+
+
 def test_sample_arch_builds_the_sampled_shape():
-    params = {"n_layer": 3, "n_head": 4, "d_model": 64, "d_ff_ratio": 3, "context_length": 128, "dropout": 0.123456}
+    params = {"n_layer": 3, "n_head": 4, "d_model": 64, "d_ff_ratio": 3, "context_length": 128, "dropout": 0.123456,
+              **GPT2_LAYOUT}
     arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(d_model=(64,)), 1000, name="x")
     assert reason == ""
     assert arch == ArchConfig(n_layer=3, n_head=4, d_model=64, d_ff=192, context_length=128, vocab_size=1000,
@@ -30,8 +43,24 @@ def test_sample_arch_builds_the_sampled_shape():
     assert shape_of(params) == {k: getattr(arch, k) for k in shape_of(params)}
 
 
+def test_sample_arch_builds_the_sampled_layout():
+    params = {"n_layer": 2, "n_head": 4, "d_model": 64, "d_ff_ratio": 2, "context_length": 128, "dropout": 0.0,
+              "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "n_kv_head": 2,
+              "optimizer": "muon"}
+    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(d_model=(64,)), 1000)
+    assert reason == "" and (arch.position, arch.norm, arch.mlp, arch.qk_norm, arch.n_kv_head) == (
+        "rope", "rmsnorm", "swiglu", True, 2)
+    assert optimizer_of(params) == "muon" and optimizer_of({}) == "adamw"
+    capped, _ = sample_arch(optuna.trial.FixedTrial({**params, "n_kv_head": 8}), SearchSpace(d_model=(64,)), 1000)
+    assert capped.n_kv_head == 4  # capped at n_head: plain multi-head attention
+    odd, reason = sample_arch(optuna.trial.FixedTrial({**params, "n_head": 3, "d_model": 192, "n_kv_head": 2}),
+                              SearchSpace(n_head=(3,), d_model=(192,)), 1000)
+    assert odd is None and "does not divide" in reason
+
+
 def test_sample_arch_reports_heads_that_do_not_divide_the_width():
-    params = {"n_layer": 2, "n_head": 3, "d_model": 64, "d_ff_ratio": 2, "context_length": 128, "dropout": 0.0}
+    params = {"n_layer": 2, "n_head": 3, "d_model": 64, "d_ff_ratio": 2, "context_length": 128, "dropout": 0.0,
+              **GPT2_LAYOUT}
     arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(n_head=(3,), d_model=(64,)), 1000)
     assert arch is None
     assert "not a multiple" in reason
@@ -57,9 +86,23 @@ def test_smallest_arch_has_the_fewest_parameters():
 
 
 def test_parse_space_reads_ranges_and_choices():
-    space = parse_space({"n_layer": "2:4", "d_model": "128, 256", "dropout": "0:0.25", "n_head": None})
+    space = parse_space({"n_layer": "2:4", "d_model": "128, 256", "dropout": "0:0.25", "n_head": None,
+                         "position": "rope", "qk_norm": "false, true", "n_kv_head": "1,4", "optimizer": "muon"})
     assert space.n_layer == (2, 4) and space.d_model == (128, 256) and space.dropout == (0.0, 0.25)
-    assert space.n_head == SearchSpace().n_head
+    assert space.n_head == SearchSpace().n_head and space.norm == ("layernorm", "rmsnorm")
+    assert (space.position, space.qk_norm, space.n_kv_head, space.optimizer) == (
+        ("rope",), (False, True), (1, 4), ("muon",))
+
+
+def test_layout_sampling_stays_inside_the_space():
+    space = SearchSpace(n_layer=(2, 2), n_head=(4,), d_model=(32,), d_ff_ratio=(2,), context_length=(64,),
+                        position=("rope",), mlp=("swiglu",), n_kv_head=(1, 2), optimizer=("muon",))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        trial = study.ask()
+        arch, _ = sample_arch(trial, space, 300)
+        assert arch.position == "rope" and arch.mlp == "swiglu" and arch.n_kv_head in (1, 2)
+        assert optimizer_of(trial.params) == "muon"
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -68,6 +111,9 @@ def test_parse_space_reads_ranges_and_choices():
     ({"d_model": "128,abc"}, "not an integer"),
     ({"dropout": "0:1.5"}, "dropout"),
     ({"context_length": "0,128"}, "positive"),
+    ({"position": "alibi"}, "position must be among learned, rope"),
+    ({"optimizer": "sgd"}, "optimizer must be among adamw, muon"),
+    ({"qk_norm": "yes"}, "qk_norm must be true"),
 ])
 def test_parse_space_rejects_bad_flags(flags, message):
     with pytest.raises(CodenasError, match=message):

@@ -22,9 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
 from codenas.io import atomic_path, atomic_write_json, write_jsonl
-from codenas.search.space import shape_of
+from codenas.search.space import optimizer_of, shape_of
 
-ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout")
+ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout", "position", "norm", "mlp",
+                "qk_norm", "n_kv_head")
 _STATE_ORDER = {"complete": 0, "pruned": 1, "infeasible": 2, "failed": 3, "running": 4, "waiting": 5}
 
 
@@ -51,6 +52,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "params": attrs.get("params"),
         "latency_ms": attrs.get("latency_ms"),
         **(shape_of(trial.params) or dict.fromkeys(ARCH_COLUMNS)),
+        "optimizer": optimizer_of(trial.params),
         "evals": last_eval or 0,
         "tokens": attrs.get("tokens"),
         "reason": attrs.get("infeasible", ""),
@@ -135,7 +137,18 @@ def _fmt(value: Any, spec: str) -> str:
 _TABLE_COLUMNS = {"#": ("rank", "d"), "trial": ("trial", "d"), "state": ("state", "s"), "loss": ("val_loss", ".4f"),
                   "params": ("params", ",d"), "ms/tok": ("latency_ms", ".2f"), "L": ("n_layer", "d"),
                   "H": ("n_head", "d"), "d_model": ("d_model", "d"), "d_ff": ("d_ff", "d"),
-                  "ctx": ("context_length", "d"), "drop": ("dropout", ".2f")}
+                  "ctx": ("context_length", "d"), "drop": ("dropout", ".2f"), "layout": ("layout", "s"),
+                  "opt": ("optimizer", "s")}
+
+
+def _layout(row: dict[str, Any]) -> str | None:
+    """A short name of a row's layout: ``gpt2``, else e.g. ``rope+rms+swiglu+qk+kv2``."""
+    if row.get("position") is None:
+        return None
+    parts = [row["position"] if row["position"] != "learned" else "",
+             "rms" if row["norm"] == "rmsnorm" else "", "swiglu" if row["mlp"] == "swiglu" else "",
+             "qk" if row["qk_norm"] else "", f"kv{row['n_kv_head']}" if row["n_kv_head"] != row["n_head"] else ""]
+    return "+".join(p for p in parts if p) or "gpt2"
 
 
 def rows_table(rows: list[dict[str, Any]], *, limit: int | None = 20) -> Table:
@@ -146,7 +159,8 @@ def rows_table(rows: list[dict[str, Any]], *, limit: int | None = 20) -> Table:
     for header in _TABLE_COLUMNS:
         table.add_column(header, justify="left" if header == "state" else "right", no_wrap=True)
     for r in shown:
-        cells = [_fmt(r[field], spec) for field, spec in _TABLE_COLUMNS.values()]
+        r = {**r, "layout": _layout(r)}
+        cells = [_fmt(r.get(field), spec) for field, spec in _TABLE_COLUMNS.values()]
         cells[0] += "*" if r["pareto"] else " "
         table.add_row(*cells)
     return table

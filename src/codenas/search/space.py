@@ -1,10 +1,14 @@
 """The search space: which architectures a trial may pick, how a trial samples one, and its exact size.
 
-Six dimensions are searched: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio
-(``d_ff = ratio * d_model``), ``context_length`` (each a list of choices) and ``dropout`` (a float range). The
-vocabulary size is not searched: it is the tokenizer's. A sampled shape whose ``d_model`` is not a multiple of
-``n_head`` is not a valid ``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as
-infeasible (the default choices are powers of two times 1 or 3 and never clash).
+Shape dimensions: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio
+(``d_ff = ratio * d_model``), ``context_length`` (each a list of choices) and ``dropout`` (a float range). Layout
+dimensions (lists of choices, both values of each by default): ``position`` (learned | rope), ``norm``
+(layernorm | rmsnorm), ``mlp`` (gelu | swiglu), ``qk_norm`` (false | true), ``n_kv_head`` (key/value heads,
+capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head attention) and the training
+``optimizer`` (adamw | muon). The vocabulary size is not searched: it is the tokenizer's. A sampled shape whose
+``d_model`` is not a multiple of ``n_head`` (or whose ``n_kv_head`` does not divide ``n_head``) is not a valid
+``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as infeasible (the default
+choices are powers of two times 1 or 3 and never clash).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
 
 SEARCHED = ("n_layer", "n_head", "d_model", "d_ff_ratio", "context_length", "dropout")
+# layout choices: name -> the value a trial sampled before they were searched stands for (GPT-2's layout)
+LAYOUT = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False}
+OPTIMIZERS = ("adamw", "muon")
+_STRING_CHOICES = {"position": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"),
+                   "optimizer": OPTIMIZERS}
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,25 @@ class SearchSpace:
     d_ff_ratio: tuple[int, ...] = (2, 3, 4)
     context_length: tuple[int, ...] = (128, 256, 512)
     dropout: tuple[float, float] = (0.0, 0.3)
+    position: tuple[str, ...] = ("learned", "rope")
+    norm: tuple[str, ...] = ("layernorm", "rmsnorm")
+    mlp: tuple[str, ...] = ("gelu", "swiglu")
+    qk_norm: tuple[bool, ...] = (False, True)
+    n_kv_head: tuple[int, ...] = (1, 2, 4, 8)
+    optimizer: tuple[str, ...] = OPTIMIZERS
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "dropout"):
             low, high = getattr(self, name)
             if low > high:
                 raise CodenasError(f"search range {name} is empty: {low} > {high}")
-        for name in ("n_head", "d_model", "d_ff_ratio", "context_length"):
+        for name, allowed in _STRING_CHOICES.items():
+            values = getattr(self, name)
+            if not values or any(v not in allowed for v in values):
+                raise CodenasError(f"search choices {name} must be among {', '.join(allowed)}, got {values!r}")
+        if not self.qk_norm or any(not isinstance(v, bool) for v in self.qk_norm):
+            raise CodenasError(f"search choices qk_norm must be true/false, got {self.qk_norm!r}")
+        for name in ("n_head", "d_model", "d_ff_ratio", "context_length", "n_kv_head"):
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
                 raise CodenasError(f"search choices {name} must be positive integers, got {values!r}")
@@ -52,7 +73,8 @@ class SearchSpace:
 
 
 def shape_of(params: dict[str, Any]) -> dict[str, Any] | None:
-    """The arch fields a trial's sampled values stand for (``d_ff = d_ff_ratio * d_model``); None if incomplete."""
+    """The arch fields a trial's sampled values stand for (``d_ff = d_ff_ratio * d_model``, ``n_kv_head`` capped
+    at ``n_head``; layout fields not sampled are GPT-2's); None if incomplete."""
     if not set(SEARCHED) <= params.keys():
         return None
     return {
@@ -62,6 +84,8 @@ def shape_of(params: dict[str, Any]) -> dict[str, Any] | None:
         "d_ff": params["d_ff_ratio"] * params["d_model"],
         "context_length": params["context_length"],
         "dropout": round(params["dropout"], 4),
+        **{name: params.get(name, default) for name, default in LAYOUT.items()},
+        "n_kv_head": min(params.get("n_kv_head", params["n_head"]), params["n_head"]),
     }
 
 
@@ -72,17 +96,37 @@ def sample_arch(trial: optuna.Trial, space: SearchSpace, vocab_size: int, *,
     for choice in ("n_head", "d_model", "d_ff_ratio", "context_length"):
         trial.suggest_categorical(choice, getattr(space, choice))
     trial.suggest_float("dropout", *space.dropout)
+    for choice in (*LAYOUT, "n_kv_head", "optimizer"):
+        trial.suggest_categorical(choice, getattr(space, choice))
     shape = shape_of(trial.params)
     if shape["d_model"] % shape["n_head"]:
         return None, f"d_model {shape['d_model']} is not a multiple of n_head {shape['n_head']}"
+    if shape["n_head"] % shape["n_kv_head"]:
+        return None, f"n_kv_head {shape['n_kv_head']} does not divide n_head {shape['n_head']}"
+    if shape["position"] == "rope" and (shape["d_model"] // shape["n_head"]) % 2:
+        return None, f"rope needs an even head size, got {shape['d_model'] // shape['n_head']}"
     return ArchConfig(**shape, vocab_size=vocab_size, name=name), ""
 
 
+def optimizer_of(params: dict[str, Any]) -> str:
+    """The optimizer a trial's sampled values name (adamw for trials from before it was searched)."""
+    return params.get("optimizer", "adamw")
+
+
 def smallest_arch(space: SearchSpace, vocab_size: int) -> ArchConfig:
-    """The shape of ``space`` with the fewest parameters (the count does not depend on the number of heads)."""
+    """The shape of ``space`` with the fewest parameters: the most heads sharing the fewest key/value heads (the
+    fused projection has ``d_model * (1 + 2 * n_kv_head / n_head)`` rows), and the cheaper choice of each layout
+    field (no position table, gain-only norms, a two-matrix MLP, no qk norms)."""
     d_model = min(space.d_model)
-    return ArchConfig(n_layer=space.n_layer[0], n_head=1, d_model=d_model, d_ff=min(space.d_ff_ratio) * d_model,
-                      context_length=min(space.context_length), vocab_size=vocab_size)
+    n_head = max((h for h in space.n_head if d_model % h == 0), default=1)
+    n_kv_head = min(min(space.n_kv_head), n_head)
+    n_kv_head = max(k for k in range(1, n_kv_head + 1) if n_head % k == 0)
+    return ArchConfig(n_layer=space.n_layer[0], n_head=n_head, n_kv_head=n_kv_head, d_model=d_model,
+                      d_ff=min(space.d_ff_ratio) * d_model,
+                      context_length=min(space.context_length), vocab_size=vocab_size,
+                      position="rope" if "rope" in space.position else "learned",
+                      norm="rmsnorm" if "rmsnorm" in space.norm else "layernorm",
+                      mlp="gelu" if "gelu" in space.mlp else "swiglu", qk_norm=False not in space.qk_norm)
 
 
 def count_params(arch: ArchConfig) -> int:
@@ -102,13 +146,21 @@ def _parse_number(text: str, kind: type, name: str) -> int | float:
 def parse_space(flags: dict[str, str | None]) -> SearchSpace:
     """A ``SearchSpace`` from flag strings: ranges (n_layer, dropout) as ``low:high``, choices as ``a,b,c``.
 
-    Keys missing or None keep their defaults: ``parse_space({"n_layer": "2:4", "d_model": "128,256"})``.
+    Keys missing or None keep their defaults: ``parse_space({"n_layer": "2:4", "d_model": "128,256",
+    "position": "rope", "qk_norm": "false,true"})``.
     """
     fields: dict[str, tuple] = {}
     for name, text in flags.items():
         if text is None:
             continue
-        if name in ("n_layer", "dropout"):
+        if name in _STRING_CHOICES:
+            fields[name] = tuple(part.strip() for part in text.split(","))
+        elif name == "qk_norm":
+            words = [part.strip().lower() for part in text.split(",")]
+            if any(w not in ("true", "false") for w in words):
+                raise CodenasError(f"search qk_norm must be true and/or false, got {text!r}")
+            fields[name] = tuple(w == "true" for w in words)
+        elif name in ("n_layer", "dropout"):
             kind = int if name == "n_layer" else float
             parts = text.split(":")
             if len(parts) != 2:

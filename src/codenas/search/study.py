@@ -44,7 +44,7 @@ from codenas.model.tokenizer import build_tokenizer, load_tokenizer
 from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
 from codenas.search.report import best_row, write_outputs
-from codenas.search.space import SearchSpace, count_params, sample_arch, smallest_arch
+from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
 from codenas.train.distributed import resolve_device
 from codenas.train.loop import TrainConfig
 from codenas.train.pretrain import pretrain
@@ -74,7 +74,8 @@ class SearchConfig:
     seed: int = 0  # comparability
     worker: int = 0  # give each process sharing a storage its own index
     batch_size: int = 16  # comparability
-    lr: float = 1e-3  # comparability
+    lr: float = 1e-3  # comparability: peak lr of AdamW (of every parameter, or with muon of the non-matrices)
+    muon_lr: float = 0.02  # comparability: peak lr of the Muon-updated matrices in trials that pick muon
     evals: int = 4  # comparability: evaluations per trial (the pruner's resource)
     eval_batches: int = 8  # comparability
     pruner: str = "hyperband"  # comparability
@@ -146,7 +147,7 @@ def comparability(cfg: SearchConfig, tokenizer_sha256: str) -> dict[str, Any]:
         "max_params": cfg.max_params, "budget_tokens": cfg.budget_tokens, "max_latency_ms": cfg.max_latency_ms,
         "space": cfg.space.to_dict(), "tokenizer_sha256": tokenizer_sha256,
         "corpus": str(cfg.corpus) if cfg.corpus is not None else "stdlib", "max_files": cfg.max_files,
-        "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "evals": cfg.evals,
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "muon_lr": cfg.muon_lr, "evals": cfg.evals,
         "eval_batches": cfg.eval_batches, "pruner": cfg.pruner,
     }
     return json.loads(json.dumps(settings))
@@ -217,7 +218,8 @@ class _Objective:
         train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 10,
                                 warmup_steps=max(1, steps // 10), eval_interval=interval,
                                 eval_batches=cfg.eval_batches, log_interval=min(10, interval), seed=cfg.seed,
-                                device=cfg.device, desc=f"trial {trial.number}")
+                                device=cfg.device, desc=f"trial {trial.number}",
+                                optimizer=optimizer_of(trial.params), muon_lr=cfg.muon_lr)
         tokens_per_step = cfg.batch_size * arch.context_length
 
         def on_eval(step: int, metrics: dict[str, float]) -> None:
@@ -228,8 +230,10 @@ class _Objective:
 
         trial_dir = Path(cfg.out) / "trials" / f"{trial.number:05d}"
         shutil.rmtree(trial_dir, ignore_errors=True)  # a leftover of an earlier study in the same OUT
-        say(f"trial {trial.number}: {arch.n_layer} layers, {arch.n_head} heads, d_model {arch.d_model}, "
-            f"d_ff {arch.d_ff}, context {arch.context_length}, dropout {arch.dropout:g}; {steps} steps")
+        say(f"trial {trial.number}: {arch.n_layer} layers, {arch.n_head} heads ({arch.n_kv_head} kv), d_model "
+            f"{arch.d_model}, d_ff {arch.d_ff}, context {arch.context_length}, dropout {arch.dropout:g}, "
+            f"{arch.position}/{arch.norm}/{arch.mlp}{'/qk_norm' if arch.qk_norm else ''}, "
+            f"{train_cfg.optimizer}; {steps} steps")
         result = pretrain(arch=arch, tokenizer=self.tokenizer, out=trial_dir, corpus=cfg.corpus, config=train_cfg,
                           max_files=cfg.max_files, on_eval=on_eval, save_checkpoints=False)
         return result["final_val_loss"]

@@ -88,6 +88,24 @@ def _rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.T
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
+def _causal_attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float,
+                                   block: int = 128) -> torch.Tensor:
+    """Causal attention with dropout on the attention weights, computed ``block`` queries at a time against only
+    the keys they may see. The same computation as SDPA's, which on a CPU has no fused kernel with dropout and
+    falls back to computing (and drawing dropout masks for) the full ``T x T`` square, half of it masked: this
+    does about (n + 1) / 2n of that work for n blocks (62% at T = 512)."""
+    T = q.shape[2]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    out = []
+    for start in range(0, T, block):
+        end = min(start + block, T)
+        scores = (q[:, :, start:end] @ k[:, :, :end].transpose(-2, -1)) * scale  # [B, H, end - start, end]
+        hidden = torch.ones(end - start, end, dtype=torch.bool, device=q.device).triu(start + 1)  # future keys
+        weights = scores.masked_fill(hidden, float("-inf")).softmax(dim=-1).to(v.dtype)
+        out.append(F.dropout(weights, p, training=True) @ v[:, :, :end])
+    return torch.cat(out, dim=2)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ArchConfig, layer: int):
         super().__init__()
@@ -120,14 +138,17 @@ class CausalSelfAttention(nn.Module):
         if self.n_kv_head != self.n_head:
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=attn_mask is None and kv_cache is None,
-        )
+        if self.training and self.dropout > 0 and attn_mask is None and kv_cache is None and x.device.type == "cpu":
+            y = _causal_attention_with_dropout(q, k, v, self.dropout)
+        else:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=attn_mask is None and kv_cache is None,
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.out_proj(y))
 

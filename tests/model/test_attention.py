@@ -30,13 +30,13 @@ def test_dropout_is_unbiased_and_drops_weights():
     q, k, v = _qkv(20, requires_grad=False)
     exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.manual_seed(1)
-    draws = torch.stack([_causal_attention_with_dropout(q, k, v, 0.3, block=8) for _ in range(2000)])
+    draws = torch.stack([_causal_attention_with_dropout(q, k, v, 0.3, block=8) for _ in range(1000)])
     assert not torch.allclose(draws[0], exact, atol=1e-3)  # weights were dropped
-    assert (draws.mean(0) - exact).abs().mean() < 0.02  # E[dropout(w)] = w: dropout rescales by 1 / (1 - p)
+    assert (draws.mean(0) - exact).abs().mean() < 0.03  # E[dropout(w)] = w: dropout rescales by 1 / (1 - p)
     first_query = draws[:, :, :, 0]  # sees only itself: its output is v[0] / (1 - p) or 0
     kept = (first_query - v[:, :, 0] / 0.7).abs().amax(-1) < 1e-4
     assert ((first_query.abs().amax(-1) < 1e-6) | kept).all()
-    assert abs((~kept).float().mean().item() - 0.3) < 0.03
+    assert abs((~kept).float().mean().item() - 0.3) < 0.04
 
 
 def test_gpt_trains_with_attention_dropout_on_cpu():

@@ -248,3 +248,27 @@ def test_cli_builds_with_generated_flags(py_dir, tokenizer, tmp_path):
     assert "tokens:" in result.output
     bad = CliRunner().invoke(cli, ["corpus", "build", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "corpus source not found" in bad.output
+
+
+def test_stdlib_and_site_packages_are_sources():
+    from codenas.corpus.sources import resolve_sources
+
+    stdlib = resolve_sources(["stdlib"], max_files=5)
+    assert [s.kind for s in stdlib] == ["python"] and len(stdlib[0].files) == 5
+    assert not any("site-packages" in f for f in resolve_sources(["stdlib"])[0].files)
+    packages = resolve_sources(["site-packages"])
+    assert any(f.startswith("click/") for s in packages for f in s.files)  # an installed package's code
+
+
+def test_fsspec_urls_are_sources(py_dir, tokenizer, quick, tmp_path):
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    for name in ("textwrap.py", "heapq.py", "shlex.py"):
+        mem.pipe(f"/code/{name}", (py_dir / name).read_bytes())
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in _rows(py_dir, ["bisect.py", "glob.py"])))
+    manifest = build_corpus(["memory://code", f"file://{rows}"], tmp_path / "out", tokenizer=tokenizer,
+                            settings=quick)  # one worker: the memory filesystem lives in this process
+    assert manifest["sources"]["memory://code"]["in"]["docs"] == 3
+    assert manifest["sources"][f"file://{rows}"]["in"]["docs"] == 2

@@ -1,7 +1,8 @@
 """The pretraining corpus: sources, filters, exact and near dedup, decontamination, token shards (datatrove).
 
-Importing the package makes datatrove's per-task logging quiet on stderr (errors only; the full task logs stay in
-the build's ``logs/`` folder); worker processes import it too when they load the pipeline steps.
+Importing the package makes datatrove quiet on stderr: its per-task logging shows errors only (the full task logs
+stay in the build's ``logs/`` folder) and its dedup steps draw no progress bars (``corpus build`` names each
+stage instead); worker processes import it too when they load the pipeline steps.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ def _task_logger(logging_dir, rank: int, local_rank: int = 0, node_rank: int = -
 
 
 def _quiet_task_logs() -> None:
+    import functools
+
     try:
         import datatrove.executor.base as executor_base
+        import datatrove.pipeline.dedup.exact_dedup as exact_dedup
+        import datatrove.pipeline.dedup.minhash as minhash
     except ImportError:  # datatrove is a dependency; stay importable while it is being installed
         return
     executor_base.add_task_logger = _task_logger
     executor_base.close_task_logger = _close_task_logger
+    for module in (exact_dedup, minhash):
+        if hasattr(module, "tqdm"):
+            module.tqdm = functools.partial(module.tqdm, disable=True)
 
 
 def _close_task_logger(logfile) -> None:

@@ -175,7 +175,12 @@ def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None
             timings["tokenizer"] = time.perf_counter() - start
         say(f"corpus: {name} ({tasks} tasks, {min(workers, tasks)} at once)")
         start = time.perf_counter()
-        _run(plan.work, name, pipeline, tasks, workers)
+        try:
+            _run(plan.work, name, pipeline, tasks, workers)
+        except KeyboardInterrupt:
+            say(f"corpus: interrupted; run the same command again to resume (finished tasks are kept in "
+                f"{plan.work})")
+            raise
         timings[name] = time.perf_counter() - start
     manifest = _manifest(plan)
     _install(plan.work / "final", plan.out)

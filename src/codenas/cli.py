@@ -115,13 +115,24 @@ def data_build(mbpp: str | None, out: str, seed: int, val_size: int, holdout: st
 
 
 @data.command("download")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Where to save mbpp.jsonl (default: the codenas cache, where `data build` looks).")
-@click.option("--url", default=None, help="Alternative URL or mirror (the sha256 is checked all the same).")
-def data_download(out: str | None, url: str | None) -> None:
-    """Download MBPP (mbpp.jsonl) from its canonical public location and check its sha256."""
+@click.option("--out", type=click.Path(), default=None,
+              help="Where to save mbpp.jsonl (default: the codenas cache, where `data build` looks); with "
+                   "--evalplus, the folder for the release files.")
+@click.option("--url", default=None, help="Alternative URL or mirror for MBPP (the sha256 is checked all the same).")
+@click.option("--evalplus", is_flag=True,
+              help="Download EvalPlus's HumanEval+ and MBPP+ release files instead (sha256 checked), for "
+                   "--problems humaneval+ / mbpp+. Offline: set $CODENAS_HUMANEVAL_PLUS / $CODENAS_MBPP_PLUS "
+                   "to copies fetched elsewhere.")
+def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
+    """Download MBPP (mbpp.jsonl), or with --evalplus HumanEval+ and MBPP+, and check their sha256."""
     from pathlib import Path
 
+    if evalplus:
+        from codenas.data.evalplus import download_evalplus
+
+        for path in download_evalplus(out and Path(out)):
+            click.echo(f"saved {path}")
+        return
     from codenas.data.mbpp import MBPP_URL, download_mbpp
 
     click.echo(f"MBPP saved at {download_mbpp(out and Path(out), url or MBPP_URL)}")
@@ -134,7 +145,9 @@ def data_download(out: str | None, url: str | None) -> None:
 @click.argument("samples_file", type=click.Path(dir_okay=False))
 @click.option("--problems", required=True,
               help="humaneval (164), mini (20 of them), mbpp-test (data/benchmarks/mbpp-test.jsonl, else built "
-                   "from MBPP), or a record file from the data stage.")
+                   "from MBPP), humaneval+ / mbpp+ (EvalPlus's extended tests: `codenas data download --evalplus` "
+                   "or $CODENAS_HUMANEVAL_PLUS / $CODENAS_MBPP_PLUS; base and plus pass@k side by side), or a "
+                   "record file from the data stage.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder for results.jsonl and summary.json (rerun into it to resume).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox worker processes [all cores].")
@@ -443,7 +456,8 @@ def lora_merge(adapter: str, out: str) -> None:
               help="Checkpoint folder, LoRA adapter or hf:DIR; a quoted glob ('run/step*') or the flag "
                    "repeated compares several.")
 @click.option("--problems", default="mini", show_default=True,
-              help="humaneval, mini, mbpp-test, or a record file from the data stage.")
+              help="humaneval, mini, mbpp-test, humaneval+, mbpp+ (see `eval samples --help`), or a record file "
+                   "from the data stage.")
 @click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
               help="Data stage folder (for mbpp-test).")
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per problem.")

@@ -16,4 +16,6 @@ REAL_MBPP = SHARED_MBPP.is_file()
 def _no_ambient_mbpp(monkeypatch, tmp_path):
     """Tests never pick up a user's $CODENAS_MBPP or downloaded copy unless they set one."""
     monkeypatch.delenv("CODENAS_MBPP", raising=False)
+    monkeypatch.delenv("CODENAS_HUMANEVAL_PLUS", raising=False)
+    monkeypatch.delenv("CODENAS_MBPP_PLUS", raising=False)
     monkeypatch.setenv("CODENAS_HOME", str(tmp_path / "codenas-home"))

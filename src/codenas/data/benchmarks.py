@@ -1,8 +1,12 @@
-"""Benchmark problem sets by name, for the eval CLI and later stages: humaneval, mini, mbpp-test, or a file.
+"""Benchmark problem sets by name, for the eval CLI and later stages: humaneval, mini, mbpp-test, humaneval+,
+mbpp+, or a file.
 
 ``DECONTAMINATION_BENCHMARKS`` lists every benchmark whose problems must never reach training data; the
 pretraining corpus is decontaminated against all of them (``decontamination_records``). A new benchmark is
-added there once (with a loader in ``_DECONTAMINATION_LOADERS``).
+added there once (with a loader in ``_DECONTAMINATION_LOADERS``). ``SAME_PROBLEMS_AS`` says which benchmarks
+are others under new tests (HumanEval+ is HumanEval's 164 problems): decontaminating against one covers the
+other. MBPP+ holds MBPP problems of every split (training ones too), so when its file is available its
+problems are decontaminated against as well.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from codenas.io import CodenasError
 from codenas.progress import say
 from codenas.records import Record, read_records
 
-BENCHMARK_NAMES = ("humaneval", "mini", "mbpp-test")
-DECONTAMINATION_BENCHMARKS = ("humaneval", "mbpp-test")  # mini is part of humaneval
+BENCHMARK_NAMES = ("humaneval", "mini", "mbpp-test", "humaneval+", "mbpp+")
+DECONTAMINATION_BENCHMARKS = ("humaneval", "mbpp-test", "mbpp+")  # mini is part of humaneval
+SAME_PROBLEMS_AS = {"mini": "humaneval", "humaneval+": "humaneval", "mbpp+": "mbpp"}
 
 
 def mbpp_test_records(mbpp: Path) -> list[Record]:
@@ -34,13 +39,17 @@ def mbpp_test_records(mbpp: Path) -> list[Record]:
 
 def load_problems(name_or_path: str, data_dir: Path = Path("data")) -> list[Record]:
     """The problems of a benchmark: ``humaneval`` (all 164), ``mini`` (the fixed 20), ``mbpp-test``
-    (``data_dir/benchmarks/mbpp-test.jsonl``, else built from the MBPP file found the usual way), or any
-    record file given by path.
+    (``data_dir/benchmarks/mbpp-test.jsonl``, else built from the MBPP file found the usual way), ``humaneval+``
+    and ``mbpp+`` (EvalPlus's release files: ``data.evalplus``), or any record file given by path.
     """
     if name_or_path == "humaneval":
         return load_humaneval()
     if name_or_path == "mini":
         return load_mini()
+    if name_or_path in ("humaneval+", "mbpp+"):
+        from codenas.data.evalplus import load_evalplus
+
+        return load_evalplus(name_or_path)
     if name_or_path == "mbpp-test":
         built = Path(data_dir) / "benchmarks" / "mbpp-test.jsonl"
         if built.is_file():
@@ -73,9 +82,18 @@ def _mbpp_test_unproven(mbpp: Path | None) -> list[Record]:
     return records
 
 
+def _mbpp_plus_if_available(mbpp: Path | None) -> list[Record]:
+    """MBPP+'s problems (their prompts and reference solutions are MBPP's) when its file is at hand, else none."""
+    from codenas.data.evalplus import available_release, load_evalplus
+
+    path = available_release("mbpp+")  # a named file that is missing is an error, as for MBPP
+    return load_evalplus("mbpp+", path) if path else []
+
+
 _DECONTAMINATION_LOADERS = {
-    "humaneval": lambda mbpp: load_humaneval(),
+    "humaneval": lambda mbpp: load_humaneval(),  # HumanEval+ too: the same problems
     "mbpp-test": _mbpp_test_unproven,
+    "mbpp+": _mbpp_plus_if_available,
 }
 
 

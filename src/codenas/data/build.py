@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.table import Table
 
 from codenas.data.decontam import NGRAM, decontaminate
+from codenas.data.evalplus import release_ids
 from codenas.data.humaneval import HUMANEVAL_PATH, MINI_IDS, load_humaneval
 from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record, mbpp_split, resolve_mbpp_path
 from codenas.data.proof import NULL_BODY, PROOF_TIMEOUT_S, prove
@@ -94,6 +95,9 @@ def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: i
     held_ids = {r.id for recs in benchmarks.values() for r in recs}
     he_pool = [r for r in humaneval if r.id not in held_ids]
     mbpp_pool = [r for r in mbpp_all if r.meta["split"] in ("validation", "train")]
+    plus_ids = release_ids("mbpp+")  # MBPP+ tests MBPP problems of every split: when the user has it, hold them out
+    in_mbpp_plus = [r.id for r in mbpp_pool if r.id in plus_ids]
+    mbpp_pool = [r for r in mbpp_pool if r.id not in plus_ids]
     mbpp_simple, too_long, too_complex = _simple(mbpp_pool)
 
     held_out = list({r.id: r for recs in benchmarks.values() for r in recs}.values())  # mini is in humaneval
@@ -108,7 +112,8 @@ def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: i
     _write_files(out, files)
 
     dropped = {"unconvertible": unconvertible, "too_long": too_long, "too_complex": too_complex,
-               "failed_proof": proof.failed, "null_body_pass": proof.null_passed, "contaminated": contaminated}
+               "failed_proof": proof.failed, "null_body_pass": proof.null_passed, "contaminated": contaminated,
+               "in_mbpp_plus": in_mbpp_plus}
     manifest = {
         "format": MANIFEST_FORMAT,
         "seed": seed,

@@ -204,7 +204,10 @@ def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.
             if job is None:
                 break
             index, program = job
-            result, worker = _judge(worker, program, timeout, memory_mb, stop)
+            limit = timeout
+            if isinstance(program, tuple):  # a program with a CPU-time limit of its own
+                program, limit = program
+            result, worker = _judge(worker, program, limit, memory_mb, stop)
             results.put((index, result))
         results.put(None)
     except Exception as e:  # handed to the consuming thread, which raises it
@@ -284,13 +287,14 @@ def check_isolation(require: bool = False) -> str:
     return level
 
 
-def iter_programs(programs: Iterable[str], *, timeout: float = 3.0, memory_mb: int = 1024,
+def iter_programs(programs: Iterable[str | tuple[str, float]], *, timeout: float = 3.0, memory_mb: int = 1024,
                   workers: int | None = None, require_isolation: bool = False,
                   isolation_checked: bool = False) -> Iterator[tuple[int, ExecResult]]:
     """Run every program in the sandbox; yield ``(index, result)`` as each finishes (completion order).
 
     ``programs`` may be a generator (e.g. a sampler's): each program goes to the workers as soon as it is
     produced, and the verdicts ready by then are yielded between two programs, so judging overlaps producing.
+    A program given as ``(program, seconds)`` gets that CPU-time limit instead of ``timeout``.
     Warns when the kernel confines no writes on this machine; ``require_isolation`` raises then instead
     (``isolation_checked``: the caller has already done so with ``check_isolation``)."""
     if timeout <= 0:

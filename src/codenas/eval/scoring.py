@@ -7,6 +7,10 @@ Layout of the output folder:
                            order (task_id, completion, passed, status, detail, verdict). Never half-written.
     summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, verdict classes
                            (``eval.verdicts``: counts, runtime errors by type, share that parses), settings.
+Problems with a base test set besides their own (HumanEval+ and MBPP+: ``meta["base_tests"]``) run each sample
+twice, as EvalPlus does: a row's ``base_passed`` is the verdict on the base tests, ``passed`` that on base and
+plus tests together; the summary then has ``base_pass_at_k`` beside ``pass_at_k``. Such records may carry
+their own CPU-time limits (``meta["timeout"]``, ``meta["base_timeout"]``) in place of ``timeout``.
 Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input
 and that was scored with the same time and memory limits against the same prompts and tests.
 
@@ -22,13 +26,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from codenas.eval.execution import STATUSES, check_isolation, iter_programs
+from codenas.eval.execution import STATUSES, ExecResult, check_isolation, iter_programs
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
 from codenas.eval.verdicts import LABELS, classify, tally
 from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_json, read_jsonl, sha256_bytes, write_jsonl
 from codenas.progress import progress, say
-from codenas.records import Record, canonical_id
+from codenas.records import Record, canonical_id, program
 
 RESULTS = "results.jsonl"
 JOURNAL = "results.partial.jsonl"
@@ -102,7 +106,7 @@ def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list
 def _problems_sha256(records: list[Record]) -> str:
     """Fingerprint of the prompts and tests the samples run against, so a resume never reuses verdicts obtained
     against other (e.g. rebuilt) problems."""
-    used = sorted({rec.id: (rec.prompt, rec.tests) for rec in records}.items())
+    used = sorted({rec.id: (rec.prompt, rec.tests, rec.meta.get("base_tests")) for rec in records}.items())
     return sha256_bytes(json.dumps(used).encode())
 
 
@@ -125,6 +129,8 @@ def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[i
         if (0 <= i < len(task_ids) and row.get("task_id") == task_ids[i] and isinstance(row.get("completion"), str)
                 and row.get("status") in STATUSES and not str(row.get("detail", "")).startswith(HARNESS_DEATH)):
             usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"])
+            if "base_passed" in row:
+                usable[i]["base_passed"] = bool(row["base_passed"])
     return usable
 
 
@@ -185,12 +191,13 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
     if previous:
         say(f"resuming: {len(previous)} of {len(task_ids)} samples scored earlier in {out_dir}")
     rows: dict[int, dict] = {}
-    sent: list[tuple[int, str]] = []  # (index, completion) of each program handed to the sandbox
+    sent: list[tuple[int, str, str]] = []  # (index, completion, "plus" | "base") of each program handed over
     given: set[int] = set()
+    pending: dict[int, dict[str, ExecResult]] = {}
 
     with JsonlAppender(out_dir / JOURNAL) as journal, progress(total=len(task_ids), desc="scoring",
                                                                 unit="sample") as bar:
-        def programs() -> Iterator[str]:
+        def programs() -> Iterator[tuple[str, float]]:
             for i, completion in completions:
                 if i in given or not 0 <= i < len(task_ids):
                     raise CodenasError(f"sample index {i} given twice or out of range")
@@ -200,14 +207,28 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
                     rows[i] = old
                     bar.update()
                     continue
-                sent.append((i, completion))
-                yield records[i].program(completion)
+                rec = records[i]
+                sent.append((i, completion, "plus"))
+                yield rec.program(completion), float(rec.meta.get("timeout", timeout))
+                if "base_tests" in rec.meta:  # EvalPlus's base inputs, judged on their own
+                    sent.append((i, completion, "base"))
+                    yield (program(rec.prompt, completion, rec.meta["base_tests"]),
+                           float(rec.meta.get("base_timeout", timeout)))
 
         feed = list(programs()) if isinstance(completions, list) else programs()  # all known: hand them over at once
         for j, result in iter_programs(feed, timeout=timeout, memory_mb=memory_mb, workers=workers,
                                        isolation_checked=True):
-            i, completion = sent[j]
-            rows[i] = judged_row(task_ids[i], completion, result.status, result.detail)
+            i, completion, split = sent[j]
+            has_base = "base_tests" in records[i].meta
+            got = pending.setdefault(i, {})
+            got[split] = result
+            if len(got) < 1 + has_base:
+                continue
+            del pending[i]
+            first = got["base"] if has_base and not got["base"].passed else got["plus"]
+            rows[i] = judged_row(task_ids[i], completion, first.status, first.detail)
+            if has_base:
+                rows[i]["base_passed"] = got["base"].passed
             journal.append({"index": i, **rows[i], **settings})
             bar.update()
     missing = [i for i in range(len(task_ids)) if i not in rows]
@@ -239,8 +260,17 @@ def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) 
     verdicts = tally({**row, "verdict": row.get("verdict") or classify(row["completion"], row["status"],
                                                                           row.get("detail", ""))}
                      for _, row in scored)
-    return {"pass_at_k": overall, "n_samples": len(scored), "n_problems": len(n),
-            "status_counts": {s: statuses.get(s, 0) for s in STATUSES}, **verdicts, "per_problem": per_problem}
+    summary = {"pass_at_k": overall, "n_samples": len(scored), "n_problems": len(n),
+               "status_counts": {s: statuses.get(s, 0) for s in STATUSES}, **verdicts, "per_problem": per_problem}
+    if scored and all("base_passed" in row for _, row in scored):
+        base: Counter = Counter()
+        for problem_id, row in scored:
+            base[problem_id] += bool(row["base_passed"])
+        for pid in n:
+            per_problem[pid]["base_correct"] = base[pid]
+        summary["base_pass_at_k"] = {f"pass@{k}": mean_pass_at_k([(n[p], base[p]) for p in n], k)
+                                     for k in ks if all(n[p] >= k for p in n)}
+    return summary
 
 
 def read_results(out_dir: Path) -> list[dict]:
@@ -263,8 +293,13 @@ def summary_table(summary: dict):
     table = Table(title=title, min_width=len(title) + 4)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    base = summary.get("base_pass_at_k")
     for name, value in summary["pass_at_k"].items():
-        table.add_row(name, f"{100 * value:.2f}%")
+        if base is not None and name in base:  # EvalPlus's two figures, side by side
+            table.add_row(f"{name} (base tests)", f"{100 * base[name]:.2f}%")
+            table.add_row(f"{name} (base + plus tests)", f"{100 * value:.2f}%")
+        else:
+            table.add_row(name, f"{100 * value:.2f}%")
     total = summary["n_samples"]
     for verdict, count in summary["verdicts"].items():
         table.add_row(LABELS[verdict], f"{count} ({100 * count / total:.0f}%)")

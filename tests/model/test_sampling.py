@@ -234,3 +234,18 @@ def test_modern_layout_batched_greedy_equals_reference(arch, tokenizer):
     batched = generate(modern, tokenizer, MANY[:5], n=2, max_new_tokens=15, temperature=0, max_batch_size=3)
     uncached = generate(modern, tokenizer, MANY[:5], n=1, max_new_tokens=15, temperature=0, use_cache=False)
     assert [s[0] for s in batched] == [s[0] for s in uncached]
+
+
+def test_nucleus_from_candidates_equals_full_sort():
+    """CPU top-p looks at the 64 likeliest tokens first; rows with a wider nucleus sort everything: same draws."""
+    from codenas.model.sampling import _invert, _sorted
+
+    torch.manual_seed(0)
+    peaked, flat = torch.randn(50, 1000) * 8, torch.randn(50, 1000) * 0.1
+    logits = torch.cat([peaked, flat])[torch.randperm(100)]
+    keys, steps = torch.arange(100), torch.full((100,), 3)
+    chosen = _choose(logits, 1.0, 0.9, keys, steps)
+    reference = _invert(*_sorted(torch.softmax(logits, dim=-1)), _uniform(keys, steps), 0.9)
+    assert torch.equal(chosen, reference)
+    alone = torch.cat([_choose(logits[i:i + 1], 1.0, 0.9, keys[i:i + 1], steps[i:i + 1]) for i in range(100)])
+    assert torch.equal(chosen, alone)

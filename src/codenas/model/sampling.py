@@ -42,6 +42,7 @@ CPU_CACHE_BYTES = 1 << 30  # the default batch keeps the KV cache within this on
 GPU_CACHE_FRACTION = 0.5  # ... and within this fraction of the free memory on a GPU
 MAX_DEFAULT_BATCH = 256
 SPAN_BUCKET = 64  # compiled decode: attention spans are rounded up to a multiple of this
+NUCLEUS_CANDIDATES = 64  # top-p on CPU: tokens looked at before sorting the whole vocabulary
 
 
 def generate(
@@ -204,13 +205,10 @@ class _Sample:
 
 
 def _decode_step(rules: _Rules, grown: list[_Sample]) -> set[int]:
-    """ids of the samples in ``grown`` whose newest tokens complete a stop string (one batched decode)."""
-    if not grown:
-        return set()
-    windows = [s.ids[s.prefix:s.read] for s in grown] + [s.ids[s.prefix:] for s in grown]
-    texts = rules.tokenizer.decode_batch(windows)
-    return {id(s) for s, before, after in zip(grown, texts[:len(grown)], texts[len(grown):], strict=True)
-            if s.check_stop(before, after, rules.stop)}
+    """ids of the samples in ``grown`` whose newest tokens complete a stop string."""
+    decode = rules.tokenizer.decode  # a few tokens each: faster one by one than decode_batch's thread pool
+    return {id(s) for s in grown
+            if s.check_stop(decode(s.ids[s.prefix:s.read]), decode(s.ids[s.prefix:]), rules.stop)}
 
 
 class _Batch:
@@ -437,18 +435,40 @@ def _uniform(keys: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 def _choose(logits: torch.Tensor, temperature: float, top_p: float, keys: torch.Tensor,
             steps: torch.Tensor) -> torch.Tensor:
     """One token per row: argmax at temperature 0, else a draw from the top-p nucleus of softmax(logits / T)
-    by inverting its distribution at the row's own uniform number."""
+    by inverting its distribution at the row's own uniform number.
+
+    On CPU, where sorting the vocabulary dominates a small model's step, a row's nucleus is first looked for among
+    its ``NUCLEUS_CANDIDATES`` most likely tokens; only rows whose nucleus is larger sort everything (exact
+    either way, and decided per row, so rows do not affect each other)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
-    order = None
+    probs = torch.softmax(logits / temperature, dim=-1)
+    u = _uniform(keys, steps)
+    if top_p >= 1:
+        return _invert(probs.double(), None, u)
+    if probs.is_cuda or probs.shape[-1] <= NUCLEUS_CANDIDATES:
+        return _invert(*_sorted(probs), u, top_p)
+    top, order = probs.topk(NUCLEUS_CANDIDATES, dim=-1)
+    choice = _invert(top.double(), order, u, top_p)
+    short = (top.double().sum(dim=-1) < top_p).nonzero().squeeze(1)
+    if len(short):
+        choice[short] = _invert(*_sorted(probs[short]), u[short], top_p)
+    return choice
+
+
+def _sorted(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    return sorted_probs.double(), order
+
+
+def _invert(probs: torch.Tensor, order: torch.Tensor | None, u: torch.Tensor, top_p: float = 1.0) -> torch.Tensor:
+    """The token where each row's cumulative distribution first exceeds ``u`` (of its total), within the
+    nucleus when ``probs`` are sorted (descending, token ids in ``order``) and ``top_p < 1``."""
     if top_p < 1:
-        probs, order = probs.sort(dim=-1, descending=True)
         outside_nucleus = probs.cumsum(dim=-1) - probs >= top_p  # the top token always stays
         probs = probs.masked_fill(outside_nucleus, 0.0)
     cdf = probs.cumsum(dim=-1)
-    u = _uniform(keys, steps) * cdf[:, -1]
-    choice = torch.searchsorted(cdf, u[:, None], right=True)
+    choice = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
     last_possible = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1, keepdim=True)
     choice = torch.minimum(choice, last_possible)
     return (choice if order is None else order.gather(-1, choice)).squeeze(-1)

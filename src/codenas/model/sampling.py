@@ -14,8 +14,10 @@ a PEFT wrapper around one) all samples share one decode batch of up to ``max_bat
 - on CUDA, ``compile=True`` compiles the decode step with ``torch.compile(mode="reduce-overhead")`` (CUDA
   graphs) over static shapes: batch and attention span are rounded up to buckets.
 
-Other models (``hf:`` wrappers, or ``use_cache=False``) take the reference path: one prompt's n samples at a
-time, the same choice of tokens and the same stop handling.
+``hf:`` models (``padded_batches``) decode up to ``max_batch_size`` rows of several prompts at once in a
+left-padded batch with their own cache and attention mask; finished rows leave it, but are not refilled (their
+cache has no per-row positions). ``use_cache=False`` is the reference path: one prompt's n samples at a time.
+All paths choose tokens and handle stop strings the same way.
 
 Same answers whatever the batch: the random number that picks a sample's t-th token is a hash of (seed,
 prompt, sample index, t), so a prompt's samples depend only on the seed, the prompt and the settings, not on
@@ -42,6 +44,7 @@ CPU_CACHE_BYTES = 1 << 30  # the default batch keeps the KV cache within this on
 GPU_CACHE_FRACTION = 0.5  # ... and within this fraction of the free memory on a GPU
 MAX_DEFAULT_BATCH = 256
 SPAN_BUCKET = 64  # compiled decode: attention spans are rounded up to a multiple of this
+PADDED_BATCH = 64  # default rows of a left-padded batch (models without per-row positions)
 NUCLEUS_CANDIDATES = 64  # top-p on CPU: tokens looked at before sorting the whole vocabulary
 
 
@@ -121,6 +124,8 @@ def stream(
         with progress(total=len(todo), desc="sampling", unit="sample") as bar:
             if use_cache and hasattr(model, "new_kv_cache") and isinstance(model.new_kv_cache(1, 1), KVCache):
                 finished = _Batch(model, rules, todo, max_batch_size, compile).run()
+            elif use_cache and getattr(model, "padded_batches", False):
+                finished = _padded_batches(model, rules, todo, max_batch_size or PADDED_BATCH)
             else:
                 finished = _one_prompt_at_a_time(model, rules, todo, use_cache)
             for i, j, text in finished:
@@ -354,6 +359,47 @@ class _Batch:
             return step(tokens, positions, cache).clone()  # the graph's output buffer is reused by the next replay
 
         return run
+
+
+@torch.inference_mode()
+def _padded_batches(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
+                    max_batch_size: int) -> Iterator[tuple[int, int, str]]:
+    """Left-padded batches of up to ``max_batch_size`` samples through a model with its own cache, taking
+    ``positions`` and ``attention_mask`` (``hf:`` models); finished rows leave the batch."""
+    device = next(model.parameters()).device
+    for start in range(0, len(todo), max_batch_size):
+        chunk = todo[start:start + max_batch_size]
+        width = max(len(p.ids) for p, _ in chunk)
+        rows = [_Sample(p.index, j, rules.limit(len(p.ids))) for p, j in chunk]
+        idx = torch.tensor([[rules.eot] * (width - len(p.ids)) + p.ids for p, _ in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p, _ in chunk], device=device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        keys = torch.tensor([p.key(j) for p, j in chunk], device=device)
+        cache = model.new_kv_cache(len(chunk))
+        logits, _ = model(idx, kv_cache=cache, positions=positions, attention_mask=mask, last_only=True)
+        logits, positions = logits[:, -1].float(), positions[:, -1]
+        step = 0
+        while True:
+            tokens = _choose(logits, rules.temperature, rules.top_p, keys, torch.full_like(keys, step))
+            step += 1
+            grown: list[_Sample] = []
+            ended = {id(r) for r, t in zip(rows, tokens.tolist(), strict=True) if not r.add(t, rules, grown)}
+            ended |= _decode_step(rules, grown)
+            for r in rows:
+                if id(r) in ended:
+                    yield r.prompt, r.index, rules.finish(r.ids)
+            keep = [i for i, r in enumerate(rows) if id(r) not in ended]
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=device)
+                rows = [rows[i] for i in keep]
+                tokens, keys, mask, positions = tokens[index], keys[index], mask[index], positions[index]
+                cache.select_rows(index)
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            positions = positions + 1
+            logits, _ = model(tokens[:, None], kv_cache=cache, positions=positions[:, None], attention_mask=mask)
+            logits = logits[:, -1].float()
 
 
 def _one_prompt_at_a_time(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],

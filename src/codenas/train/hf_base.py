@@ -60,7 +60,13 @@ class HFKVCache:
 
 
 class HFCausalLM(nn.Module):
-    """A transformers causal LM with GPT's ``forward(idx, targets=None, *, segment_ids=None)``."""
+    """A transformers causal LM with GPT's ``forward(idx, targets=None, *, segment_ids=None)``.
+
+    For the sampler it also takes ``positions`` and an ``attention_mask`` (left-padded batches: the model's own
+    cache and mask), and ``last_only`` (logits of the last position only).
+    """
+
+    padded_batches = True  # the sampler decodes several prompts at once in left-padded batches
 
     def __init__(self, hf_model: nn.Module):
         super().__init__()
@@ -74,14 +80,22 @@ class HFCausalLM(nn.Module):
         # transformers 5 names the forward's cache argument `cache`; 4.x called it `past_key_values`
         forward_args = inspect.signature(hf_model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in forward_args
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 segment_ids: torch.Tensor | None = None,
-                kv_cache: HFKVCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                kv_cache: HFKVCache | None = None, positions: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         if segment_ids is not None:
             raise CodenasError("hf: models do not support packed segments; use padded batches")
         if kv_cache is not None:
-            out = self.hf(input_ids=idx, use_cache=True, **{self._cache_arg: kv_cache.past})
+            extra = {} if positions is None else {"position_ids": positions}
+            if attention_mask is not None:
+                extra["attention_mask"] = attention_mask
+            if last_only and self._keeps_logits:
+                extra["logits_to_keep"] = 1
+            out = self.hf(input_ids=idx, use_cache=True, **{self._cache_arg: kv_cache.past}, **extra)
             kv_cache.past = out.past_key_values
             kv_cache.pos += idx.shape[1]
             return out.logits, None

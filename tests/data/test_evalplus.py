@@ -256,3 +256,18 @@ def test_decontamination_and_data_build_treat_mbpp_plus_as_the_mbpp_problems_it_
     assert sorted(manifest["dropped"]["in_mbpp_plus"]) == ["mbpp_601", "mbpp_607"]
     trained = {r.id for name in ("train.jsonl", "val.jsonl") for r in read_records(tmp_path / "data" / name)}
     assert not trained & {"mbpp_601", "mbpp_607"}
+
+
+def test_eval_model_table_shows_base_and_plus_columns():
+    from rich.console import Console
+
+    from codenas.train.evaluate import results_table
+
+    row = {"name": "step100", "checkpoint": "runs/step100", "step": 100, "pass_at_k": {"pass@1": 0.25},
+           "base_pass_at_k": {"pass@1": 0.5}, "isolation": "landlock+mountns+netns", "n_problems": 164,
+           "n_samples": 164, "verdicts": {"passed": 41}, "parse_rate": 1.0}
+    console = Console(record=True, width=200)
+    console.print(results_table([row]))
+    text = console.export_text()
+    assert "pass@1 base" in text and "pass@1 base+plus" in text and "50.00%" in text and "25.00%" in text
+    assert "landlock+mountns+netns" in text

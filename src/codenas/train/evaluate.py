@@ -102,6 +102,8 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
                      "isolation": summary["isolation"],
                      "n_problems": summary["n_problems"], "n_samples": summary["n_samples"],
                      "verdicts": summary["verdicts"], "parse_rate": summary["parse_rate"]})
+        if "base_pass_at_k" in summary:  # HumanEval+ / MBPP+
+            rows[-1]["base_pass_at_k"] = summary["base_pass_at_k"]
     if len(specs) > 1:
         atomic_write_json(out / "checkpoints.json", rows)
         plot_pass_at_1(rows, out / "pass_at_1.png")
@@ -129,6 +131,10 @@ def plot_pass_at_1(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
 def results_table(rows: list[dict]):
     """A rich Table of pass@k per checkpoint, for the CLI to print."""
     from rich.table import Table
@@ -138,10 +144,17 @@ def results_table(rows: list[dict]):
     table = Table(title=f"{rows[0]['n_problems']} problems" + (f" (sandbox: {isolation})" if isolation else ""))
     table.add_column("checkpoint")
     table.add_column("step", justify="right")
+    base = any("base_pass_at_k" in r for r in rows)  # EvalPlus's base and base + plus figures side by side
     for k in ks:
-        table.add_column(k, justify="right")
+        if base:
+            table.add_column(f"{k} base", justify="right")
+        table.add_column(f"{k} base+plus" if base else k, justify="right")
     table.add_column("verdicts (share of samples)")
     for r in rows:
-        cells = [f"{100 * r['pass_at_k'][k]:.2f}%" if k in r["pass_at_k"] else "-" for k in ks]
+        cells = []
+        for k in ks:
+            if base:
+                cells.append(_pct(r.get("base_pass_at_k", {}).get(k)))
+            cells.append(_pct(r["pass_at_k"].get(k)))
         table.add_row(r["name"], "-" if r["step"] is None else str(r["step"]), *cells, shares_text(r))
     return table

@@ -236,6 +236,27 @@ def test_no_route_past_the_guards_changes_anything_outside(as_user):
 
 
 @pytest.mark.parametrize("as_user", MODES)
+def test_without_landlock_the_mount_namespace_alone_holds(as_user, monkeypatch):
+    """The fallback for kernels without Landlock: a read-only mount namespace, as root and as a user."""
+    folder = _outside_folder(ORDINARY_USER if as_user else 0)
+    worker = folder / "ext" / "_worker.py"  # where the ordinary user can read it
+    worker.write_text(Path(execution.WORKER_SCRIPT).read_text().replace(
+        "def landlock_abi() -> int:\n", "def landlock_abi() -> int:\n    return 0\n", 1))
+    os.chmod(worker, 0o644)
+    monkeypatch.setattr(execution, "WORKER_SCRIPT", worker)
+    try:
+        before = _snapshot(folder)
+        isolation_level.cache_clear()
+        result, level = _judge(ATTACKS.format(outside=str(folder), ctypes_so=Path(_ctypes_so()).name), as_user)
+        assert level.split("+")[0] == "mountns", level
+        assert result.status == "passed", result.detail
+        assert _snapshot(folder) == before
+    finally:
+        isolation_level.cache_clear()
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("as_user", MODES)
 def test_ordinary_programs_write_their_own_folder_and_tempfile(as_user):
     result, level = _judge(ORDINARY, as_user)
     assert result == ExecResult("passed", ""), level

@@ -2,7 +2,8 @@
 
 Importing the package makes datatrove quiet on stderr: its per-task logging shows errors only (the full task logs
 stay in the build's ``logs/`` folder) and its dedup steps draw no progress bars (``corpus build`` names each
-stage instead); worker processes import it too when they load the pipeline steps.
+stage instead). ``corpus build`` starts every pipeline with ``quiet_logs``, so each worker process imports the
+package (and so quiets datatrove) while it loads the pipeline, before its task starts.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def _close_task_logger(logfile) -> None:
     logger.remove()
     logger.add(sys.stderr, level="WARNING", colorize=False, format="{message}")
     logfile.close()
+
+
+def quiet_logs(data, rank: int = 0, world_size: int = 1):
+    """A first pipeline step that passes its input on; loading it in a worker imports this package."""
+    return data
 
 
 _quiet_task_logs()

@@ -209,7 +209,9 @@ def _same_key(work: Path, key: str) -> bool:
 def _run(work: Path, name: str, pipeline: list, tasks: int, workers: int) -> None:
     from datatrove.executor import LocalPipelineExecutor
 
-    executor = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=max(1, min(workers, tasks)),
+    from codenas.corpus import quiet_logs
+
+    executor = LocalPipelineExecutor(pipeline=[quiet_logs, *pipeline], tasks=tasks, workers=max(1, min(workers, tasks)),
                                      logging_dir=str(work / "logs" / name), skip_completed=True)
     previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # datatrove's own bars; the stage names are printed instead

@@ -55,8 +55,8 @@ class Sizes:
     run_overrides: tuple[str, ...]  # fixed overrides of the seed preset (the budgeted ones are added)
 
 
-GPU = Sizes(layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink=None, seq_len=None, batch_sizes=(32, 64, 128, 256, 512),
-            probe_seconds=4.0, matmul_n=8192, compile_backend="inductor", run_overrides=())
+GPU = Sizes(layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink=None, seq_len=None, batch_sizes=(32, 64, 128, 256),
+            probe_seconds=3.0, matmul_n=8192, compile_backend="inductor", run_overrides=())
 SMOKE = Sizes(
     layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink={"n_layer": 2, "n_head": 4, "d_model": 128, "vocab_size": 512},
     seq_len=64, batch_sizes=(2, 4), probe_seconds=0.3, matmul_n=256,

@@ -8,8 +8,8 @@ Three steps, in order, everything written under ``--out`` (docs/gpu.md says how 
 2. ``throughput.json``: training throughput and MFU (6·N·tokens/s over the peak) at the seed shape for the GPT-2
    layout (``codenas_l8h512_regularized``) and, where its config exists, the modern layout
    (``codenas_l8h512_modern``): bf16 autocast, the loop's own optimizer (fused AdamW on CUDA) and loss, eager and
-   ``torch.compile``. Batch sizes are probed upwards (doubling) until one does not fit or stops paying (<5% more
-   tokens/s); the best is then measured for ``--bench-seconds`` in both modes.
+   ``torch.compile``. Batch sizes 32, 64, 128, 256 are probed (3 s each, eager) until one does not fit or stops
+   paying (<5% more tokens/s); the best is then measured for ``--bench-seconds`` (15) in both modes.
 3. ``run/``: ``codenas run --preset seed`` in a child process with overrides that fit the remaining budget
    (``plan.json`` lists each override and why): pretraining steps from the throughput measured in step 2, LoRA
    with the seed's settings for as many 2,000-step evaluation intervals as fit, evaluation of the base and the
@@ -302,11 +302,11 @@ def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict
             "tokens_per_s", math.inf)
         plan.append({"override": f"pretrain.compile={'true' if compile_wins else 'false'}",
                      "why": "torch.compile " + ("was" if compile_wins else "was not") + " >5% faster in step 2"})
-        # what is left after the fixed costs: data build and tokenizer (~60 s on 16 cores), the corpus stage
-        # (stdlib + site-packages filtered, deduplicated, decontaminated, tokenized: ~3 min on 16 cores, estimated
-        # from benchmarks/corpus_build.py on 2 cores), LoRA (2 evaluation intervals), four evaluations of 20
-        # samples per problem, the report
-        fixed_s = 60 + 180 + 90 + 150 + 10
+        # what is left after the other stages' allowance: data build and tokenizer (~60 s on 16 cores), the corpus
+        # stage capped at 4,000 files (all of stdlib + site-packages: ~3 min on 16 cores, estimated from
+        # benchmarks/corpus_build.py on 2 cores), LoRA (one 2,000-step evaluation interval), four evaluations
+        # (mini and 50 mbpp-test problems, 20 samples each), the report
+        fixed_s = 60 + 60 + 60 + 90 + 10
         pretrain_s = max(30.0, remaining_s - fixed_s)
         probe = gpt2.get("seed_batch_probe") or gpt2.get("best") or {}
         speedup = (gpt2["compile"]["tokens_per_s"] / gpt2["eager"]["tokens_per_s"]) if compile_wins else 1.0
@@ -317,11 +317,14 @@ def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict
                             f"batch {SEED_BATCH} in step 2 (the preset's 20,000 steps do not fit)"})
         plan.append({"override": f"pretrain.eval_interval={max(100, steps // 4)}",
                      "why": "four evaluations and checkpoints in the shortened run"})
-        plan.append({"override": "finetune.max_steps=4000",
-                     "why": "two of the seed's 2,000-step evaluation intervals (its 20,000 steps take ~10x longer)"})
-        plan.append({"override": "eval.limit=100",
-                     "why": "mbpp-test's first 100 of 500 problems (all 20 of mini): 20 samples x 520 problems x "
-                            "2 models do not fit with one prompt sampled at a time"})
+        plan.insert(0, {"override": "corpus.max_files=4000",
+                        "why": "a deterministic sample of 4,000 stdlib + site-packages files: building all of them "
+                               "(filter, dedup, decontaminate, tokenize) is estimated at ~3 min on 16 cores"})
+        plan.append({"override": "finetune.max_steps=2000",
+                     "why": "one of the seed's 2,000-step evaluation intervals (its 20,000 steps take ~10x longer)"})
+        plan.append({"override": "eval.limit=50",
+                     "why": "mbpp-test's first 50 of 500 problems (all 20 of mini): 20 samples x 520 problems x "
+                            "2 models do not fit in the budget"})
         plan.append({"override": "eval.max_new_tokens=192", "why": "completions of a 30 M model that do not "
                      "stop by 192 tokens rarely pass; this halves the slowest samples' cost"})
     plan += [{"override": o, "why": "peak FLOP/s for the logged MFU" if "peak_flops" in o else "given on the command "
@@ -381,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="wall time for all three steps; the seed run's pretraining gets what the others leave")
     p.add_argument("--bench-seconds", type=float, default=None, help="timed seconds per throughput setting "
-                   "(default 25; --smoke 0.5)")
+                   "(default 15, so that the seed run keeps its share of the budget; --smoke 0.5)")
     p.add_argument("--peak-flops", type=float, default=None,
                    help="device peak bf16 FLOP/s for MFU (default: the table in codenas.train.mfu; H100/H200 989e12)")
     p.add_argument("--mbpp", default=None, help="mbpp.jsonl for the data stage (default: $CODENAS_MBPP or the "
@@ -397,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     sizes = SMOKE if args.smoke else GPU
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"))
-    seconds = args.bench_seconds or (0.5 if args.smoke else 25.0)
+    seconds = args.bench_seconds or (0.5 if args.smoke else 15.0)
     skip = {s for s in args.skip.split(",") if s}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

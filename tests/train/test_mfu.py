@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from codenas.io import CodenasError, read_jsonl
-from codenas.train.loop import TrainConfig, train
+from codenas.settings import TrainSettings
+from codenas.train.loop import train
 from codenas.train.mfu import count_params, device_peak_flops, mfu, peak_flops_for_name
 from tests.train.test_loop import CountingSource, MemoryCheckpointer, regression_loss
 
@@ -36,40 +37,40 @@ def test_mfu_formula_counts_tied_weights_once():
 
 def test_loop_logs_mfu_with_peak_and_not_without(tmp_path):
     settings = dict(max_steps=4, lr=0.01, min_lr=0.001, warmup_steps=1, eval_interval=0, log_interval=2,
-                    dtype="fp32", device="cpu", desc="test")
-    train(nn.Linear(4, 1), CountingSource(), TrainConfig(**settings, peak_flops=1e9), tmp_path / "a",
+                    dtype="fp32", device="cpu")
+    train(nn.Linear(4, 1), CountingSource(), TrainSettings(**settings, peak_flops=1e9), tmp_path / "a",
           loss_fn=regression_loss)
     rows = [row for _, row in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
         assert r["mfu"] == pytest.approx(6 * 5 * r["tokens_per_s"] / 1e9)
-    train(nn.Linear(4, 1), CountingSource(), TrainConfig(**settings), tmp_path / "b", loss_fn=regression_loss)
+    train(nn.Linear(4, 1), CountingSource(), TrainSettings(**settings), tmp_path / "b", loss_fn=regression_loss)
     assert all("mfu" not in row for _, row in read_jsonl(tmp_path / "b" / "metrics.jsonl"))
 
 
 def test_negative_peak_is_refused():
     with pytest.raises(CodenasError, match="peak_flops"):
-        TrainConfig(peak_flops=-1.0)
+        TrainSettings(peak_flops=-1.0)
 
 
 def test_prefetched_batches_resume_exactly(tmp_path):
     """The batch drawn ahead is not counted as consumed: N steps, resume, M steps == N + M steps."""
     settings = dict(lr=0.05, min_lr=0.005, warmup_steps=1, lr_decay_steps=6, eval_interval=3, log_interval=1,
-                    weight_decay=0.0, dtype="fp32", device="cpu", desc="test")
+                    weight_decay=0.0, dtype="fp32", device="cpu")
 
     def evaluate(model, step):
         return {"val_loss": float(sum(p.abs().sum() for p in model.parameters()))}
 
     torch.manual_seed(0)
     straight = nn.Linear(4, 1)
-    train(straight, CountingSource(), TrainConfig(max_steps=6, **settings), tmp_path / "s", evaluate=evaluate,
+    train(straight, CountingSource(), TrainSettings(max_steps=6, **settings), tmp_path / "s", evaluate=evaluate,
           checkpointer=MemoryCheckpointer(), loss_fn=regression_loss)
     torch.manual_seed(0)
     resumed, ckpt, source = nn.Linear(4, 1), MemoryCheckpointer(), CountingSource()
-    train(resumed, source, TrainConfig(max_steps=3, **settings), tmp_path / "r", evaluate=evaluate,
+    train(resumed, source, TrainSettings(max_steps=3, **settings), tmp_path / "r", evaluate=evaluate,
           checkpointer=ckpt, loss_fn=regression_loss)
     assert ckpt.saved["checkpoint_last"]["trainer_state"]["ranks"][0]["batches"] == {"drawn": 3}
-    train(resumed, CountingSource(), TrainConfig(max_steps=6, resume=True, **settings), tmp_path / "r",
+    train(resumed, CountingSource(), TrainSettings(max_steps=6, **settings), tmp_path / "r", resume=True,
           evaluate=evaluate, checkpointer=ckpt, loss_fn=regression_loss)
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)

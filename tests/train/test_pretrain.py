@@ -12,14 +12,15 @@ from safetensors.torch import load_file
 from codenas.cli import cli
 from codenas.io import CodenasError, read_json, read_jsonl
 from codenas.model.checkpoint import load_checkpoint
-from codenas.train.loop import BEST, LAST, TrainConfig
+from codenas.settings import TrainSettings
+from codenas.train.loop import BEST, LAST
 from codenas.train.pretrain import pretrain
 
 
-def _config(**overrides) -> TrainConfig:
+def _config(**overrides) -> TrainSettings:
     settings = dict(max_steps=10, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_interval=5,
-                    eval_batches=2, log_interval=1, dtype="fp32", device="cpu", seed=7, desc="test")
-    return TrainConfig(**{**settings, **overrides})
+                    eval_batches=2, log_interval=1, dtype="fp32", device="cpu", seed=7)
+    return TrainSettings(**{**settings, **overrides})
 
 
 def _rows(run_dir) -> list[dict]:
@@ -28,7 +29,7 @@ def _rows(run_dir) -> list[dict]:
 
 def test_loss_falls_over_50_steps(small_corpus, small_tokenizer, micro_arch, tmp_path):
     result = pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
-                      config=_config(max_steps=50, eval_interval=10, log_interval=10, lr=1e-2, min_lr=1e-3))
+                      training=_config(max_steps=50, eval_interval=10, log_interval=10, lr=1e-2, min_lr=1e-3))
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == [10, 20, 30, 40, 50]
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.3
@@ -44,9 +45,9 @@ def test_loss_falls_over_50_steps(small_corpus, small_tokenizer, micro_arch, tmp
 def test_resume_continues_exactly(small_corpus, small_tokenizer, micro_arch, tmp_path):
     common = dict(eval_interval=3, lr_decay_steps=8, grad_accum=2)
     kwargs = dict(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus)
-    pretrain(out=tmp_path / "one_go", config=_config(max_steps=8, **common), **kwargs)
-    pretrain(out=tmp_path / "split", config=_config(max_steps=5, **common), **kwargs)
-    resumed = pretrain(out=tmp_path / "split", config=_config(max_steps=8, resume=True, **common), **kwargs)
+    pretrain(out=tmp_path / "one_go", training=_config(max_steps=8, **common), **kwargs)
+    pretrain(out=tmp_path / "split", training=_config(max_steps=5, **common), **kwargs)
+    resumed = pretrain(out=tmp_path / "split", training=_config(max_steps=8, **common), resume=True, **kwargs)
     assert resumed["steps"] == 8 and resumed["tokens"] == 8 * 2 * 8 * 32
     one_go = load_file(tmp_path / "one_go" / LAST / "model.safetensors")
     split = load_file(tmp_path / "split" / LAST / "model.safetensors")
@@ -59,17 +60,17 @@ def test_resume_continues_exactly(small_corpus, small_tokenizer, micro_arch, tmp
 
 def test_resume_truncates_rows_logged_after_the_checkpoint(small_corpus, small_tokenizer, micro_arch, tmp_path):
     kwargs = dict(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path)
-    pretrain(config=_config(max_steps=4, eval_interval=2), **kwargs)
+    pretrain(training=_config(max_steps=4, eval_interval=2), **kwargs)
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 9, "loss": 1.0}\n{"step": 10, "lo')  # rows of a killed run, one torn
-    pretrain(config=_config(max_steps=6, eval_interval=2, resume=True), **kwargs)
+    pretrain(training=_config(max_steps=6, eval_interval=2), resume=True, **kwargs)
     assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_without_checkpoint_fails(small_corpus, small_tokenizer, micro_arch, tmp_path):
     with pytest.raises(CodenasError, match="nothing to resume"):
         pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
-                 config=_config(max_steps=2, resume=True))
+                 training=_config(max_steps=2), resume=True)
 
 
 def test_vocab_larger_than_arch_is_rejected(small_corpus, small_tokenizer, micro_arch, tmp_path):
@@ -77,12 +78,12 @@ def test_vocab_larger_than_arch_is_rejected(small_corpus, small_tokenizer, micro
 
     with pytest.raises(CodenasError, match="vocab_size"):
         pretrain(arch=dataclasses.replace(micro_arch, vocab_size=256), tokenizer=small_tokenizer,
-                 corpus=small_corpus, out=tmp_path, config=_config(max_steps=1))
+                 corpus=small_corpus, out=tmp_path, training=_config(max_steps=1))
 
 
 def test_checkpoints_carry_arch_tokenizer_and_step(small_corpus, small_tokenizer, micro_arch, tmp_path):
     result = pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
-                      config=_config(max_steps=4, eval_interval=2))
+                      training=_config(max_steps=4, eval_interval=2))
     last = load_checkpoint(tmp_path / LAST)
     assert last.meta["step"] == 4 and last.arch == micro_arch
     assert (tmp_path / LAST / "trainer_state.pt").is_file()
@@ -121,7 +122,7 @@ def test_proxy_run_reports_evaluations_and_writes_no_checkpoints(small_corpus, s
                                                                   tmp_path):
     seen = []
     result = pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path,
-                      config=_config(max_steps=4, eval_interval=2), on_eval=lambda s, m: seen.append((s, m)),
+                      training=_config(max_steps=4, eval_interval=2), on_eval=lambda s, m: seen.append((s, m)),
                       save_checkpoints=False)
     assert [s for s, _ in seen] == [2, 4] and seen[-1][1]["val_loss"] == result["final_val_loss"]
     assert result["best_checkpoint"] is None and result["last_checkpoint"] is None
@@ -132,5 +133,5 @@ def test_proxy_run_reports_evaluations_and_writes_no_checkpoints(small_corpus, s
 
     with pytest.raises(KeyboardInterrupt):
         pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path / "pruned",
-                 config=_config(max_steps=4, eval_interval=2), on_eval=stop)
+                 training=_config(max_steps=4, eval_interval=2), on_eval=stop)
     assert [r["step"] for r in _rows(tmp_path / "pruned")] == [1]

@@ -17,9 +17,10 @@ from codenas.model.checkpoint import load_checkpoint
 from codenas.model.model import GPT
 from codenas.model.tokenizer import eot_id, load_tokenizer, pad_id
 from codenas.records import Record, read_records
+from codenas.settings import FINETUNE_TRAIN, SamplingSettings
 from codenas.train import sft
 from codenas.train.batching import IGNORE_INDEX, SupervisedBatches, collate, encode_records
-from codenas.train.sft import EvalSettings, default_train_config, finetune
+from codenas.train.sft import finetune
 from tests.train.finetune_fixtures import make_base, make_records, make_tokenizer, tiny_arch
 
 
@@ -128,7 +129,7 @@ def test_seed_command_shape_runs_end_to_end_with_an_eval_interval(workdir):
 
 def test_given_arch_or_tokenizer_must_match_the_checkpoint(workdir, tmp_path):
     common = dict(init_checkpoint=str(workdir / "base"), data_path=workdir / "train.jsonl", out=tmp_path / "x",
-                  config=default_train_config(max_steps=1, device="cpu"))
+                  training=dataclasses.replace(FINETUNE_TRAIN, max_steps=1, device="cpu"))
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**tiny_arch().to_dict(), "n_layer": 3}))
     with pytest.raises(CodenasError, match="n_layer"):
@@ -152,10 +153,10 @@ def _interrupt_at(monkeypatch, step: int) -> None:
 
 def test_resumed_run_ends_with_the_same_weights(workdir, tmp_path, monkeypatch):
     def run(out: Path, resume: bool = False):
-        cfg = default_train_config(max_steps=4, eval_interval=2, batch_size=2, lr=1e-3, dtype="fp32",
-                                   device="cpu", resume=resume)
+        cfg = dataclasses.replace(FINETUNE_TRAIN, max_steps=4, eval_interval=2, batch_size=2, lr=1e-3, dtype="fp32",
+                                  device="cpu")
         return finetune(init_checkpoint=str(workdir / "base"), data_path=workdir / "train.jsonl", out=out,
-                        config=cfg, eval_settings=EvalSettings(samples=0))
+                        training=cfg, sampling=SamplingSettings(samples=0), resume=resume)
 
     run(tmp_path / "straight")
     with monkeypatch.context() as m:

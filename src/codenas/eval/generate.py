@@ -13,6 +13,7 @@ as an object: loading checkpoints, adapters and ``hf:`` models is the train stag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from torch import nn
@@ -22,53 +23,50 @@ from codenas.eval.scoring import SUMMARY, score_samples, score_stream
 from codenas.io import atomic_write_json, write_jsonl
 from codenas.model.sampling import generate, stream
 from codenas.records import Record
+from codenas.settings import JudgeSettings, SamplingSettings
 
 SAMPLES = "samples.jsonl"
 
 
-def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record], *, n: int = 1,
-                    temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256,
-                    seed: int = 0, eot_id: int | None = None, max_batch_size: int | None = None,
-                    compile: bool = False) -> list[dict]:
-    """``n`` samples per problem, in problem order: ``{"task_id", "completion", "raw"}`` dicts.
+def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record],
+                    sampling: SamplingSettings = SamplingSettings(), *, eot_id: int | None = None) -> list[dict]:
+    """``sampling.samples`` samples per problem, in problem order: ``{"task_id", "completion", "raw"}`` dicts.
 
     ``eot_id`` ends a sample (default: the tokenizer's ``<|endoftext|>``; pass the eos id of other tokenizers).
     """
-    raw = generate(model, tokenizer, [p.prompt for p in problems], n=n, max_new_tokens=max_new_tokens,
-                   temperature=temperature, top_p=top_p, stop=STOP_SEQUENCES, seed=seed, eot_id=eot_id,
-                   max_batch_size=max_batch_size, compile=compile)
+    s = sampling
+    raw = generate(model, tokenizer, [p.prompt for p in problems], n=s.samples, max_new_tokens=s.max_new_tokens,
+                   temperature=s.temperature, top_p=s.top_p, stop=STOP_SEQUENCES, seed=s.seed, eot_id=eot_id,
+                   max_batch_size=s.max_batch_size, compile=s.compile)
     return [{"task_id": p.id, "completion": extract_completion(text, p.entry_point), "raw": text}
             for p, texts in zip(problems, raw, strict=True) for text in texts]
 
 
-def score(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
-          timeout: float = 3.0, memory_mb: int = 1024, ks: Sequence[int] = (1, 10, 100),
-          require_isolation: bool = False) -> dict:
+def score(samples: list[dict], problems: list[Record], out_dir: Path, judge: JudgeSettings = JudgeSettings(), *,
+          ks: Sequence[int] = (1, 10, 100)) -> dict:
     """Write ``samples.jsonl`` into ``out_dir`` and score the samples there; returns the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / SAMPLES, samples)
     judged = [{"task_id": s["task_id"], "completion": s["completion"]} for s in samples]
-    return score_samples(judged, list(problems), out_dir, workers=workers, timeout=timeout, memory_mb=memory_mb,
-                         ks=ks, require_isolation=require_isolation)
+    return score_samples(judged, list(problems), out_dir, **asdict(judge), ks=ks)
 
 
-def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_dir: Path, *, n: int = 1,
-                   temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0,
-                   workers: int | None = None, timeout: float = 3.0, memory_mb: int = 1024,
-                   ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None,
-                   require_isolation: bool = False, max_batch_size: int | None = None,
-                   compile: bool = False) -> dict:
-    """Sample ``n`` completions per problem and judge each as soon as it is sampled; write samples.jsonl,
-    results.jsonl and summary.json (input order: problem by problem, sample by sample); return the summary."""
+def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_dir: Path,
+                   sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(), *,
+                   ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None) -> dict:
+    """Sample ``sampling.samples`` completions per problem and judge each as soon as it is sampled; write
+    samples.jsonl, results.jsonl and summary.json (input order: problem by problem, sample by sample); return the
+    summary (with the sampling settings under ``"sampling"``)."""
     problems = list(problems)
     out_dir = Path(out_dir)
+    s, n = sampling, sampling.samples
     samples: list[dict | None] = [None] * (len(problems) * n)
 
     def sampled():
-        for i, j, text in stream(model, tokenizer, [p.prompt for p in problems], n=n, max_new_tokens=max_new_tokens,
-                                 temperature=temperature, top_p=top_p, stop=STOP_SEQUENCES, seed=seed, eot_id=eot_id,
-                                 max_batch_size=max_batch_size, compile=compile):
+        for i, j, text in stream(model, tokenizer, [p.prompt for p in problems], n=n, max_new_tokens=s.max_new_tokens,
+                                 temperature=s.temperature, top_p=s.top_p, stop=STOP_SEQUENCES, seed=s.seed,
+                                 eot_id=eot_id, max_batch_size=s.max_batch_size, compile=s.compile):
             p, index = problems[i], i * n + j
             samples[index] = {"task_id": p.id, "completion": extract_completion(text, p.entry_point), "raw": text}
             yield index, samples[index]["completion"]
@@ -76,9 +74,7 @@ def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_
         write_jsonl(out_dir / SAMPLES, samples)
 
     summary = score_stream(sampled(), [p.id for p in problems for _ in range(n)], problems, out_dir,
-                           workers=workers, timeout=timeout, memory_mb=memory_mb, ks=ks,
-                           require_isolation=require_isolation)
-    summary["sampling"] = {"n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                           "seed": seed}
+                           **asdict(judge), ks=ks)
+    summary["sampling"] = {"n": n, **asdict(sampling)}
     atomic_write_json(out_dir / SUMMARY, summary)
     return summary

@@ -19,11 +19,22 @@ from typing import Any
 
 from codenas.io import CodenasError, atomic_write_json, sha256_file
 from codenas.progress import say
-from codenas.run.config import finetune_stages
+from codenas.run.config import finetune_stages, part_of, settings_of
+from codenas.settings import (
+    EVAL,
+    LORA,
+    TRAIN_FINETUNE,
+    CorpusSettings,
+    CorpusSourcesSettings,
+    DataSettings,
+    PretrainSettings,
+    TokenizerSettings,
+    TrainSettings,
+)
 
 BASE_MODEL = "base"
 BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
-_LORA_ONLY_KEYS = ("lora_r", "lora_alpha", "targets")
+_LORA_ONLY_KEYS = tuple(LORA.keys().values())
 
 
 @dataclass
@@ -76,13 +87,14 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     from codenas.data.humaneval import HUMANEVAL_PATH
 
     params = dict(config["data"])
+    settings = settings_of(config, "data")[DataSettings]
     inputs = {"humaneval": sha256_file(HUMANEVAL_PATH), "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.data.build import build_dataset
 
-        build_dataset(mbpp=mbpp_path, out=folder, seed=params["seed"], val_size=params["val_size"],
-                      holdout=params["holdout"])
+        build_dataset(mbpp=mbpp_path, out=folder, seed=settings.seed, val_size=settings.val_size,
+                      holdout=settings.holdout)
 
     return Stage("data", out / "data", action, params, inputs=inputs)
 
@@ -99,12 +111,13 @@ def _stdlib_listing() -> str:
 
 def _tokenizer_stage(config: dict, out: Path) -> Stage:
     params = dict(config["tokenizer"])
+    settings = settings_of(config, "tokenizer")[TokenizerSettings]
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.model.tokenizer import build_tokenizer
 
-        info = build_tokenizer(None, params["vocab_size"], folder / "tokenizer.json",
-                               max_files=params["max_files"] or None)
+        info = build_tokenizer(None, settings.vocab_size, folder / "tokenizer.json", max_files=settings.max_files,
+                               val_fraction=settings.val_fraction)
         atomic_write_json(folder / "tokenizer_info.json", info)
 
     return Stage("tokenizer", out / "tokenizer", action, params, inputs={"stdlib": _stdlib_listing()})
@@ -124,22 +137,27 @@ def _fresh_or_resumable(folder: Path, resume: bool) -> bool:
 
 
 def _pretrain_stage(config: dict, out: Path) -> Stage:
+    from codenas.model.config import load_arch
+    from codenas.paths import resolve_config
+
     params = dict(config["pretrain"])
+    objects = settings_of(config, "pretrain")
+    settings, training = objects[PretrainSettings], objects[TrainSettings]
+    load_arch(settings.arch)  # a bad arch file fails here, before any stage runs, naming the file and field
+    arch_sha = sha256_file(resolve_config(settings.arch, ".json"))
 
     def action(folder: Path, resume: bool) -> None:
-        from codenas.model.config import load_arch
         from codenas.model.tokenizer import load_tokenizer
-        from codenas.train.loop import TrainConfig
         from codenas.train.pretrain import pretrain
 
         tokenizer = out / "tokenizer" / "tokenizer.json"
-        arch = dataclasses.replace(load_arch(params["arch"]), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
-        cfg = TrainConfig(**_train_settings(params), resume=_fresh_or_resumable(folder, resume), desc="pretrain")
-        result = pretrain(arch=arch, tokenizer=tokenizer, out=folder, config=cfg, corpus=corpus_folder(out))
+        arch = dataclasses.replace(load_arch(settings.arch), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
+        result = pretrain(settings, training, arch=arch, tokenizer=tokenizer, out=folder, corpus=corpus_folder(out),
+                          resume=_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / "result.json", result)
 
     return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer", "corpus"),
-                 inputs={"world_size": _world_size()}, distributed=True)
+                 inputs={"arch": arch_sha, "world_size": _world_size()}, distributed=True)
 
 
 def corpus_folder(out: Path) -> Path:
@@ -150,12 +168,10 @@ def corpus_folder(out: Path) -> Path:
 def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     """The pretraining corpus (``codenas.corpus``): the sources of ``[corpus]``, filtered, deduplicated,
     decontaminated against the benchmarks and tokenized with the tokenizer stage's tokenizer."""
-    from codenas.corpus.settings import CorpusSettings
     from codenas.corpus.sources import listing_digest, resolve_sources
 
-    section = dict(config["corpus"])
-    sources = list(section.pop("sources"))
-    settings = CorpusSettings(**section)
+    objects = settings_of(config, "corpus")
+    sources, settings = list(objects[CorpusSourcesSettings].sources), objects[CorpusSettings]
     params = {"sources": sources, **settings.output_settings()}  # workers change nothing in the output
     inputs = {"sources": listing_digest(resolve_sources(sources, settings.max_files)),
               "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
@@ -177,13 +193,6 @@ def _world_size() -> str:
     return os.environ.get("WORLD_SIZE", "1")
 
 
-def _train_settings(params: dict[str, Any]) -> dict[str, Any]:
-    from codenas.train.loop import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in params.items() if k in fields}
-
-
 def best_model(folder: Path) -> Path:
     """The model a training stage hands on: its best checkpoint (or adapter), else its last one."""
     from codenas.train.loop import BEST, LAST
@@ -197,26 +206,19 @@ def best_model(folder: Path) -> Path:
 def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
     """Instruction tuning (``sft``) or LoRA of the pretrained base on the train records; pass@1 on val records
     (sampled as the eval section says) picks the best checkpoint."""
-    sampling = {f"eval_{k}": config["eval"][k] for k in ("temperature", "top_p", "max_new_tokens", "timeout")}
-    params = {**{k: v for k, v in config["finetune"].items() if k != "method"}, **sampling}
+    params = {k: v for k, v in config["finetune"].items() if k != "method"}
     if method == "sft":
         params = {k: v for k, v in params.items() if k not in _LORA_ONLY_KEYS}
+    training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
+    lora = part_of(config, "finetune", LORA) if method == "lora" else None
 
     def action(folder: Path, resume: bool) -> None:
-        from codenas.train.lora import LoraSettings
-        from codenas.train.sft import EvalSettings, default_train_config, finetune
+        from codenas.train.sft import finetune
 
-        cfg = default_train_config(**_train_settings(params), resume=_fresh_or_resumable(folder, resume),
-                                   desc=method)
-        lora = LoraSettings(rank=params["lora_r"], alpha=params["lora_alpha"],
-                            targets=tuple(params["targets"])) if method == "lora" else None
-        problems = params["eval_problems"]
-        evaluation = EvalSettings(samples=1 if problems else 0, temperature=params["eval_temperature"],
-                                  top_p=params["eval_top_p"], max_new_tokens=params["eval_max_new_tokens"],
-                                  max_problems=problems or None, timeout=params["eval_timeout"])
         result = finetune(init_checkpoint=str(best_model(out / "pretrain")), data_path=out / "data" / "train.jsonl",
-                          val_path=out / "data" / "val.jsonl", out=folder, config=cfg, lora=lora,
-                          eval_settings=evaluation)
+                          val_path=out / "data" / "val.jsonl", out=folder, training=training, lora=lora,
+                          sampling=sampling, judge=judge, evaluation=evaluation,
+                          resume=_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / "result.json", result)
 
     return Stage(method, out / method, action, params, upstream=("data", "pretrain"),
@@ -230,20 +232,14 @@ def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
     """Sample the model on a held-out benchmark (the first ``limit`` problems) and judge the samples."""
     params = {**{k: v for k, v in config["eval"].items() if k != "benchmarks"}, "benchmark": bench}
     trained_by = "pretrain" if model == BASE_MODEL else model
+    sampling, judge, evaluation = (part_of(config, "eval", part) for part in EVAL)
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.data.benchmarks import load_problems
-        from codenas.eval.generate import evaluate_model
-        from codenas.train.bases import load_model
-        from codenas.train.distributed import resolve_device
+        from codenas.train.evaluate import evaluate_checkpoints
 
-        problems = load_problems(bench, out / "data")[: params["limit"] or None]
-        loaded = load_model(str(best_model(out / trained_by)), device=resolve_device("auto"))
-        evaluate_model(loaded.model, loaded.tokenizer, problems, folder, n=params["samples"],
-                       temperature=params["temperature"], top_p=params["top_p"],
-                       max_new_tokens=params["max_new_tokens"], seed=params["seed"], timeout=params["timeout"],
-                       eot_id=loaded.eot_id,
-                       ks=params["ks"])
+        evaluate_checkpoints([str(best_model(out / trained_by))], load_problems(bench, out / "data"), folder,
+                             sampling, judge, evaluation)
 
     return Stage(f"eval/{model}/{bench}", out / "eval" / model / bench, action, params,
                  upstream=("data", trained_by))

@@ -45,8 +45,8 @@ from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
 from codenas.search.report import best_row, write_outputs
 from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
+from codenas.settings import PretrainSettings, TrainSettings
 from codenas.train.distributed import resolve_device
-from codenas.train.loop import TrainConfig
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -215,11 +215,11 @@ class _Objective:
     def _train(self, trial: optuna.Trial, arch: ArchConfig) -> float:
         cfg = self.cfg
         steps, interval = proxy_schedule(cfg.budget_tokens, cfg.batch_size, arch.context_length, cfg.evals)
-        train_cfg = TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 10,
-                                warmup_steps=max(1, steps // 10), eval_interval=interval,
-                                eval_batches=cfg.eval_batches, log_interval=min(10, interval), seed=cfg.seed,
-                                device=cfg.device, desc=f"trial {trial.number}",
-                                optimizer=optimizer_of(trial.params), muon_lr=cfg.muon_lr)
+        train_cfg = TrainSettings(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 10,
+                                  warmup_steps=max(1, steps // 10), eval_interval=interval,
+                                  eval_batches=cfg.eval_batches, log_interval=min(10, interval), seed=cfg.seed,
+                                  device=cfg.device, optimizer=optimizer_of(trial.params),
+                                  muon_lr=cfg.muon_lr)
         tokens_per_step = cfg.batch_size * arch.context_length
 
         def on_eval(step: int, metrics: dict[str, float]) -> None:
@@ -234,8 +234,9 @@ class _Objective:
             f"{arch.d_model}, d_ff {arch.d_ff}, context {arch.context_length}, dropout {arch.dropout:g}, "
             f"{arch.position}/{arch.norm}/{arch.mlp}{'/qk_norm' if arch.qk_norm else ''}, "
             f"{train_cfg.optimizer}; {steps} steps")
-        result = pretrain(arch=arch, tokenizer=self.tokenizer, out=trial_dir, corpus=cfg.corpus, config=train_cfg,
-                          max_files=cfg.max_files, on_eval=on_eval, save_checkpoints=False)
+        result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=cfg.max_files), training=train_cfg,
+                          arch=arch, tokenizer=self.tokenizer, out=trial_dir, corpus=cfg.corpus, on_eval=on_eval,
+                          save_checkpoints=False, desc=f"trial {trial.number}")
         return result["final_val_loss"]
 
 

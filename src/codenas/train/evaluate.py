@@ -14,37 +14,16 @@ from __future__ import annotations
 import glob
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from codenas.eval.verdicts import shares_text
 from codenas.io import CodenasError, atomic_path, atomic_write_json
 from codenas.progress import say
 from codenas.records import Record
+from codenas.settings import EvalSettings, JudgeSettings, SamplingSettings
 from codenas.train.hf_base import HF_PREFIX
 
 _STEP_DIR = re.compile(r"step(\d+)$")
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    samples: int = 1
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    seed: int = 0
-    workers: int | None = None
-    timeout: float = 3.0
-    device: str = "cpu"
-    require_isolation: bool = field(default=False, metadata={
-        "help": "Refuse to judge unless the kernel confines each sample's writes (Landlock or a read-only mount "
-                "namespace); without it the judge only warns."})
-    max_batch_size: int | None = field(default=None, metadata={
-        "help": "Rows (prompts x samples) decoded together; finished rows are refilled from waiting prompts "
-                "[as many as fit 1 GiB of KV cache on CPU, half the free memory on a GPU, at most 256]."})
-    compile: bool = field(default=False, metadata={
-        "help": "Compile the decode step with torch.compile (CUDA graphs, bucketed shapes); CUDA only, "
-                "ignored elsewhere."})
 
 
 def expand_checkpoints(specs: Sequence[str]) -> list[str]:
@@ -74,10 +53,13 @@ def checkpoint_name(spec: str) -> str:
 
 
 def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path,
-                         settings: SamplingSettings = SamplingSettings()) -> list[dict]:
-    """Evaluate every checkpoint on ``problems``; returns one row per checkpoint (see the module docstring)."""
+                         sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
+                         evaluation: EvalSettings = EvalSettings(), device: str = "auto") -> list[dict]:
+    """Evaluate every checkpoint on the first ``evaluation.limit`` of ``problems``; returns one row per
+    checkpoint (see the module docstring)."""
     from codenas.eval.generate import evaluate_model
     from codenas.train.bases import load_model
+    from codenas.train.distributed import resolve_device
 
     specs = expand_checkpoints(specs)
     if not specs:
@@ -85,18 +67,17 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
     names = [checkpoint_name(s) for s in specs]
     if len(set(names)) != len(names):
         raise CodenasError("checkpoints must have distinct folder names to share one --out")
+    if sampling.samples < 1:
+        raise CodenasError(f"samples must be at least 1 to evaluate a model, got {sampling.samples}")
+    problems = list(problems)[: evaluation.limit]
     out = Path(out)
     rows = []
     for spec, name in zip(specs, names, strict=True):
-        loaded = load_model(spec, device=settings.device)
-        say(f"evaluating {spec} on {len(problems)} problems x {settings.samples} samples")
+        loaded = load_model(spec, device=resolve_device(device))
+        say(f"evaluating {spec} on {len(problems)} problems x {sampling.samples} samples")
         target = out if len(specs) == 1 else out / name
-        summary = evaluate_model(loaded.model, loaded.tokenizer, problems, target, n=settings.samples,
-                                 temperature=settings.temperature, top_p=settings.top_p,
-                                 max_new_tokens=settings.max_new_tokens, seed=settings.seed,
-                                 workers=settings.workers, timeout=settings.timeout, eot_id=loaded.eot_id,
-                                 require_isolation=settings.require_isolation,
-                                 max_batch_size=settings.max_batch_size, compile=settings.compile)
+        summary = evaluate_model(loaded.model, loaded.tokenizer, problems, target, sampling, judge,
+                                 ks=evaluation.ks, eot_id=loaded.eot_id)
         step = loaded.meta.get("step", _step_from_name(spec))
         rows.append({"name": name, "checkpoint": spec, "step": step, "pass_at_k": summary["pass_at_k"],
                      "isolation": summary["isolation"],

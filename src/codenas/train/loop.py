@@ -7,7 +7,8 @@ What varies between stages is plugged in; everything else lives here once:
 - ``loss_fn(model, batch) -> loss`` (default ``lm_loss``: ``model(input_ids, targets, segment_ids=...)``).
 - ``evaluate(model, step) -> metrics`` run on every rank every ``eval_interval`` steps and at the end (under
   ``no_grad``, eval mode, autocast); under DDP it should average its numbers over ranks itself
-  (``codenas.train.distributed.all_reduce_sum``). ``cfg.best_metric``/``cfg.best_mode`` pick the best checkpoint.
+  (``codenas.train.distributed.all_reduce_sum``). ``best``, an ordered key of ``(metric, "min" | "max")`` pairs,
+  picks the best checkpoint (fine-tuning: more val tests passed, then the lower val loss).
 - ``checkpointer``: ``save(path, model, step=, metrics=, trainer_state=)`` and ``restore(path, model) -> state``,
   so a LoRA stage saves an adapter where pretraining saves a full checkpoint.
 
@@ -18,7 +19,7 @@ group's lr follows the same schedule, scaled by its peak), gradient accumulation
 optional ``torch.compile``, DDP under torchrun (only rank 0 writes). In a terminal a bar shows the step, loss,
 tokens/s and ETA; otherwise rank 0 prints a compact line (``train_line``) every ``log_interval`` steps. At each
 evaluation it saves ``out_dir/checkpoint_last`` (with ``trainer_state.pt``: optimizer, step, tokens, best metric,
-every rank's RNG and batch-source state) and, when the metric improves, ``out_dir/checkpoint_best``.
+every rank's RNG and batch-source state) and, when the key improves, ``out_dir/checkpoint_best``.
 ``resume=True`` continues from ``checkpoint_last`` exactly: N+M steps in one go give the same weights as N steps,
 resume, M steps. Metrics go to ``out_dir/metrics.jsonl``.
 """
@@ -42,11 +43,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codenas.io import CodenasError, JsonlAppender, read_jsonl, write_jsonl
 from codenas.progress import eta, format_duration, is_terminal, progress, say
+from codenas.settings import TrainSettings
 from codenas.train import distributed
 from codenas.train.distributed import DistContext
 from codenas.train.mfu import count_params, device_peak_flops, mfu
 
-OPTIMIZERS = ("adamw", "muon")
 LAST = "checkpoint_last"
 BEST = "checkpoint_best"
 METRICS = "metrics.jsonl"
@@ -77,58 +78,11 @@ Evaluate = Callable[[nn.Module, int], dict[str, float]]
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping settings (per-rank micro-batch: ``batch_size``; tokens/step scale with both)."""
+BestKey = tuple[tuple[str, str], ...]
+"""An ordered key that picks the best checkpoint: ``(metric, "min" | "max")`` pairs compared in order, e.g.
+``(("val_passed", "max"), ("val_loss", "min"))``: more val tests passed, then (on a tie) the lower val loss."""
 
-    max_steps: int = 1000
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 6e-4
-    min_lr: float = 6e-5
-    warmup_steps: int = 100
-    lr_decay_steps: int | None = None  # cosine reaches min_lr here; default max_steps
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 250  # 0: evaluate and save only at the end
-    eval_batches: int = 20
-    log_interval: int = 10
-    seed: int = 1337
-    dtype: str = "auto"  # bf16 | fp32 | auto (bf16 where the hardware has native bf16, see has_fast_bf16)
-    compile: bool = False
-    peak_flops: float = 0.0  # device peak for MFU; 0: the table's entry for this GPU (codenas.train.mfu), if any
-    device: str = "auto"
-    resume: bool = False
-    best_metric: str = "val_loss"
-    best_mode: str = "min"  # min | max
-    desc: str = "train"
-    optimizer: str = field(default="adamw", metadata={
-        "help": "adamw, or muon: torch.optim.Muon for the 2-D hidden matrices, AdamW (at lr) for the rest."})
-    muon_lr: float = field(default=0.02, metadata={
-        "help": "Peak learning rate of the Muon-updated matrices (with optimizer muon)."})
-    muon_momentum: float = field(default=0.95, metadata={"help": "Muon's momentum (with optimizer muon)."})
-    muon_weight_decay: float = field(default=0.0, metadata={
-        "help": "Decoupled weight decay of the Muon-updated matrices (with optimizer muon)."})
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "log_interval", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise CodenasError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.dtype not in ("bf16", "fp32", "auto"):
-            raise CodenasError(f"dtype must be bf16, fp32 or auto, got {self.dtype!r}")
-        if self.best_mode not in ("min", "max"):
-            raise CodenasError(f"best_mode must be min or max, got {self.best_mode!r}")
-        if self.min_lr > self.lr:
-            raise CodenasError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        if self.optimizer not in OPTIMIZERS:
-            raise CodenasError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("lr", "muon_lr"):
-            if not getattr(self, name) > 0:
-                raise CodenasError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.peak_flops < 0:
-            raise CodenasError(f"peak_flops must be positive (or 0: look it up), got {self.peak_flops}")
+VAL_LOSS: BestKey = (("val_loss", "min"),)
 
 
 @dataclass
@@ -138,8 +92,9 @@ class TrainResult:
     step: int
     tokens: int
     metrics: dict = field(default_factory=dict)  # the last evaluation
-    best_value: float | None = None
+    best_value: float | None = None  # the best checkpoint's value of the key's first metric
     best_step: int | None = None
+    best_metrics: dict | None = None  # the best checkpoint's values of every metric of the key
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
 
@@ -150,7 +105,7 @@ def lm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return loss
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, cfg: TrainSettings) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine decay, then ``min_lr``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -180,7 +135,7 @@ def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW | MuonWithAdamW:
+def make_optimizer(model: nn.Module, cfg: TrainSettings, device: torch.device) -> torch.optim.AdamW | MuonWithAdamW:
     """The optimizer of ``cfg.optimizer`` over the trainable parameters of ``model``.
 
     ``adamw``: AdamW, weight decay on tensors with >= 2 dims, none on biases and norm gains. ``muon``: Muon for
@@ -306,8 +261,15 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _is_better(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value < best if mode == "min" else value > best)
+def is_better(metrics: dict, best: dict | None, key: BestKey) -> bool:
+    """Whether ``metrics`` beats ``best`` under the ordered ``key`` (ties on every metric are not better)."""
+    if best is None:
+        return True
+    for name, mode in key:
+        new, old = metrics[name], best[name]
+        if new != old:
+            return new < old if mode == "min" else new > old
+    return False
 
 
 # The compact console line: (metrics.jsonl key, how it is shown), in order; a key missing from a row is left out,
@@ -347,9 +309,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
 class _Trainer:
     """State of one run; ``train()`` below is the public entry point."""
 
-    def __init__(self, model: nn.Module, batches: BatchSource, cfg: TrainConfig, out_dir: Path, ctx: DistContext,
-                 evaluate: Evaluate | None, checkpointer: Checkpointer | None, loss_fn: LossFn):
+    def __init__(self, model: nn.Module, batches: BatchSource, cfg: TrainSettings, out_dir: Path, ctx: DistContext,
+                 evaluate: Evaluate | None, checkpointer: Checkpointer | None, loss_fn: LossFn, *, resume: bool,
+                 desc: str, best: BestKey):
+        for _, mode in best:
+            if mode not in ("min", "max"):
+                raise CodenasError(f"best checkpoint key: mode must be min or max, got {mode!r}")
         self.cfg, self.out_dir, self.ctx = cfg, Path(out_dir), ctx
+        self.desc, self.best = desc, tuple(best)
         self.batches = _Prefetcher(batches, ctx.device)
         self.evaluate, self.checkpointer, self.loss_fn = evaluate, checkpointer, loss_fn
         self.model = model.to(ctx.device)
@@ -358,10 +325,10 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, cfg, ctx.device)
         self.amp_dtype = autocast_dtype(cfg.dtype, ctx.device)
         self.step, self.tokens = 0, 0
-        self.best_value: float | None = None
+        self.best_metrics: dict | None = None
         self.best_step: int | None = None
         self.metrics: dict = {}
-        if cfg.resume:
+        if resume:
             self._resume()
         else:
             _seed_everything(cfg.seed * 1_000_003 + ctx.rank)
@@ -393,7 +360,7 @@ class _Trainer:
                                f"resume with the same number (now {self.ctx.world_size})", path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.tokens, self.metrics = state["step"], state["tokens"], state.get("metrics", {})
-        self.best_value, self.best_step = state["best_value"], state["best_step"]
+        self.best_metrics, self.best_step = state["best_metrics"], state["best_step"]
         mine = state["ranks"][self.ctx.rank]
         self.batches.load_state_dict(mine["batches"])
         _set_rng_state(mine["rng"])
@@ -432,25 +399,25 @@ class _Trainer:
         with torch.no_grad(), self.autocast():
             metrics = dict(self.evaluate(self.model, self.step))
         self.model.train()
-        if self.cfg.best_metric not in metrics:
-            raise CodenasError(f"evaluation returned no {self.cfg.best_metric!r} (got {sorted(metrics)})")
+        missing = [name for name, _ in self.best if name not in metrics]
+        if missing:
+            raise CodenasError(f"evaluation returned no {missing[0]!r} (got {sorted(metrics)})")
         return metrics
 
     def _checkpoint(self, metrics: dict) -> None:
         """Save best (if improved) and last; every rank takes part (their states are gathered)."""
         self.metrics = metrics
-        value = metrics.get(self.cfg.best_metric)
-        improved = value is not None and _is_better(value, self.best_value, self.cfg.best_mode)
+        improved = bool(metrics) and is_better(metrics, self.best_metrics, self.best)
         improved = distributed.broadcast_object(improved, self.ctx)
         if improved:
-            self.best_value, self.best_step = value, self.step
+            self.best_metrics, self.best_step = {name: metrics[name] for name, _ in self.best}, self.step
         ranks = distributed.gather_objects({"rng": _rng_state(), "batches": self.batches.state_dict()}, self.ctx)
         if self.checkpointer is not None and self.ctx.is_main:
             if improved:
                 self.checkpointer.save(self.out_dir / BEST, self.model, step=self.step, metrics=metrics,
                                        trainer_state=None)
             state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "tokens": self.tokens,
-                     "best_value": self.best_value, "best_step": self.best_step, "metrics": metrics,
+                     "best_metrics": self.best_metrics, "best_step": self.best_step, "metrics": metrics,
                      "ranks": ranks, "config": asdict(self.cfg)}
             self.checkpointer.save(self.out_dir / LAST, self.model, step=self.step, metrics=metrics,
                                    trainer_state=state)
@@ -470,10 +437,9 @@ class _Trainer:
     def run(self) -> TrainResult:
         cfg, main = self.cfg, self.ctx.is_main
         log = JsonlAppender(self.out_dir / METRICS) if main else None
-        bar = progress(total=cfg.max_steps, initial=self.step, desc=cfg.desc, unit="step",
+        bar = progress(total=cfg.max_steps, initial=self.step, desc=self.desc, unit="step",
                        line_interval=None) if main else None
         lines = main and not is_terminal()
-        hidden = None if cfg.best_metric in METRIC_FORMATS else cfg.best_metric
         window_loss, window_steps, window_tokens, window_start = 0.0, 0, self.tokens, time.perf_counter()
         first_step, run_start = self.step, time.perf_counter()
         self.model.train()
@@ -491,14 +457,14 @@ class _Trainer:
                     if lines:
                         left = eta(self.step - first_step, cfg.max_steps - first_step,
                                    time.perf_counter() - run_start)
-                        say(train_line(cfg.desc, self.step, cfg.max_steps, row, left))
+                        say(train_line(self.desc, self.step, cfg.max_steps, row, left))
                     window_loss, window_steps = 0.0, 0
                 if evaluating:
                     metrics = self._evaluate()
                     self._checkpoint(metrics)
                     row.update(metrics)
                     if main:
-                        say(f"{cfg.desc} step {self.step}: {metrics_text(metrics, hidden)}")
+                        say(f"{self.desc} step {self.step}: {metrics_text(metrics)}")
                 if row:
                     window_tokens, window_start = self.tokens, time.perf_counter()
                     if log is not None:
@@ -511,18 +477,25 @@ class _Trainer:
             if log is not None:
                 log.close()
         saved = self.checkpointer is not None
-        return TrainResult(step=self.step, tokens=self.tokens, metrics=self.metrics, best_value=self.best_value,
-                           best_step=self.best_step, last_checkpoint=self.out_dir / LAST if saved else None,
+        best_value = None if self.best_metrics is None else self.best_metrics[self.best[0][0]]
+        return TrainResult(step=self.step, tokens=self.tokens, metrics=self.metrics, best_value=best_value,
+                           best_step=self.best_step, best_metrics=self.best_metrics,
+                           last_checkpoint=self.out_dir / LAST if saved else None,
                            best_checkpoint=self.out_dir / BEST if saved and self.best_step is not None else None)
 
 
-def train(model: nn.Module, batches: BatchSource, cfg: TrainConfig, out_dir: Path, *,
+def train(model: nn.Module, batches: BatchSource, cfg: TrainSettings, out_dir: Path, *,
           evaluate: Evaluate | None = None, checkpointer: Checkpointer | None = None,
-          loss_fn: LossFn = lm_loss, ctx: DistContext | None = None) -> TrainResult:
+          loss_fn: LossFn = lm_loss, ctx: DistContext | None = None, resume: bool = False, desc: str = "train",
+          best: BestKey = VAL_LOSS) -> TrainResult:
     """Train ``model`` on ``batches`` for ``cfg.max_steps`` optimizer steps (see the module docstring).
+
+    ``resume`` continues from ``out_dir/checkpoint_last``; ``best`` is the ordered key that picks
+    ``checkpoint_best``; ``desc`` labels the progress bar.
 
     ``ctx`` comes from ``codenas.train.distributed.setup`` (called here when omitted); the caller seeds and builds
     the model identically on every rank and gives each rank its own batch source.
     """
     ctx = ctx or distributed.setup(cfg.device)
-    return _Trainer(model, batches, cfg, out_dir, ctx, evaluate, checkpointer, loss_fn).run()
+    return _Trainer(model, batches, cfg, out_dir, ctx, evaluate, checkpointer, loss_fn, resume=resume, desc=desc,
+                    best=best).run()

@@ -13,28 +13,18 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from codenas.io import CodenasError, atomic_directory, atomic_write_json
 from codenas.model.checkpoint import TOKENIZER
+from codenas.settings import LoraSettings
 from codenas.train.bases import ADAPTER_CONFIG, Base, load_model, save_model, write_trainer_state
 from codenas.train.hf_base import HFCausalLM, default_hf_targets
 
 DEFAULT_TARGETS = ("qkv_proj", "out_proj")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """The LoRA hyper-parameters (``targets=()`` means the default for the base's layout)."""
-
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    targets: tuple[str, ...] = ()
 
 
 def default_targets(model: nn.Module) -> list[str]:

@@ -12,7 +12,6 @@ rank, a validation-loss evaluation over fixed windows (averaged over DDP ranks),
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -26,10 +25,13 @@ from codenas.model.config import ArchConfig, load_arch
 from codenas.model.model import GPT, describe
 from codenas.model.tokenizer import check_vocab_fits, load_tokenizer
 from codenas.progress import say
+from codenas.settings import PretrainSettings, TrainSettings
 from codenas.train import distributed
 from codenas.train.corpus import RandomWindows, TokenCorpus, fixed_windows, prepare_corpus
 from codenas.train.distributed import DistContext
-from codenas.train.loop import TrainConfig, lm_loss, train
+from codenas.train.loop import lm_loss, train
+
+PRETRAIN_INFO = "pretrain.json"
 
 
 class GPTCheckpointer:
@@ -85,11 +87,13 @@ def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
     return corpus
 
 
-def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path, corpus: Path | str | None = None,
-             config: TrainConfig | None = None, max_files: int | None = None, max_tokens: int | None = None,
-             val_fraction: float = 0.02, cache: Path | None = None,
-             on_eval: Callable[[int, dict], None] | None = None, save_checkpoints: bool = True) -> dict:
-    """Pretrain a GPT of ``arch`` on ``corpus`` into ``out``; resumable, DDP-aware under torchrun.
+def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSettings = TrainSettings(), *,
+             tokenizer: Path,
+             out: Path, corpus: Path | str | None = None, arch: ArchConfig | None = None, resume: bool = False,
+             cache: Path | None = None, on_eval: Callable[[int, dict], None] | None = None,
+             save_checkpoints: bool = True, desc: str = "pretrain") -> dict:
+    """Pretrain a GPT of ``settings.arch`` (or of ``arch``, an already loaded config) on ``corpus`` into ``out``;
+    resumable (``resume``), DDP-aware under torchrun.
 
     ``on_eval(step, metrics)`` is called after each evaluation (it may raise to stop the run: the architecture
     search prunes trials this way); ``save_checkpoints=False`` writes only the logs (short proxy runs).
@@ -97,15 +101,17 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
     Returns ``{"best_val_loss", "final_val_loss", "tokens", "steps", "params", "best_checkpoint",
     "last_checkpoint"}`` (checkpoint paths as strings, None when not written).
     """
-    cfg = config or TrainConfig(desc="pretrain")
-    arch_cfg = arch if isinstance(arch, ArchConfig) else load_arch(arch)
+    cfg = training
+    if arch is None and not settings.arch:
+        raise CodenasError("no architecture given (settings.arch or arch)")
+    arch_cfg = arch if arch is not None else load_arch(settings.arch)
     tokenizer = Path(tokenizer)
     vocab = load_tokenizer(tokenizer).get_vocab_size()
     check_vocab_fits(vocab, arch_cfg.vocab_size, tokenizer)
     out = Path(out)
     ctx = distributed.setup(cfg.device)
-    data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, val_fraction=val_fraction,
-                                max_files=max_files, max_tokens=max_tokens, cache=cache)
+    data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, val_fraction=settings.val_fraction,
+                                max_files=settings.max_files, max_tokens=settings.max_tokens, cache=cache)
     torch.manual_seed(cfg.seed)
     model = GPT(arch_cfg)
     if ctx.is_main:
@@ -115,16 +121,17 @@ def pretrain(*, arch: str | os.PathLike | ArchConfig, tokenizer: Path, out: Path
                 f"{arch_cfg.vocab_size - vocab} embedding rows stay unused")
         say(f"corpus: {data.meta['train_tokens']:,} train / {data.meta['val_tokens']:,} val tokens "
             f"({data.meta['cache']})")
-        atomic_write_json(out / "pretrain.json", {"arch": arch_cfg.to_dict(), "train": asdict(cfg),
-                                                  "tokenizer": str(tokenizer), "corpus": data.meta,
-                                                  "max_tokens": max_tokens, "world_size": ctx.world_size})
+        atomic_write_json(out / PRETRAIN_INFO, {"arch": arch_cfg.to_dict(), "train": asdict(cfg),
+                                                "pretrain": asdict(settings), "tokenizer": str(tokenizer),
+                                                "corpus": data.meta, "world_size": ctx.world_size})
     batches = RandomWindows(data.train, cfg.batch_size, arch_cfg.context_length, seed=cfg.seed, rank=ctx.rank)
     val = fixed_windows(data.val, cfg.eval_batches, cfg.batch_size, arch_cfg.context_length)
     evaluate = val_loss_evaluator(val, ctx)
     if on_eval is not None:
         evaluate = _calling_after(evaluate, on_eval)
     result = train(model, batches, cfg, out, evaluate=evaluate,
-                   checkpointer=GPTCheckpointer(tokenizer) if save_checkpoints else None, ctx=ctx)
+                   checkpointer=GPTCheckpointer(tokenizer) if save_checkpoints else None, ctx=ctx, resume=resume,
+                   desc=desc)
     return {
         "best_val_loss": result.best_value,
         "final_val_loss": result.metrics.get("val_loss"),

@@ -7,19 +7,19 @@ mean over every supervised val token) and the val pass@1 (``eval_samples`` sampl
 ``temperature``, post-processed and judged by the eval stage). Output folder::
 
     OUT/step{N}/           the model (SFT: full checkpoint; LoRA: adapter) at each evaluation
-    OUT/checkpoint_best/   the best so far: highest val pass@1, ties broken by lower val loss
+    OUT/checkpoint_best/   the best so far: most val samples passed, ties broken by lower val loss
     OUT/checkpoint_last/   the latest, with trainer_state.pt for --resume
     OUT/evals/step{N}/     samples.jsonl, results.jsonl, summary.json of that evaluation's pass@1
-    OUT/metrics.jsonl      loss, lr, tokens/s per logged step; val_loss, val_pass@1, val_select per evaluation
+    OUT/metrics.jsonl      loss, lr, tokens/s per logged step; val_loss, val_passed, val_pass@1 per evaluation
     OUT/finetune.json      the settings of the run
 
-``val_select`` is what "best" maximises: ``passed samples - val_loss / (1 + val_loss)``. The first term is an
-integer and the second lies in [0, 1), so it orders runs by pass count first and by val loss second, exactly.
+"Best" is the loop's ordered key ``BEST_KEY``: the val samples passed (``val_passed``, higher is better), then the
+val loss (lower is better). With ``sampling.samples == 0`` only the val loss is measured and decides.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -30,34 +30,15 @@ from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.progress import say
 from codenas.records import Record, read_records
+from codenas.settings import FINETUNE_EVAL, FINETUNE_TRAIN, EvalSettings, JudgeSettings, SamplingSettings, TrainSettings
 from codenas.train import distributed
 from codenas.train.bases import Base, load_base, load_model, save_model
 from codenas.train.batching import SupervisedBatches, SupervisedExample, encode_records, eval_batches
 from codenas.train.distributed import DistContext
-from codenas.train.loop import LAST, TrainConfig, lm_loss, train
+from codenas.train.loop import LAST, VAL_LOSS, BestKey, lm_loss, train
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, restore_adapter, save_adapter
 
-SELECT_METRIC = "val_select"
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How the val pass@1 of each evaluation is measured (``samples=0`` measures the val loss only)."""
-
-    samples: int = 1
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    max_problems: int | None = None  # the first N val records (default: all)
-    timeout: float = 3.0
-    workers: int | None = None
-
-
-def default_train_config(**overrides) -> TrainConfig:
-    """The seed's fine-tuning defaults: lr 1e-4 (cosine to 1e-5), batch 8, no warmup, no weight decay."""
-    settings = dict(lr=1e-4, min_lr=1e-5, batch_size=8, warmup_steps=0, weight_decay=0.0, eval_interval=100,
-                    max_steps=1000, best_metric=SELECT_METRIC, best_mode="max", desc="finetune")
-    return TrainConfig(**{**settings, **overrides})
+BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
 
 
 class FinetuneCheckpointer:
@@ -97,19 +78,19 @@ class Evaluator:
     """
 
     def __init__(self, base: Base, val_examples: list[SupervisedExample], problems: list[Record],
-                 settings: EvalSettings, batch_size: int, out_dir: Path, seed: int, ctx: DistContext):
-        self.base, self.problems, self.settings = base, problems, settings
+                 sampling: SamplingSettings, judge: JudgeSettings, batch_size: int, out_dir: Path, ctx: DistContext):
+        self.base, self.problems, self.sampling, self.judge = base, problems, sampling, judge
         self.batches = eval_batches(val_examples, batch_size, base.pad_id)
-        self.out_dir, self.seed, self.ctx = out_dir, seed, ctx
+        self.out_dir, self.ctx = out_dir, ctx
+
+    @property
+    def samples_pass(self) -> bool:
+        return bool(self.sampling.samples and self.problems)
 
     def __call__(self, model: nn.Module, step: int) -> dict[str, float]:
-        loss = self.val_loss(model)
-        metrics = {"val_loss": loss}
-        passed = 0
-        if self.settings.samples and self.problems:
-            passed, rate = self.pass_rate(model, step)
-            metrics["val_pass@1"] = rate
-        metrics[SELECT_METRIC] = passed - loss / (1 + loss)
+        metrics = {"val_loss": self.val_loss(model)}
+        if self.samples_pass:
+            metrics["val_passed"], metrics["val_pass@1"] = self.pass_rate(model, step)
         return metrics
 
     def val_loss(self, model: nn.Module) -> float:
@@ -126,24 +107,19 @@ class Evaluator:
         """(passed samples, pass@1) of this evaluation; samples and verdicts go to OUT/evals/step{N}/."""
         from codenas.eval.generate import evaluate_model, sample_problems, score
 
-        s = self.settings
+        s = replace(self.sampling, seed=self.sampling.seed + step)
         folder = self.out_dir / "evals" / f"step{step}"
         if self.ctx.world_size == 1:  # judge while sampling
-            summary = evaluate_model(model, self.base.tokenizer, self.problems, folder, n=s.samples,
-                                     temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                     seed=self.seed + step, eot_id=self.base.eot_id, workers=s.workers,
-                                     timeout=s.timeout, ks=(1,))
+            summary = evaluate_model(model, self.base.tokenizer, self.problems, folder, s, self.judge, ks=(1,),
+                                     eot_id=self.base.eot_id)
             return sum(p["correct"] for p in summary["per_problem"].values()), summary["pass_at_k"]["pass@1"]
         mine = self.problems[self.ctx.rank::self.ctx.world_size]
-        samples = sample_problems(model, self.base.tokenizer, mine, n=s.samples, temperature=s.temperature,
-                                  top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=self.seed + step,
-                                  eot_id=self.base.eot_id)
+        samples = sample_problems(model, self.base.tokenizer, mine, s, eot_id=self.base.eot_id)
         gathered = distributed.gather_objects(samples, self.ctx)
         result = None
         if self.ctx.is_main:
             everything = [row for rank_samples in gathered for row in rank_samples]
-            summary = score(everything, self.problems, folder, workers=s.workers,
-                            timeout=s.timeout, ks=(1,))
+            summary = score(everything, self.problems, folder, self.judge, ks=(1,))
             passed = sum(p["correct"] for p in summary["per_problem"].values())
             result = (passed, summary["pass_at_k"]["pass@1"])
         return distributed.broadcast_object(result, self.ctx)
@@ -158,15 +134,19 @@ def _read_val(data_path: Path, val_path: Path | None) -> tuple[Path, list[Record
 
 
 def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path | None = None,
-             arch_json: str | None = None, tokenizer_path: Path | None = None, config: TrainConfig | None = None,
-             lora: LoraSettings | None = None, eval_settings: EvalSettings = EvalSettings()) -> dict:
+             arch_json: str | None = None, tokenizer_path: Path | None = None,
+             training: TrainSettings = FINETUNE_TRAIN, lora: LoraSettings | None = None,
+             sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
+             evaluation: EvalSettings = FINETUNE_EVAL, resume: bool = False) -> dict:
     """Fine-tune ``init_checkpoint`` on ``data_path`` records into ``out`` (full SFT, or LoRA when ``lora``).
 
-    Resumable (``config.resume``) and DDP-aware under torchrun. Returns ``{"mode", "trainable_params",
-    "total_params", "steps", "best_step", "best_metrics", "final_metrics", "best_checkpoint", "last_checkpoint",
-    "train_examples", "dropped_examples"}``.
+    At each evaluation the val loss is measured and, unless ``sampling.samples`` is 0, ``sampling.samples``
+    completions of each of the first ``evaluation.limit`` val records are judged (``judge``). Resumable
+    (``resume``) and DDP-aware under torchrun. Returns ``{"mode", "trainable_params", "total_params", "steps",
+    "best_step", "best_metrics", "final_metrics", "best_checkpoint", "last_checkpoint", "train_examples",
+    "dropped_examples"}``.
     """
-    cfg = config or default_train_config()
+    cfg = training
     out = Path(out)
     ctx = distributed.setup(cfg.device)
     base = load_base(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
@@ -185,14 +165,16 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
         atomic_write_json(out / "finetune.json", {
             "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
             "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
-            "eval": asdict(eval_settings), "trainable_params": trainable, "total_params": total,
+            "sampling": asdict(sampling), "judge": asdict(judge), "eval": asdict(evaluation),
+            "trainable_params": trainable, "total_params": total,
             "world_size": ctx.world_size})
     batches = SupervisedBatches(examples, cfg.batch_size, base.pad_id, seed=cfg.seed, rank=ctx.rank,
                                 world_size=ctx.world_size)
-    problems = val_records[: eval_settings.max_problems]
-    evaluator = Evaluator(base, val_examples, problems, eval_settings, cfg.batch_size, out, cfg.seed, ctx)
+    problems = val_records[: evaluation.limit]
+    evaluator = Evaluator(base, val_examples, problems, sampling, judge, cfg.batch_size, out, ctx)
     checkpointer = FinetuneCheckpointer(base, adapter=lora is not None)
-    result = train(model, batches, cfg, out, evaluate=evaluator, checkpointer=checkpointer, ctx=ctx)
+    result = train(model, batches, cfg, out, evaluate=evaluator, checkpointer=checkpointer, ctx=ctx, resume=resume,
+                   desc="lora" if lora is not None else "sft", best=BEST_KEY if evaluator.samples_pass else VAL_LOSS)
     return {
         "mode": "lora" if lora is not None else "sft",
         "trainable_params": trainable,

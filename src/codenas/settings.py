@@ -1,0 +1,610 @@
+"""Settings: one frozen dataclass per concern, and everything generated from their fields.
+
+Each setting is written once, as a dataclass field with its default and a one-line help::
+
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps in total.", "min": 1})
+
+From the fields come the click options of every command (``options``), the TOML schema of ``codenas run``
+(``SECTIONS``: validation, documentation, the resolved ``config.resolved.toml``) and the mapping between them: a
+field ``lr_decay_steps`` is the CLI flag ``--lr-decay-steps`` (also accepted as ``--lr_decay_steps``, the seed's
+spelling) and the TOML key ``lr_decay_steps``. Library functions take the objects (``pretrain(...,
+train=TrainSettings(...))``), never long keyword lists.
+
+A command or a TOML section is a list of ``Part``\\s: a settings class, an optional ``prefix`` (fine-tuning's
+val evaluation exposes ``SamplingSettings`` as ``eval_temperature``, ``eval_top_p``, ...) and optional
+``defaults`` (an instance: fine-tuning uses other ``TrainSettings`` defaults than pretraining).
+
+Field metadata: ``help`` (required, one line), ``min`` / ``max`` (inclusive bounds), ``gt`` (exclusive lower
+bound), ``choices``. Types: ``int``, ``float``, ``str``, ``bool``, ``int | None`` (None = "unset"; written ``0``
+in TOML and on the command line, so ``0`` means unset: "all", "every core"), ``tuple[str, ...]`` and
+``tuple[int, ...]`` (TOML lists; comma-separated on the command line). A class may define ``_check(self)`` for
+rules across fields; its messages start with the field name, so they can be qualified with the section.
+
+To add a setting: add the field to its class; every command and section that uses the class gets it (give it a
+value in the presets in configs/*.toml, which must set every key). To add a concern: write a frozen dataclass
+deriving from ``Settings`` here, add a ``Part`` of it to ``SECTIONS`` (a new section, or an existing one) and
+to the command's ``@options(...)`` in cli.py; then take the object in the library function. See docs/settings.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from codenas.corpus.settings import CorpusSettings
+from codenas.io import CodenasError
+
+
+class Settings:
+    """Base of every settings dataclass: field values are checked against their metadata on construction."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            problem = field_problem(f, getattr(self, f.name), type_hints(type(self))[f.name])
+            if problem:
+                raise CodenasError(f"{f.name} {problem}")
+        self._check()
+
+    def _check(self) -> None:
+        """Rules across fields (raise CodenasError with a message that starts with a field name)."""
+
+
+def _h(default: Any, help: str, **rules: Any) -> Any:  # noqa: A002 - the metadata key every helper uses
+    """A field with its default, its help and its validation rules (see the module docstring)."""
+    if isinstance(default, list):
+        raise TypeError("use a tuple default")
+    return field(default=default, metadata={"help": help, **rules})
+
+
+# --- validation from field metadata ----------------------------------------------------------------------
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(tp: Any) -> tuple[type, bool, type | None]:
+    """(scalar type, optional, item type of a tuple) of a field annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0], True, None
+    if origin is tuple:
+        return tuple, False, typing.get_args(tp)[0]
+    return tp, False, None
+
+
+def field_problem(f: dataclasses.Field, value: Any, tp: Any) -> str | None:
+    """What is wrong with ``value`` for field ``f`` ("must be at least 1, got -3"), or None."""
+    base, optional, item = _base_type(tp)
+    if value is None:
+        return None if optional else f"must be set, got {value!r}"
+    if base is tuple:
+        if not isinstance(value, tuple):
+            return f"must be a list, got {value!r}"
+        for v in value:
+            problem = _scalar_problem(f, v, item)
+            if problem:
+                if item is int and f.metadata.get("min") == 1:
+                    return f"must hold positive integers, got {v!r}"
+                return f"must hold only values that {problem}"
+        return None
+    return _scalar_problem(f, value, base)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _scalar_problem(f: dataclasses.Field, value: Any, base: type) -> str | None:
+    ok = isinstance(value, base) and (base is bool or not isinstance(value, bool))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        return f"must be {_TYPE_NAMES[base]}, got {value!r}"
+    m = f.metadata
+    if "choices" in m and value not in m["choices"]:
+        return f"must be one of {', '.join(map(str, m['choices']))}, got {value!r}"
+    if "min" in m and value < m["min"]:
+        return f"must be at least {m['min']}, got {value!r}"
+    if "gt" in m and value <= m["gt"]:
+        return f"must be greater than {m['gt']}, got {value!r}"
+    if "max" in m and value > m["max"]:
+        return f"must be at most {m['max']}, got {value!r}"
+    if "lt" in m and value >= m["lt"]:
+        return f"must be less than {m['lt']}, got {value!r}"
+    return None
+
+
+# --- the settings ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSettings(Settings):
+    """How `data build` splits and holds out records."""
+
+    seed: int = _h(1234, "Seed of the train/val shuffle.")
+    val_size: int = _h(50, "Records of the shuffled training pool that go to val.jsonl instead of train.jsonl.",
+                       min=0)
+    holdout: str = _h("mini", "HumanEval problems kept out of training: the fixed 20 (mini) or all 164 (humaneval).",
+                      choices=("mini", "humaneval"))
+
+
+@dataclass(frozen=True)
+class CorpusSourcesSettings(Settings):
+    """What the corpus stage of `codenas run` builds from (`codenas corpus build` takes them as arguments)."""
+
+    sources: tuple[str, ...] = _h(("stdlib",), "Corpus sources: folders, files, stdlib, site-packages, fsspec URLs "
+                                               "(see `codenas corpus build --help`).")
+
+    def _check(self) -> None:
+        if not self.sources:
+            raise CodenasError("sources must name at least one source (e.g. [\"stdlib\"])")
+
+
+@dataclass(frozen=True)
+class TokenizerSettings(Settings):
+    """The byte-level BPE tokenizer."""
+
+    vocab_size: int = _h(8192, "Tokens in the vocabulary (2 special tokens + 256 bytes + merges).", min=258)
+    max_files: int | None = _h(None, "Train on at most this many files, a deterministic sample (0: all).", min=1)
+    val_fraction: float = _h(0.02, "Share of files held out (by path hash) to measure chars/token on.", min=0,
+                             lt=1)
+
+
+@dataclass(frozen=True)
+class PretrainSettings(Settings):
+    """What pretraining trains: the architecture and its share of the corpus."""
+
+    arch: str = _h("", "Arch JSON: a name in configs/ (e.g. tiny) or a path.", required=True)
+    max_files: int | None = _h(None, "Train on at most this many corpus files, a deterministic sample (0: all).",
+                               min=1)
+    max_tokens: int | None = _h(None, "Use only the first N training tokens (0: all).", min=1)
+    val_fraction: float = _h(0.02, "Share of corpus files held out for validation (by path hash).", gt=0, lt=1)
+
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+@dataclass(frozen=True)
+class TrainSettings(Settings):
+    """Optimisation and bookkeeping of the training loop (``batch_size`` is per process)."""
+
+    max_steps: int = _h(1000, "Optimizer steps in total.", min=1)
+    batch_size: int = _h(16, "Sequences per micro-batch (per process).", min=1)
+    grad_accum: int = _h(1, "Micro-batches accumulated per optimizer step.", min=1)
+    lr: float = _h(6e-4, "Peak learning rate.", gt=0)
+    min_lr: float = _h(6e-5, "Learning rate at the end of the cosine decay.", min=0)
+    warmup_steps: int = _h(100, "Linear warmup steps.", min=0)
+    lr_decay_steps: int | None = _h(None, "Step where the cosine reaches min_lr (0: max_steps).", min=1)
+    weight_decay: float = _h(0.1, "AdamW weight decay (matrices and embeddings only).", min=0)
+    beta1: float = _h(0.9, "AdamW beta1.", min=0, lt=1)
+    beta2: float = _h(0.95, "AdamW beta2.", min=0, lt=1)
+    grad_clip: float = _h(1.0, "Clip the gradient norm to this (0: off).", min=0)
+    eval_interval: int = _h(250, "Evaluate and save checkpoints every N steps (0: only at the end).", min=0)
+    eval_batches: int = _h(20, "Fixed validation batches per evaluation (pretraining).", min=1)
+    log_interval: int = _h(10, "Append a row to metrics.jsonl every N steps.", min=1)
+    seed: int = _h(1337, "Seed of init, batch order and dropout.")
+    dtype: str = _h("auto", "bf16 autocast or fp32; auto = bf16 where the hardware has native bf16.",
+                    choices=("auto", "bf16", "fp32"))
+    device: str = _h("auto", "cpu, cuda, cuda:1... (auto: CUDA if present).")
+    compile: bool = _h(False, "torch.compile the model.")
+    peak_flops: float = _h(0.0, "Device peak FLOP/s for the MFU logged beside tokens/s (0: the table's dense bf16 "
+                                "peak of this GPU, e.g. 989e12 for H100/H200; CPUs have none).", min=0)
+    optimizer: str = _h("adamw", "adamw, or muon: torch.optim.Muon for the 2-D hidden matrices, AdamW (at lr) for "
+                                 "the embeddings, output head, norms and biases.", choices=OPTIMIZERS)
+    muon_lr: float = _h(0.02, "Peak learning rate of the Muon-updated matrices (with optimizer muon).", gt=0)
+    muon_momentum: float = _h(0.95, "Muon's momentum (with optimizer muon).", min=0, lt=1)
+    muon_weight_decay: float = _h(0.0, "Decoupled weight decay of the Muon-updated matrices (with optimizer muon).",
+                                  min=0)
+
+    def _check(self) -> None:
+        if self.min_lr > self.lr:
+            raise CodenasError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+
+
+FINETUNE_TRAIN = TrainSettings(lr=1e-4, min_lr=1e-5, batch_size=8, warmup_steps=0, weight_decay=0.0,
+                               eval_interval=100, seed=1234)
+"""The seed's fine-tuning defaults: lr 1e-4 (cosine to 1e-5), batch 8, no warmup, no weight decay."""
+
+
+@dataclass(frozen=True)
+class LoraSettings(Settings):
+    """LoRA adapters (peft); exposed with the prefix ``lora_`` (``--lora-rank``, ``lora_rank``)."""
+
+    rank: int = _h(8, "LoRA rank r.", min=1)
+    alpha: int = _h(16, "LoRA alpha (the update is scaled by alpha / r).", min=1)
+    dropout: float = _h(0.05, "Dropout on the LoRA input.", min=0, lt=1)
+    targets: tuple[str, ...] = _h((), "Module names to adapt, comma-separated (empty: qkv_proj,out_proj; "
+                                      "hf: bases by layout).")
+
+
+@dataclass(frozen=True)
+class SamplingSettings(Settings):
+    """How completions are sampled from a model."""
+
+    samples: int = _h(1, "Samples per problem (pass@k needs samples >= k; fine-tuning: 0 = val loss only).",
+                      min=0)
+    temperature: float = _h(0.8, "Sampling temperature (0: greedy).", min=0)
+    top_p: float = _h(0.95, "Nucleus sampling mass.", gt=0, max=1)
+    max_new_tokens: int = _h(256, "Token budget per sample.", min=1)
+    seed: int = _h(0, "Sampling seed.")
+    max_batch_size: int | None = _h(None, "Rows (prompts x samples) decoded together; a finished row is refilled "
+                                          "from the waiting prompts (0: as many as fit 1 GiB of KV cache on CPU, "
+                                          "half the free GPU memory; at most 256).", min=1)
+    compile: bool = _h(False, "Compile the decode step (torch.compile, CUDA graphs over bucketed shapes); CUDA only.")
+
+
+@dataclass(frozen=True)
+class JudgeSettings(Settings):
+    """How the sandboxed judge runs each sample."""
+
+    timeout: float = _h(3.0, "CPU seconds per sample (code that sleeps is stopped after max(5 x timeout, "
+                             "timeout + 5) s of wall-clock time).", gt=0)
+    memory_mb: int = _h(1024, "Address-space cap per sample, in MB.", min=64)
+    workers: int | None = _h(None, "Sandbox worker processes (0: all cores).", min=1)
+    require_isolation: bool = _h(False, "Refuse to judge unless the kernel confines each sample's writes (Landlock "
+                                        "or a read-only mount namespace); without it the judge only warns.")
+
+
+@dataclass(frozen=True)
+class EvalSettings(Settings):
+    """Which problems are evaluated and which pass@k are reported."""
+
+    limit: int | None = _h(None, "Evaluate only the first N problems (0: all).", min=1)
+    ks: tuple[int, ...] = _h((1, 10, 100), "pass@k values to report (comma-separated).", min=1)
+
+
+FINETUNE_EVAL = EvalSettings(ks=(1,))
+FINETUNE_SAMPLING = SamplingSettings(samples=1)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings(Settings):
+    """Which fine-tuning stages `codenas run` runs (the commands are `train sft` and `train lora`)."""
+
+    method: str = _h("lora", "Fine-tuning stages to run: lora, sft, both (sft, then lora) or none.",
+                     choices=("lora", "sft", "both", "none"))
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings(Settings):
+    """The held-out benchmarks `codenas run` evaluates every model on."""
+
+    benchmarks: tuple[str, ...] = _h(("mini", "mbpp-test"), "Benchmarks: mini, mbpp-test, humaneval.",
+                                     choices=("mini", "mbpp-test", "humaneval"))
+
+    def _check(self) -> None:
+        if not self.benchmarks:
+            raise CodenasError("benchmarks must name at least one benchmark")
+
+
+# --- parts, sections and commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """A settings class as one command or section exposes it: with a key ``prefix`` and its own ``defaults``."""
+
+    cls: type
+    prefix: str = ""
+    defaults: Any = None
+
+    def default_object(self) -> Any:
+        return self.defaults if self.defaults is not None else self.cls()
+
+    def keys(self) -> dict[str, str]:
+        """Field name -> exposed key (TOML key; the CLI flag is the key with '_' -> '-')."""
+        return {f.name: self.prefix + f.name for f in fields(self.cls)}
+
+
+TRAIN_FINETUNE = (
+    Part(TrainSettings, defaults=FINETUNE_TRAIN),
+    Part(SamplingSettings, prefix="eval_", defaults=FINETUNE_SAMPLING),
+    Part(JudgeSettings, prefix="eval_"),
+    Part(EvalSettings, prefix="eval_", defaults=FINETUNE_EVAL),
+)
+LORA = Part(LoraSettings, prefix="lora_")
+EVAL = (Part(SamplingSettings), Part(JudgeSettings), Part(EvalSettings))
+
+SECTIONS: dict[str, tuple[Part, ...]] = {
+    "data": (Part(DataSettings),),
+    "corpus": (Part(CorpusSourcesSettings), Part(CorpusSettings)),
+    "tokenizer": (Part(TokenizerSettings),),
+    "pretrain": (Part(PretrainSettings), Part(TrainSettings)),
+    "finetune": (Part(FinetuneSettings), *TRAIN_FINETUNE, LORA),
+    "eval": (Part(BenchmarkSettings), *EVAL),
+}
+"""The TOML schema of `codenas run` (and of every command's ``--config``): section -> the parts it holds."""
+
+# Keys renamed when the schema became generated (section, old key) -> new key; the old spellings still work.
+RENAMED = {("finetune", "lora_r"): "lora_rank", ("finetune", "targets"): "lora_targets",
+           ("finetune", "eval_problems"): "eval_limit"}
+
+
+def upgrade_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """Rename old keys of a (partial) config in place (``finetune.lora_r`` -> ``lora_rank``...); returns it.
+
+    ``finetune.eval_problems = 0`` meant "val loss only": it becomes ``eval_samples = 0``.
+    """
+    for (section, old), new in RENAMED.items():
+        values = config.get(section)
+        if not isinstance(values, dict) or old not in values:
+            continue
+        if new in values:
+            raise CodenasError(f"config keys {section}.{old} and {section}.{new} are the same setting: give one")
+        value = values.pop(old)
+        if old == "eval_problems" and value == 0:
+            values["eval_samples"] = 0
+        values[new] = value
+    return config
+
+
+# --- TOML side -------------------------------------------------------------------------------------------------
+
+
+def section_keys(section: str) -> dict[str, tuple[Part, str]]:
+    """Exposed key -> (part, field name) of a section."""
+    out: dict[str, tuple[Part, str]] = {}
+    for part in SECTIONS[section]:
+        for name, key in part.keys().items():
+            if key in out:
+                raise TypeError(f"section {section}: key {key} is defined twice")
+            out[key] = (part, name)
+    return out
+
+
+def to_toml_value(part: Part, name: str, value: Any) -> Any:
+    """A field value as TOML holds it: None -> 0, tuples -> lists."""
+    if value is None:
+        return 0
+    return list(value) if isinstance(value, tuple) else value
+
+
+def from_toml_value(part: Part, name: str, value: Any) -> Any:
+    """A TOML value as the field holds it: 0 -> None for optional integers, lists -> tuples."""
+    base, optional, _ = _base_type(type_hints(part.cls)[name])
+    if optional and value == 0 and not isinstance(value, bool):
+        return None
+    return tuple(value) if isinstance(value, list) else value
+
+
+def section_defaults(section: str) -> dict[str, Any]:
+    """The section's keys with the defaults of its parts, as TOML values."""
+    return {key: to_toml_value(part, name, getattr(part.default_object(), name))
+            for key, (part, name) in section_keys(section).items()}
+
+
+def check_keys(config: Mapping[str, Any], path: str | os.PathLike | None = None) -> None:
+    """Every section and key of a (partial) config is known; an unknown one is an error naming it."""
+    for section, values in config.items():
+        if section not in SECTIONS:
+            raise CodenasError(f"unknown config section {section!r} (known: {', '.join(SECTIONS)})", path)
+        if not isinstance(values, dict):
+            raise CodenasError(f"config section {section!r} must be a table", path)
+        known = section_keys(section)
+        for key in values:
+            if key not in known:
+                raise CodenasError(f"unknown config key {section}.{key} (known: {', '.join(known)})", path)
+
+
+def build_section(section: str, values: Mapping[str, Any], path: str | os.PathLike | None = None,
+                  parts: tuple[Part, ...] | None = None, *, complete: bool = False) -> dict[Part, Any]:
+    """The settings objects of ``section`` from TOML ``values`` (missing keys take the part's defaults).
+
+    Every value is checked; an error names the key (``pretrain.max_steps must be at least 1, got -3``) and the
+    file when there is one. With ``complete``, a field marked ``required`` must have been given a value.
+    """
+    keys = section_keys(section)
+    objects: dict[Part, Any] = {}
+    for part in parts or SECTIONS[section]:
+        kwargs = {}
+        hints = type_hints(part.cls)
+        for f in fields(part.cls):
+            key = part.prefix + f.name
+            if key not in values:
+                continue
+            value = from_toml_value(part, f.name, values[key])
+            problem = field_problem(f, value, hints[f.name])
+            if problem:
+                raise CodenasError(f"{section}.{key} {problem}", path)
+            kwargs[f.name] = value
+        assert all(keys[part.prefix + n][0] == part for n in kwargs)
+        objects[part] = _construct(part, kwargs, f"{section}.", path)
+        for f in fields(part.cls):
+            if complete and f.metadata.get("required") and getattr(objects[part], f.name) == "":
+                raise CodenasError(f"{section}.{part.prefix}{f.name} must be given ({flag(part.prefix + f.name)})",
+                                   path)
+    return objects
+
+
+def _construct(part: Part, kwargs: dict[str, Any], where: str, path: str | os.PathLike | None) -> Any:
+    try:
+        return dataclasses.replace(part.default_object(), **kwargs)
+    except CodenasError as e:
+        names = {f.name for f in fields(part.cls)}
+        qualified = f"{where}{part.prefix}{e.message}" if e.message.split(" ", 1)[0] in names else \
+            f"[{where.rstrip('.')}] {e.message}"
+        raise CodenasError(qualified, path) from None
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodenasError("config file not found", path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CodenasError(f"invalid TOML: {e}", path) from None
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """A (partial) config file with the sections of `codenas run`; every section and value checked."""
+    config = upgrade_keys(read_toml(path))
+    check_keys(config, path)
+    for section, values in config.items():
+        build_section(section, values, path)
+    return config
+
+
+# --- CLI side --------------------------------------------------------------------------------------------------
+
+
+class _Option(click.Option):
+    """An option whose help shows only its first (dashed) name; the seed's underscore spelling still parses."""
+
+    def get_help_record(self, ctx: click.Context):
+        opts = self.opts
+        self.opts = opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
+def flag(key: str) -> str:
+    """The CLI flag of a TOML key: ``lr_decay_steps`` -> ``--lr-decay-steps``."""
+    return "--" + key.replace("_", "-")
+
+
+def _click_type(f: dataclasses.Field, tp: Any) -> Any:
+    base, optional, item = _base_type(tp)
+    m = f.metadata
+    if base is tuple:
+        return _ListType(item, f.metadata.get("choices"))
+    if "choices" in m:
+        return click.Choice([str(c) for c in m["choices"]])
+    if base is int:
+        low = m.get("min")
+        if optional and low is not None and low > 0:
+            low = 0  # 0 means unset
+        return int if low is None and m.get("max") is None else click.IntRange(min=low, max=m.get("max"))
+    if base is float:
+        low, low_open = (m["gt"], True) if "gt" in m else (m.get("min"), False)
+        high, high_open = (m["lt"], True) if "lt" in m else (m.get("max"), False)
+        return click.FloatRange(min=low, max=high, min_open=low_open, max_open=high_open)
+    return str
+
+
+class _ListType(click.ParamType):
+    """A comma-separated list on the command line (``--ks 1,10``)."""
+
+    def __init__(self, item: type, choices: tuple | None):
+        self.item, self.choices = item, choices
+        self.name = "list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        out = []
+        for text in (t.strip() for t in str(value).split(",")):
+            if not text:
+                continue
+            try:
+                out.append(self.item(text))
+            except ValueError:
+                self.fail(f"{text!r} is not {_TYPE_NAMES[self.item]}", param, ctx)
+            if self.choices and out[-1] not in self.choices:
+                self.fail(f"{text!r} is not one of {', '.join(self.choices)}", param, ctx)
+        return tuple(out)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _option(part: Part, f: dataclasses.Field) -> Callable:
+    key = part.prefix + f.name
+    tp = type_hints(part.cls)[f.name]
+    default = getattr(part.default_object(), f.name)
+    help_text = f.metadata["help"]
+    if _base_type(tp)[0] is bool:
+        return click.option(f"{flag(key)}/--no-{key.replace('_', '-')}", key, default=default, show_default=True,
+                            help=help_text)
+    decls = [flag(key)] + ([f"--{key}"] if "_" in key else [])
+    if isinstance(default, tuple):
+        default = _show(default)
+    shown = default is not None and default != ""
+    return click.option(*decls, key, cls=_Option, type=_click_type(f, tp), default=default, show_default=shown,
+                        help=help_text)
+
+
+def options(*parts: Part, config: bool = True) -> Callable:
+    """Decorator: one click option per field of ``parts`` (and ``--config FILE`` unless ``config=False``)."""
+
+    def decorate(command: Callable) -> Callable:
+        decorators = [_option(part, f) for part in parts for f in fields(part.cls)]
+        if config:
+            decorators.append(click.option(
+                "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                help="TOML file with the sections of `codenas run`; flags given here override its values."))
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return decorate
+
+
+def from_command(ctx: click.Context, section: str, *parts: Part, config_file: str | None = None,
+                 given: Mapping[str, Any] | None = None) -> dict[type, Any]:
+    """The settings objects of a command: defaults, then ``config_file``'s ``[section]``, then the flags given
+    (``given``: values of keys the command received under another name, e.g. an old flag).
+
+    Returns ``{settings class: object}``.
+    """
+    params = ctx.params
+    file_values: dict[str, Any] = {}
+    if config_file:
+        file_values = read_config_file(config_file).get(section, {})
+    out: dict[type, Any] = {}
+    for part in parts:
+        values = {k: v for k, v in file_values.items() if k in set(part.keys().values())}
+        for name, key in part.keys().items():
+            if ctx.get_parameter_source(key) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+                values[key] = to_toml_value(part, name, params[key])
+            elif given and key in given:
+                values[key] = to_toml_value(part, name, given[key])
+        out[part.cls] = build_section(section, values, config_file, parts=(part,), complete=True)[part]
+    return out
+
+
+def toml_literal(value: Any) -> str:
+    """A value as a TOML literal (strings quoted, booleans lowercase, lists in brackets)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def markdown_reference() -> str:
+    """The key reference of docs/settings.md: per section, each key (= flag) with its default and help."""
+    blocks = []
+    for section, parts in SECTIONS.items():
+        lines = [f"### [{section}]", "", "| key / flag | default | help |", "|---|---|---|"]
+        for part in parts:
+            obj = part.default_object()
+            for f in fields(part.cls):
+                key = part.prefix + f.name
+                default = to_toml_value(part, f.name, getattr(obj, f.name))
+                shown = "(required)" if f.metadata.get("required") and default == "" else f"`{toml_literal(default)}`"
+                lines.append(f"| `{key}` / `{flag(key)}` | {shown} | {f.metadata['help']} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -94,12 +94,8 @@ def stream(
     eot_id: int | None = None,
     max_batch_size: int | None = None,
     compile: bool = False,
-    skip: set[tuple[int, int]] | frozenset = frozenset(),
 ) -> Iterator[tuple[int, int, str]]:
-    """``(prompt index, sample index, text)`` for every sample, in the order they finish (see ``generate``).
-
-    ``skip``: ``(prompt index, sample index)`` pairs not to sample (a resumed run already has them).
-    """
+    """``(prompt index, sample index, text)`` for every sample, in the order they finish (see ``generate``)."""
     if n < 1 or max_new_tokens < 0 or temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"bad sampling settings: n={n}, max_new_tokens={max_new_tokens}, "
                          f"temperature={temperature}, top_p={top_p}")
@@ -111,7 +107,7 @@ def stream(
     context = model.config.context_length
     jobs = [_Prompt(i, ids[max(0, len(ids) - context + 1):] or [eot], seed, prompt)
             for i, (prompt, ids) in enumerate(zip(prompts, encode_texts(tokenizer, prompts), strict=True))]
-    todo = [(job, j) for job in jobs for j in range(n) if (job.index, j) not in skip]
+    todo = [(job, j) for job in jobs for j in range(n)]
     if max_new_tokens == 0:
         yield from ((job.index, j, "") for job, j in todo)
         return
@@ -228,8 +224,8 @@ class _Batch:
         self.compiled = compile and self.device.type == "cuda"
         rows = max_batch_size or self._default_batch_size()
         self.size = max(1, min(rows, len(todo)))
-        if self.compiled:
-            self.size = _next_pow2(self.size)
+        if self.compiled:  # fewer shapes to compile
+            self.size = min(_next_pow2(self.size), rows)
         self.step_fn = self._compiled_step() if self.compiled else self._step
 
     def _default_batch_size(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -58,8 +59,9 @@ def eta(done: float, total: float | None, elapsed: float) -> float | None:
 
 
 class LineProgress:
-    """The non-terminal stand-in for a tqdm bar (``update``, ``set_postfix``, ``close``, iteration): one line
-    on stderr at most every ``interval`` seconds, and a last one at ``close`` when it printed any."""
+    """The non-terminal stand-in for a tqdm bar (``update``, ``set_postfix``, ``close``, iteration): a line on
+    stderr every ``interval`` seconds (from ``update``, or from a watcher thread when one step takes longer), and
+    a last one at ``close`` when it printed any."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
                  unit: str = "it", initial: int = 0, interval: float = LINE_INTERVAL_S):
@@ -69,11 +71,16 @@ class LineProgress:
         self.n = self.initial = initial
         self.interval, self.postfix, self.printed = interval, "", False
         self.start = self.last = time.perf_counter()
+        self._lock, self._closed = threading.Lock(), threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
 
     def __iter__(self) -> Iterator:
-        for item in self.iterable:
-            yield item
-            self.update()
+        try:
+            for item in self.iterable:
+                yield item
+                self.update()
+        finally:
+            self.close()
 
     def __enter__(self) -> LineProgress:
         return self
@@ -83,10 +90,19 @@ class LineProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.last = now
-            self._print()
+        self._maybe_print()
+
+    def _maybe_print(self) -> None:
+        with self._lock:
+            now = time.perf_counter()
+            if now - self.last >= self.interval and not self._closed.is_set():
+                self.last = now
+                self._print()
+
+    def _watch(self) -> None:
+        """Print while a long step (a slow prompt, a sample that runs into its timeout) gives no update."""
+        while not self._closed.wait(self.interval):
+            self._maybe_print()
 
     def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kwargs: Any) -> None:
         values = {**(ordered_dict or {}), **kwargs}
@@ -99,9 +115,12 @@ class LineProgress:
         pass
 
     def close(self) -> None:
-        if self.printed:
-            self._print(final=True)
-            self.printed = False
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            if self.printed:
+                self._print(final=True)
 
     def line(self, *, final: bool = False) -> str:
         """The progress line as it would be printed now."""

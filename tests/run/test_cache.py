@@ -115,3 +115,15 @@ def test_cache_markers_hold_the_key(fake_run, tmp_path):
     result = fake_run(_Recorder(), [])
     for name, info in result["stages"].items():
         assert cache.is_done(tmp_path / "run" / name, info["key"])
+
+
+def test_stage_log_lists_a_stage_new_to_the_run_in_run_order(tmp_path):
+    log = StageLog(tmp_path / "stages.json")
+    log.keep_only(["a", "b", "report"])
+    log.record("a", "ka", "ran", 1.0)
+    log.record("report", "kr", "ran", 1.0)
+    log = StageLog(tmp_path / "stages.json")
+    log.keep_only(["a", "b", "c", "report"])  # b and c are new, e.g. a benchmark that was skipped before
+    for name in ("a", "b", "c", "report"):
+        log.record(name, "k" + name, "ran", 1.0)
+    assert list(read_stages(tmp_path / "stages.json")) == ["a", "b", "c", "report"]

@@ -7,22 +7,24 @@ import re
 
 import pytest
 
+from codenas.eval.scoring import RESULTS, SUMMARY, judged_row, summarize
 from codenas.io import atomic_write_json, write_jsonl
 from codenas.run.config import dumps_toml, load_run_config
 from codenas.run.report import SECTIONS, per_problem, write_report
+from codenas.run.stages import RESULT
+from codenas.train.pretrain import SETTINGS as PRETRAIN_SETTINGS
+from codenas.train.sft import SETTINGS as FINETUNE_SETTINGS
 
 HARDWARE = {"cpu": "Test CPU", "cores": "2", "memory": "1.0 GiB", "gpu": "none"}
 VERSIONS = {"python": "3.11.0", "torch": "9.9.9"}
 
 
 def _results(folder, passed: dict[str, list[bool]]) -> None:
-    rows = [{"task_id": t, "completion": "", "passed": p, "status": "passed" if p else "failed", "detail": ""}
+    """Judged rows written by the judge's own row and summary functions: a pass, or a wrong answer."""
+    rows = [judged_row(t, "    return 1\n", "passed" if p else "failed", "" if p else "AssertionError")
             for t, outcomes in passed.items() for p in outcomes]
-    write_jsonl(folder / "results.jsonl", rows)
-    n = len(next(iter(passed.values())))
-    c = sum(sum(v) for v in passed.values())
-    atomic_write_json(folder / "summary.json", {"pass_at_k": {"pass@1": c / (n * len(passed))},
-                                                "n_problems": len(passed), "n_samples": n * len(passed)})
+    write_jsonl(folder / RESULTS, rows)
+    atomic_write_json(folder / SUMMARY, summarize([(row["task_id"], row) for row in rows], ks=(1, 10)))
 
 
 @pytest.fixture
@@ -55,6 +57,13 @@ def run_dir(tmp_path):
     write_jsonl(out / "lora" / "metrics.jsonl",
                 [{"step": 5, "loss": 3.0}, {"step": 10, "loss": 2.5, "val_loss": 2.7, "val_pass@1": 0.1},
                  {"step": 20, "loss": 2.0, "val_loss": 2.4, "val_pass@1": 0.3}])
+    arch = {"n_layer": 2, "n_head": 4, "d_model": 128, "d_ff": 512, "context_length": 256, "vocab_size": 2048,
+            "name": "tiny"}
+    atomic_write_json(out / "pretrain" / PRETRAIN_SETTINGS, {"arch": arch, "corpus": {"train_files": 294}})
+    atomic_write_json(out / "pretrain" / RESULT, {"params": 701_312, "steps": 100, "tokens": 204_800})
+    atomic_write_json(out / "lora" / FINETUNE_SETTINGS, {"lora": {"rank": 8, "alpha": 16}})
+    atomic_write_json(out / "lora" / RESULT, {"trainable_params": 8_192, "total_params": 709_504, "steps": 20,
+                                              "train_examples": 120})
     _results(out / "eval" / "base" / "mini", {"he_1": [True, False], "he_2": [False, False], "he_3": [True, True]})
     _results(out / "eval" / "lora" / "mini", {"he_1": [False, False], "he_2": [False, True], "he_3": [True, False]})
     return out
@@ -70,10 +79,10 @@ def test_report_has_every_section_in_both_formats(run_dir):
     assert "| humaneval | HumanEval.jsonl.gz | ffffffffffffffff |" in md
     assert "| input | 164 |" in md and "| contaminated | 15 |" in md  # counts per source and per rule
     assert md.index("| input |") < md.index("| held_out |") < md.index("| contaminated |") < md.index("| train |")
-    assert "| mini | base | 3 | 50.0% |" in md and "| mini | lora | 3 | 33.3% |" in md
+    assert "| mini | base | 3 of 20 | 2 | 50.0% |" in md and "| mini | lora | 3 of 20 | 2 | 33.3% |" in md
     assert "| lora | 20 | 30.0% |" in md  # pass@1 vs step
     assert "| pretrain | 7 | 6.9 | 6.9 (step 100) |" in md  # loss curve summary
-    assert "| data | 12.5 s | ran |" in md and "| pretrain | 1 min 15.0 s | cached |" in md
+    assert "| data | 12.5 s | ran |" in md and "| pretrain | 1 min 15 s | cached |" in md
     assert "| dropped: near_duplicate | 0 | 3 |" in md and "| documents kept | 40 | 90 |" in md
     assert md.index("| dropped: not_utf8 |") < md.index("| dropped: near_duplicate |")  # pipeline order
     assert "Benchmark matches dropped: 1: `stdlib/x.py` (he_12)." in md
@@ -83,9 +92,9 @@ def test_plots_are_written_and_embedded(run_dir):
     _, html_path = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)
     html = html_path.read_text()
     pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
-    assert pngs == ["loss_curves.png", "pass1_vs_step.png", "passk.png"]
+    assert pngs == ["loss_curves.png", "pass1_vs_step.png", "passk.png", "verdicts.png"]
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(embedded) == 3
+    assert len(embedded) == 4
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in embedded)
     assert not re.search(r'(src|href)="(?!data:)', html)  # self-contained: nothing fetched from elsewhere
     md = (run_dir / "report.md").read_text()
@@ -101,7 +110,7 @@ def test_per_problem_changes_list_gained_and_lost(run_dir):
 
 
 def test_per_problem_counts(run_dir):
-    assert per_problem(run_dir / "eval" / "base" / "mini" / "results.jsonl") == {
+    assert per_problem(run_dir / "eval" / "base" / "mini") == {
         "he_1": (1, 2), "he_2": (0, 2), "he_3": (2, 2)}
 
 
@@ -119,3 +128,27 @@ def test_markdown_escapes_table_pipes(run_dir):
     md_path, html_path = write_report(run_dir, hardware={"cpu": "x<y>"}, versions=VERSIONS)
     assert "| a\\|b |" in md_path.read_text()
     assert "x&lt;y&gt;" in html_path.read_text()
+
+
+def test_summary_comes_first_and_says_what_was_trained_and_what_it_means(run_dir):
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    summary = md[md.index("## Summary"):md.index("## What the models wrote")]
+    assert md.index("## Summary") < md.index("## Configuration")
+    assert "A GPT of 0.70M parameters (tiny: 2 layers, 4 heads, d_model 128" in summary
+    assert "| pretrain | next-token prediction on the code corpus | 701,312 (all) | 100 | 204,800 |" in summary
+    assert "| lora | LoRA (rank 8, alpha 16) on the train records | 8,192 of 709,504 | 20 | - |" in summary
+    assert "| mini | 20 HumanEval problems held out of training" in summary and "not a HumanEval score" in summary
+    assert "| 3 of 20 | 2 | 50.0% | 33.3% | -16.7 points |" in summary
+    assert "the lora model's val loss fell from 2.70 (step 10) to 2.40 (step 20)" in summary
+    assert "**mbpp-test was skipped**: no MBPP file was found" in summary and "--mbpp PATH" in summary
+    assert "pass@10 and pass@100 cannot be measured" in summary
+
+
+def test_verdict_classes_and_sample_completions(run_dir):
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert "| mini | base | 6 | 100.0% | 3 (50.0%) | 3 (50.0%) | 0 (0.0%) |" in md
+    samples = md[md.index("## Sample completions"):md.index("## pass@k")]
+    lora = samples[samples.index("### mini, lora"):]
+    assert "**he_2**, passed (newly solved by lora)" in lora
+    assert "**he_1**, wrong answer: `AssertionError` (newly broken by lora)" in lora
+    assert "# ---- written by lora ----\n    return 1" in lora

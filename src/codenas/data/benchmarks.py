@@ -23,6 +23,18 @@ from codenas.records import Record, read_records
 BENCHMARK_NAMES = ("humaneval", "mini", "mbpp-test", "humaneval+", "mbpp+")
 DECONTAMINATION_BENCHMARKS = ("humaneval", "mbpp-test", "mbpp+")  # mini is part of humaneval
 SAME_PROBLEMS_AS = {"mini": "humaneval", "humaneval+": "humaneval", "mbpp+": "mbpp"}
+# What each benchmark is, for reports: a score on `mini` is not a HumanEval score.
+DESCRIPTIONS = {
+    "mini": "20 HumanEval problems held out of training (the other HumanEval problems are training data, so this "
+            "is not a HumanEval score)",
+    "mbpp-test": "MBPP's test split (task ids 11-510), held out of training",
+    "humaneval": "all 164 HumanEval problems, held out of training (data.holdout = \"humaneval\")",
+    "humaneval+": "HumanEval+ (EvalPlus): HumanEval's problems with many more tests, judged with EvalPlus's rules",
+    "mbpp+": "MBPP+ (EvalPlus): MBPP problems with many more tests, held out of training",
+}
+NO_MBPP = "no MBPP file was found"
+NO_MBPP_FIX = ("run `codenas data download` (online), or pass a local copy with --mbpp PATH or CODENAS_MBPP=PATH, "
+               "then rerun the same command: only the stages MBPP changes run again")
 
 
 def mbpp_test_records(mbpp: Path) -> list[Record]:

@@ -18,7 +18,7 @@ from codenas.data.evalplus import release_ids
 from codenas.data.humaneval import HUMANEVAL_PATH, MINI_IDS, load_humaneval
 from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record, mbpp_split, resolve_mbpp_path
 from codenas.data.proof import NULL_BODY, PROOF_TIMEOUT_S, prove
-from codenas.io import CodenasError, atomic_write_json, sha256_file
+from codenas.io import CodenasError, atomic_write_json, read_json, sha256_file
 from codenas.progress import say
 from codenas.records import Record, write_records
 
@@ -26,6 +26,7 @@ HOLDOUTS = ("mini", "humaneval")
 MAX_SOLUTION_LINES = 30
 MAX_COMPLEXITY = 6
 MANIFEST_FORMAT = "codenas-data/1"
+MANIFEST = "manifest.json"
 
 
 def _mbpp_records(rows: list[dict]) -> tuple[list[Record], dict[str, str]]:
@@ -127,8 +128,14 @@ def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: i
         "sizes": {name: len(recs) for name, recs in files.items()},
         "outputs": {name: sha256_file(out / name) for name in files},
     }
-    atomic_write_json(out / "manifest.json", manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def read_manifest(out: Path) -> dict | None:
+    """The manifest a build wrote into ``out``, or None when there is none."""
+    path = Path(out) / MANIFEST
+    return read_json(path) if path.is_file() else None
 
 
 def _write_files(out: Path, files: dict[str, list[Record]]) -> None:

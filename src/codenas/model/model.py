@@ -331,15 +331,18 @@ def _positions_within_segments(segment_ids: torch.Tensor) -> torch.Tensor:
     return index - segment_start
 
 
+def describe_layout(c: ArchConfig) -> str:
+    """The shape and (when not GPT-2's) layout of an architecture: ``2 layers, 4 heads, d_model 128, ...``."""
+    layout = "" if c.is_gpt2_layout else (
+        f", {c.position}, {c.norm}, {c.mlp}" + (", qk_norm" if c.qk_norm else "")
+        + (f", {c.n_kv_head} kv heads" if c.n_kv_head != c.n_head else ""))
+    return (f"{c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
+            f"context {c.context_length}, vocab {c.vocab_size}{layout}")
+
+
 def describe(model: GPT) -> str:
     """One line for logs: the shape of the model and its parameter count."""
     c = model.config
     name = f"{c.name} " if c.name else ""
-    layout = "" if c.is_gpt2_layout else (
-        f", {c.position}, {c.norm}, {c.mlp}" + (", qk_norm" if c.qk_norm else "")
-        + (f", {c.n_kv_head} kv heads" if c.n_kv_head != c.n_head else ""))
-    return (
-        f"GPT {name}({c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
-        f"context {c.context_length}, vocab {c.vocab_size}{layout}): {model.num_params() / 1e6:.2f}M parameters, "
-        f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding"
-    )
+    return (f"GPT {name}({describe_layout(c)}): {model.num_params() / 1e6:.2f}M parameters, "
+            f"{model.num_params(non_embedding=True) / 1e6:.2f}M non-embedding")

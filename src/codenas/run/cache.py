@@ -19,6 +19,8 @@ from typing import Any
 import codenas
 from codenas.io import atomic_write_json, atomic_write_text, read_json
 
+STAGES_FILE = "stages.json"  # in the run folder
+
 
 def stage_key(name: str, params: dict[str, Any], upstream: dict[str, str], inputs: dict[str, str]) -> str:
     """sha256 over the stage name, its config values, its upstream stage keys and its input file hashes."""
@@ -62,6 +64,7 @@ class StageLog:
         self.path = path
         self.stages = read_stages(path)
         self._previous = dict(self.stages)
+        self._order: list[str] = []
 
     def record(self, name: str, key: str, status: str, wall_s: float | None = None) -> None:
         if status == "cached":
@@ -69,10 +72,15 @@ class StageLog:
             wall_s = old.get("wall_s") if old.get("key") == key else None
         self.stages[name] = {"key": key, "status": status, "wall_s": wall_s,
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self._order:
+            rank = {n: i for i, n in enumerate(self._order)}
+            self.stages = dict(sorted(self.stages.items(), key=lambda item: rank.get(item[0], len(rank))))
         self._write()
 
     def keep_only(self, names: list[str]) -> None:
-        """Forget stages that are not part of this run (e.g. after changing ``finetune.method``), keep run order."""
+        """Forget stages that are not part of this run (e.g. after changing ``finetune.method``); from now on
+        the stages are listed in the order of ``names`` (run order), also those recorded later."""
+        self._order = list(names)
         self.stages = {n: self.stages[n] for n in names if n in self.stages}
         self._write()
 

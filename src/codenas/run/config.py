@@ -28,6 +28,7 @@ from codenas.settings import (
     upgrade_keys,
 )
 
+RESOLVED_CONFIG = "config.resolved.toml"  # written into the run folder by `codenas run`
 FINETUNE_METHODS = {"lora": ("lora",), "sft": ("sft",), "both": ("sft", "lora"), "none": ()}
 
 # section -> key -> the TOML type the key takes (derived from the settings dataclasses; for the docs and tools)
@@ -91,6 +92,12 @@ def dumps_toml(config: dict[str, dict[str, Any]]) -> str:
         lines = [f"[{section}]"] + [f"{key} = {toml_literal(value)}" for key, value in values.items()]
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
+
+
+def read_resolved_config(out: Path) -> dict[str, dict[str, Any]] | None:
+    """The resolved configuration a run wrote into ``out``, or None when there is none."""
+    path = Path(out) / RESOLVED_CONFIG
+    return read_toml(path) if path.is_file() else None
 
 
 def finetune_stages(config: dict[str, dict[str, Any]]) -> tuple[str, ...]:

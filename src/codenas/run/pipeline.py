@@ -25,7 +25,7 @@ from typing import Any
 from codenas.io import atomic_write_text
 from codenas.progress import say
 from codenas.run import cache
-from codenas.run.config import dumps_toml, load_run_config
+from codenas.run.config import RESOLVED_CONFIG, dumps_toml, load_run_config
 from codenas.run.stages import Stage, plan
 
 POLL_S = 2.0
@@ -53,8 +53,8 @@ def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
         _join_training_stages(stages, keys)
         return result
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.resolved.toml", dumps_toml(config))
-    log = cache.StageLog(out / "stages.json")
+    atomic_write_text(out / RESOLVED_CONFIG, dumps_toml(config))
+    log = cache.StageLog(out / cache.STAGES_FILE)
     log.keep_only([s.name for s in stages])
     for i, stage in enumerate(stages, start=1):
         key, where = keys[stage.name], f"[{i}/{len(stages)}] {stage.name}"

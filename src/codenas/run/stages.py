@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codenas.data.benchmarks import NO_MBPP, NO_MBPP_FIX
 from codenas.io import CodenasError, atomic_write_json, sha256_file
 from codenas.progress import say
 from codenas.run.config import finetune_stages, part_of, settings_of
@@ -35,6 +36,10 @@ from codenas.settings import (
 BASE_MODEL = "base"
 BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
+TRAIN_STAGES = ("pretrain", "sft", "lora")
+RESULT = "result.json"  # what a training stage's library call returned
+EVAL_DIR = "eval"
+PLOTS_DIR = "plots"  # the report stage's folder (report.md and report.html sit beside it, in the run folder)
 
 
 @dataclass
@@ -59,7 +64,7 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
     stages += [_finetune_stage(config, out, method) for method in methods]
     for bench in _benchmarks(config, mbpp_path):
         stages += [_eval_stage(config, out, model, bench) for model in (BASE_MODEL, *methods)]
-    stages.append(Stage("report", out / "plots", lambda folder, resume: _report(out), {},
+    stages.append(Stage("report", out / PLOTS_DIR, lambda folder, resume: _report(out), {},
                         upstream=tuple(s.name for s in stages)))
     return stages
 
@@ -74,7 +79,7 @@ def _benchmarks(config: dict[str, dict[str, Any]], mbpp_path: Path | None) -> li
             raise CodenasError("eval.benchmarks: humaneval is only held out with data.holdout = \"humaneval\" "
                                "(otherwise the model trains on it)")
         if bench == "mbpp-test" and mbpp_path is None:
-            say("note: no MBPP file (--mbpp, $CODENAS_MBPP, `codenas data download`): skipping mbpp-test")
+            say(f"note: skipping mbpp-test: {NO_MBPP}; to include it, {NO_MBPP_FIX}")
             continue
         chosen.append(bench)
     return chosen
@@ -154,7 +159,7 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
         arch = dataclasses.replace(load_arch(settings.arch), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
         result = pretrain(settings, training, arch=arch, tokenizer=tokenizer, out=folder, corpus=corpus_folder(out),
                           resume=_fresh_or_resumable(folder, resume))
-        atomic_write_json(folder / "result.json", result)
+        atomic_write_json(folder / RESULT, result)
 
     return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer", "corpus"),
                  inputs={"arch": arch_sha, "world_size": _world_size()}, distributed=True)
@@ -181,9 +186,8 @@ def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
 
         manifest = build_corpus(sources, corpus_folder(out), tokenizer=out / "tokenizer" / "tokenizer.json",
                                 settings=settings, mbpp=mbpp_path)
-        atomic_write_json(folder / "result.json", {"documents": manifest["documents"], "tokens": manifest["tokens"],
-                                                   "rules": manifest["rules"],
-                                                   "contaminated": len(manifest["contaminated"])})
+        atomic_write_json(folder / RESULT, {"documents": manifest["documents"], "tokens": manifest["tokens"],
+                                            "rules": manifest["rules"], "contaminated": len(manifest["contaminated"])})
 
     return Stage("corpus", out / "corpus", action, params, upstream=("tokenizer",), inputs=inputs)
 
@@ -219,7 +223,7 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
                           val_path=out / "data" / "val.jsonl", out=folder, training=training, lora=lora,
                           sampling=sampling, judge=judge, evaluation=evaluation,
                           resume=_fresh_or_resumable(folder, resume))
-        atomic_write_json(folder / "result.json", result)
+        atomic_write_json(folder / RESULT, result)
 
     return Stage(method, out / method, action, params, upstream=("data", "pretrain"),
                  inputs={"world_size": _world_size()}, distributed=True)
@@ -231,18 +235,28 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
 def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
     """Sample the model on a held-out benchmark (the first ``limit`` problems) and judge the samples."""
     params = {**{k: v for k, v in config["eval"].items() if k != "benchmarks"}, "benchmark": bench}
-    trained_by = "pretrain" if model == BASE_MODEL else model
+    source = trained_by(model)
     sampling, judge, evaluation = (part_of(config, "eval", part) for part in EVAL)
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.data.benchmarks import load_problems
         from codenas.train.evaluate import evaluate_checkpoints
 
-        evaluate_checkpoints([str(best_model(out / trained_by))], load_problems(bench, out / "data"), folder,
+        evaluate_checkpoints([str(best_model(out / source))], load_problems(bench, out / "data"), folder,
                              sampling, judge, evaluation)
 
-    return Stage(f"eval/{model}/{bench}", out / "eval" / model / bench, action, params,
-                 upstream=("data", trained_by))
+    return Stage(f"{EVAL_DIR}/{model}/{bench}", eval_folder(out, model, bench), action, params,
+                 upstream=("data", source))
+
+
+def eval_folder(out: Path, model: str, bench: str) -> Path:
+    """Where the evaluation of ``model`` (``base``, ``sft``, ``lora``) on ``bench`` writes its samples and results."""
+    return out / EVAL_DIR / model / bench
+
+
+def trained_by(model: str) -> str:
+    """The training stage that produced ``model``."""
+    return "pretrain" if model == BASE_MODEL else model
 
 
 def _report(out: Path) -> None:

@@ -276,9 +276,9 @@ def is_better(metrics: dict, best: dict | None, key: BestKey) -> bool:
 # so a stage that also logs e.g. ``mfu`` gets it on the line by adding it to the row.
 LINE_FIELDS = (("loss", "loss {:.4f}"), ("lr", "lr {:.2e}"), ("tokens_per_s", "{:,.0f} tok/s"),
                ("mfu", "MFU {:.1%}"))
-# How evaluation metrics are shown on the console; others are shown by name, except the best-checkpoint key
-# when it is not one of these (an internal ranking value).
-METRIC_FORMATS = {"val_loss": "val loss {:.4f}", "val_pass@1": "val pass@1 {:.1%}"}
+# How evaluation metrics are shown on the console (words, not metrics.jsonl keys); others by their key.
+METRIC_FORMATS = {"val_loss": "val loss {:.4f}", "val_pass@1": "val pass@1 {:.1%}",
+                  "val_passed": "{:.0f} val samples passed"}
 
 
 def train_line(desc: str, step: int, max_steps: int, row: dict[str, Any], eta_s: float | None) -> str:
@@ -289,15 +289,21 @@ def train_line(desc: str, step: int, max_steps: int, row: dict[str, Any], eta_s:
     return " | ".join(parts)
 
 
-def metrics_text(metrics: dict[str, Any], hidden: str | None = None) -> str:
-    """Evaluation metrics for the console: ``val loss 3.8210, val pass@1 10.0%``."""
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """Evaluation metrics for the console: ``val loss 3.8210, 1 val samples passed, val pass@1 10.0%``."""
     parts = []
     for key, value in metrics.items():
         if key in METRIC_FORMATS:
             parts.append(METRIC_FORMATS[key].format(value))
-        elif key != hidden and isinstance(value, int | float):
+        elif isinstance(value, int | float):
             parts.append(f"{key} {value:.4g}")
     return ", ".join(parts)
+
+
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``out_dir/metrics.jsonl`` (a torn last line is ignored); none when it is absent."""
+    path = Path(out_dir) / METRICS
+    return [row for _, row in read_jsonl(path, allow_torn_tail=True)] if path.is_file() else []
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

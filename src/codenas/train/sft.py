@@ -39,6 +39,7 @@ from codenas.train.loop import LAST, VAL_LOSS, BestKey, lm_loss, train
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, restore_adapter, save_adapter
 
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
+SETTINGS = "finetune.json"  # the run's settings, trainable and total parameter counts
 
 
 class FinetuneCheckpointer:
@@ -162,7 +163,7 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
         say(f"{'LoRA' if lora else 'full fine-tuning'}: {trainable:,} trainable of {total:,} parameters")
         say(f"{len(examples)} train examples ({dropped} dropped: prompt fills the context), "
             f"{len(val_records)} val records")
-        atomic_write_json(out / "finetune.json", {
+        atomic_write_json(out / SETTINGS, {
             "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
             "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
             "sampling": asdict(sampling), "judge": asdict(judge), "eval": asdict(evaluation),

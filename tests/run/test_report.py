@@ -12,7 +12,7 @@ from codenas.io import atomic_write_json, write_jsonl
 from codenas.run.config import dumps_toml, load_run_config
 from codenas.run.report import SECTIONS, per_problem, write_report
 from codenas.run.stages import RESULT
-from codenas.train.pretrain import SETTINGS as PRETRAIN_SETTINGS
+from codenas.train.pretrain import PRETRAIN_INFO as PRETRAIN_SETTINGS
 from codenas.train.sft import SETTINGS as FINETUNE_SETTINGS
 
 HARDWARE = {"cpu": "Test CPU", "cores": "2", "memory": "1.0 GiB", "gpu": "none"}

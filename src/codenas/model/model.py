@@ -93,7 +93,8 @@ def _causal_attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Te
     """Causal attention with dropout on the attention weights, computed ``block`` queries at a time against only
     the keys they may see. The same computation as SDPA's, which on a CPU has no fused kernel with dropout and
     falls back to computing (and drawing dropout masks for) the full ``T x T`` square, half of it masked: this
-    does about (n + 1) / 2n of that work for n blocks (62% at T = 512)."""
+    does about (n + 1) / 2n of that work for n blocks (62% at T = 512). Eager only: under ``torch.compile``
+    SDPA's own fallback is traced and fused."""
     T = q.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1])
     out = []
@@ -138,7 +139,8 @@ class CausalSelfAttention(nn.Module):
         if self.n_kv_head != self.n_head:
             repeat = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        if self.training and self.dropout > 0 and attn_mask is None and kv_cache is None and x.device.type == "cpu":
+        if (self.training and self.dropout > 0 and attn_mask is None and kv_cache is None and x.device.type == "cpu"
+                and not torch.compiler.is_compiling()):  # inductor fuses SDPA's fallback itself
             y = _causal_attention_with_dropout(q, k, v, self.dropout)
         else:
             y = F.scaled_dot_product_attention(

@@ -84,6 +84,8 @@ SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheap
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sandbox_uid = NOBODY  # set by main() when running as root
+_scratch: str | None = None  # the worker's folder (given by the harness, which removes it), holding each sample's
+# folder in turn and the probes'; with "mountns", the one writable folder of the worker and its children
 _layers: tuple[str, ...] = ()  # the kernel layers every child gets, set by main() (see isolation_layers)
 _landlock_abi = 0
 
@@ -277,7 +279,8 @@ def _read_only_mounts(workdir: str) -> None:
     itself: then no file outside it can be written, created, removed, renamed, linked, truncated or have its
     mode, owner or times changed (``EROFS``), whatever the call. Needs ``CAP_SYS_ADMIN`` in our user namespace
     (root, or the worker's own user namespace); mounts copied from a more privileged namespace stay locked
-    read-only even for a sample that makes namespaces of its own."""
+    read-only even for a sample that makes namespaces of its own. The worker does this once for its scratch
+    folder, in which every sample gets its own folder; the children share the worker's namespace."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
     path = os.fsencode(workdir)
@@ -296,7 +299,7 @@ def _drop_capabilities() -> None:
 
 def _probe(layer) -> bool:
     """Whether ``layer(workdir)`` works here: tried in a throw-away child on a throw-away folder."""
-    workdir = tempfile.mkdtemp(prefix="codenas-probe-", dir=SCRATCH)
+    workdir = tempfile.mkdtemp(prefix="codenas-probe-", dir=_scratch or SCRATCH)
     try:
         pid = os.fork()
         if pid == 0:
@@ -397,9 +400,7 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     os.closerange(3, report_fd)
     os.closerange(report_fd + 1, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
     try:  # never run a sample with less isolation than the worker announced: a failure here is the harness's
-        if "mountns" in _layers:
-            _read_only_mounts(workdir)  # needs the privileges dropped below
-        os.chdir(workdir)  # after the bind mount: the folder as seen through it
+        os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
         tempfile.tempdir = workdir
         _limit_resources(timeout, memory_mb)
@@ -529,7 +530,7 @@ def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tupl
     """Run one program in a fresh sandboxed child (CPU limit ``timeout``, wall-clock backstop ``wall_s``);
     return (status, detail)."""
     nonce = os.urandom(16).hex()
-    workdir = tempfile.mkdtemp(prefix="codenas-sample-", dir=SCRATCH)
+    workdir = tempfile.mkdtemp(prefix="codenas-sample-", dir=_scratch or SCRATCH)
     read_fd, write_fd = os.pipe()
     try:
         pid = os.fork()
@@ -548,6 +549,9 @@ def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tupl
                 os.close(fd)
         _kill_orphans()
         shutil.rmtree(workdir, ignore_errors=True)
+        if "mountns" in _layers:  # what a sample without Landlock wrote beside its folder goes too
+            for leftover in os.listdir(_scratch):
+                shutil.rmtree(os.path.join(_scratch, leftover), ignore_errors=True)
     return _verdict(report, nonce, wait_status, cpu, timeout, wall_s, backstop)
 
 
@@ -555,12 +559,16 @@ def main() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the harness
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come back to us, to be killed
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    global _sandbox_uid, _layers, _landlock_abi
+    global _sandbox_uid, _layers, _landlock_abi, _scratch
+    _scratch = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="codenas-worker-", dir=SCRATCH)
+    os.chmod(_scratch, 0o711)  # samples of another uid pass through it to their own folder
     network = _isolate_network()
     if os.geteuid() == 0:
         _sandbox_uid = sandbox_uid()
     _landlock_abi = landlock_abi()
     _layers = isolation_layers(network)
+    if "mountns" in _layers:  # once per worker: cheaper than a namespace per sample
+        _read_only_mounts(_scratch)
     jobs, out = sys.stdin.buffer, sys.stdout.buffer
     # The harness waits for this: a worker that cannot start fails loudly.
     out.write(json.dumps({"ready": True, "isolation": isolation_level(_layers)}).encode() + b"\n")

@@ -25,6 +25,7 @@ import json
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ START_TIMEOUT_S = 60.0  # a worker that has not said it is ready by then is brok
 REPLY_GRACE_S = 30.0  # a worker silent this long past a job's backstop is stuck or stopped: it is replaced
 HARNESS_ATTEMPTS = 4  # tries per sample when the harness (not the sample) fails, e.g. a transient fork or disk error
 RETRY_PAUSE_S = 1.0  # pause before the first retry, doubled for each further one
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample folders
 WRITE_CONFINEMENT = ("landlock", "mountns")  # the kernel layers that confine a sample's writes to its folder
 
 
@@ -90,12 +92,18 @@ class _Worker:
     """
 
     def __init__(self):
+        self.scratch = None
         try:
+            # The worker's folder (its samples' folders go in it): made and removed here, so that nothing is
+            # left behind whatever becomes of the worker.
+            self.scratch = tempfile.mkdtemp(prefix="codenas-worker-", dir=SCRATCH)
             self.stderr = tempfile.TemporaryFile()  # kept for the error message should the worker break
-            self.proc = subprocess.Popen([sys.executable, "-I", str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self.stderr, env=_worker_env(),
-                                         cwd="/", close_fds=True)
+            self.proc = subprocess.Popen([sys.executable, "-I", str(WORKER_SCRIPT), self.scratch],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                         env=_worker_env(), cwd="/", close_fds=True)
         except OSError as e:  # e.g. out of processes, memory or file descriptors: worth another try
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
             raise _HarnessFault(f"could not start the sandbox worker: {e}") from e
         os.set_blocking(self.proc.stdin.fileno(), False)  # sends wait in select, with a deadline
         try:
@@ -188,6 +196,7 @@ class _Worker:
             self.proc.kill()
             self.proc.wait()
         self.stderr.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)  # with whatever the worker and its samples left
 
 
 def _serve(jobs: queue.SimpleQueue, results: queue.SimpleQueue, stop: threading.Event, timeout: float,

@@ -11,7 +11,7 @@ from torch import nn
 
 from codenas.io import CodenasError, read_jsonl
 from codenas.settings import TrainSettings
-from codenas.train.loop import BEST, LAST, autocast_dtype, lr_at, make_optimizer, train, train_line
+from codenas.train.loop import BEST, LAST, autocast_dtype, lr_at, make_optimizer, metrics_text, train, train_line
 
 
 class CountingSource:
@@ -143,6 +143,11 @@ def test_a_log_that_is_not_a_terminal_gets_a_compact_line_per_log_interval(tmp_p
         assert re.search(r"\| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| [\d,]+ tok/s \| ETA ", line), line
     assert lines[-1].endswith("ETA 0.0 s")
     assert "test step 3: val loss 1.5000" in err
+
+
+def test_evaluation_metrics_are_shown_in_words():
+    assert metrics_text({"val_loss": 3.821, "val_passed": 1, "val_pass@1": 0.1}) == (
+        "val loss 3.8210, 1 val samples passed, val pass@1 10.0%")
 
 
 def test_train_line_has_room_for_mfu():

@@ -240,10 +240,13 @@ def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.data.benchmarks import load_problems
+        from codenas.eval.verdicts import shares_text
         from codenas.train.evaluate import evaluate_checkpoints
 
-        evaluate_checkpoints([str(best_model(out / source))], load_problems(bench, out / "data"), folder,
-                             sampling, judge, evaluation)
+        row = evaluate_checkpoints([str(best_model(out / source))], load_problems(bench, out / "data"), folder,
+                                   sampling, judge, evaluation)[0]
+        passed = ", ".join(f"{k} {100 * v:.1f}%" for k, v in row["pass_at_k"].items())
+        say(f"{model} on {bench} ({row['n_problems']} problems): {passed}; {shares_text(row)}")
 
     return Stage(f"{EVAL_DIR}/{model}/{bench}", eval_folder(out, model, bench), action, params,
                  upstream=("data", source))

@@ -156,6 +156,8 @@ def make_optimizer(model: nn.Module, cfg: TrainSettings, device: torch.device) -
         return adamw
     if not muon:
         raise CodenasError("optimizer muon: the model has no trainable 2-D hidden matrix")
+    if not hasattr(torch.optim, "Muon"):
+        raise CodenasError(f"optimizer muon needs torch.optim.Muon (torch >= 2.9); this is torch {torch.__version__}")
     return MuonWithAdamW(torch.optim.Muon(
         [{"params": muon, "lr_scale": cfg.muon_lr / cfg.lr}], lr=cfg.muon_lr, momentum=cfg.muon_momentum,
         weight_decay=cfg.muon_weight_decay), adamw)

@@ -73,7 +73,7 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
     summary = md[md.index("## Summary"):md.index("## What the models wrote")]
     params = read_json(out / "pretrain" / RESULT)["params"]
     assert f"| pretrain | next-token prediction on the code corpus | {params:,} (all) | 4 |" in summary
-    assert re.search(r"A GPT of \d\.\d\dM parameters \(tiny: \d+ layers", summary)
+    assert re.search(r"A GPT of \d\.\d\dM parameters \(tiny_modern: \d+ layers", summary)
     assert "| mini | 20 HumanEval problems held out of training" in summary and "| 3 of 20 | 1 |" in summary
     assert "**mbpp-test was skipped**: no MBPP file was found" in summary and "--mbpp PATH" in summary
     assert "pass@10 cannot be measured" in summary

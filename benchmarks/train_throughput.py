@@ -2,6 +2,8 @@
 
 Each (model, dtype, compile) setting runs in its own spawned process (so peak memory is per setting): a few
 untimed warm-up steps, then timed steps of forward + backward + AdamW at the same batch and sequence length.
+``--interleave`` instead runs all settings in one process, a step of each in turn, and rates each by its median
+step time, so that the changing load of a shared machine hits every setting alike.
 Each model is reported at its best setting (and best of ``--repeats`` interleaved runs); the last line is
 ``speedup_vs_hf_gpt2: X`` (ours / HF tokens/s).
 
@@ -98,6 +100,52 @@ def measure(kind: str, arch_dict: dict, dtype: str, compile_model: bool, args: d
     return {"tokens_per_s": args["steps"] * B * T / elapsed, "peak_mb": peak_mb, "params": n_params}
 
 
+def interleaved(jobs: list[tuple[str, str, bool]], arch_dict: dict, args: dict) -> list[dict]:
+    """All settings in this one process, one step of each in turn (order reversed every other round), so that a
+    shared machine's changing load hits every setting alike; tokens/s from each setting's median step time."""
+    import statistics
+
+    import torch
+
+    from codenas.model.config import ArchConfig
+
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    device = torch.device(args["device"])
+    arch = ArchConfig.from_dict(arch_dict)
+    B, T = args["batch_size"], args["seq_len"]
+    x = torch.randint(0, arch.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(0)).to(device)
+    inputs, targets = x[:, :-1].contiguous(), x[:, 1:].contiguous()
+    steppers = []
+    for kind, dtype, compile_model in jobs:
+        torch.manual_seed(0)
+        model = _build(kind, arch).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
+        step_model = torch.compile(model) if compile_model else model
+
+        def step(kind=kind, dtype=dtype, step_model=step_model, opt=opt) -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                loss = _loss(kind, step_model, inputs, targets)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        for _ in range(args["warmup"]):
+            step()
+        steppers.append((step, sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())))
+    times: list[list[float]] = [[] for _ in jobs]
+    for r in range(args["steps"]):
+        order = range(len(jobs)) if r % 2 == 0 else reversed(range(len(jobs)))
+        for j in order:
+            start = time.perf_counter()
+            steppers[j][0]()
+            times[j].append(time.perf_counter() - start)
+    return [{"tokens_per_s": B * T / statistics.median(t), "peak_mb": float("nan"), "params": n}
+            for t, (_, n) in zip(times, steppers, strict=True)]
+
+
 def _run_isolated(*job) -> dict:
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(measure, job)
@@ -125,6 +173,9 @@ def main() -> None:
     p.add_argument("--peak-flops", type=float, default=None,
                    help="peak bf16 FLOP/s for MFU (default: the table in codenas.train.mfu for this GPU)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per setting (default: torch's choice)")
+    p.add_argument("--interleave", action="store_true",
+                   help="run every setting in one process, one step of each in turn, and rate each by its median "
+                        "step time: steadier on a shared machine (no peak memory then)")
     args = p.parse_args()
 
     arch = load_arch(args.arch)
@@ -140,8 +191,9 @@ def main() -> None:
           f"{args.threads or torch.get_num_threads()} threads")
     best: dict[str, dict] = {}
     runs = [(kind, d, c) for _ in range(args.repeats) for kind in ("codenas", "hf_gpt2") for d, c in settings]
-    for kind, dtype, compiled in runs:
-        r = _run_isolated(kind, arch.to_dict(), dtype, compiled, job)
+    together = interleaved(runs, arch.to_dict(), job) if args.interleave else None
+    for n, (kind, dtype, compiled) in enumerate(runs):
+        r = together[n] if together else _run_isolated(kind, arch.to_dict(), dtype, compiled, job)
         label = f"{dtype}{' +compile' if compiled else ''}"
         print(f"  {kind:8s} {label:14s} {r['tokens_per_s']:10.0f} tokens/s  peak {r['peak_mb']:8.1f} MB  "
               f"params {r['params']:,}")

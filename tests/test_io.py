@@ -1,6 +1,10 @@
 """Shared file conventions: errors name file and line, writes are atomic, torn log tails are tolerated."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -9,7 +13,11 @@ from codenas.io import (
     JsonlAppender,
     atomic_path,
     atomic_write_json,
+    check_writable,
+    output_lock,
     read_jsonl,
+    recover_directory,
+    replace_folder,
     sha256_bytes,
     sha256_file,
     write_jsonl,
@@ -119,3 +127,100 @@ def test_null_line_is_not_an_object(tmp_path):
     p.write_text("null\n")
     with pytest.raises(CodenasError, match=":1: expected a JSON object, got NoneType"):
         list(read_jsonl(p))
+
+
+HOLDER = """import sys, time
+from codenas.io import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture()
+def lock_holder(tmp_path):
+    """Another process holding the output lock of ``tmp_path / 'out'``; yields (folder, process)."""
+    folder = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "locked\n"
+    yield folder, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_second_process_is_refused_naming_the_folder_and_the_holder(lock_holder):
+    folder, holder = lock_holder
+    with pytest.raises(CodenasError) as e:
+        with output_lock(folder):
+            pass
+    assert str(folder) in str(e.value) and f"pid {holder.pid}" in str(e.value)
+
+
+def test_the_lock_dies_with_its_holder_even_under_kill_9(lock_holder):
+    folder, holder = lock_holder
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with output_lock(folder):  # nothing to clean by hand
+        with output_lock(folder):  # re-entrant in one process
+            pass
+
+
+def test_writability_is_checked_before_anything_is_created(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(CodenasError, match="it is a file, not a folder") as e:
+        check_writable(blocker / "sub" / "out")
+    assert e.value.path == str(blocker)
+    with pytest.raises(CodenasError, match="it is a file"):
+        with output_lock(blocker / "out"):
+            pass
+    assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only-mode folder")
+def test_a_folder_without_write_permission_is_refused(tmp_path):
+    os.chmod(tmp_path, 0o555)
+    try:
+        with pytest.raises(CodenasError, match="no permission to write"):
+            check_writable(tmp_path / "out")
+    finally:
+        os.chmod(tmp_path, 0o755)
+
+
+def test_replace_folder_never_deletes_what_it_did_not_write(tmp_path):
+    out = tmp_path / "hf"
+    with replace_folder(out) as tmp:
+        (tmp / "model.bin").write_text("1")
+    with pytest.raises(CodenasError, match="not empty .*--overwrite"):
+        with replace_folder(out) as tmp:
+            (tmp / "model.bin").write_text("2")
+    with replace_folder(out, overwrite=True) as tmp:  # an earlier output of the same writer
+        (tmp / "model.bin").write_text("2")
+    assert (out / "model.bin").read_text() == "2"
+    (out / "notes.txt").write_text("mine")
+    (out / "other_model").mkdir()
+    with pytest.raises(CodenasError, match="does not write .*notes.txt, other_model"):
+        with replace_folder(out, overwrite=True) as tmp:
+            (tmp / "model.bin").write_text("3")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.bin").read_text() == "2"
+
+
+def test_leftovers_are_cleaned_and_a_half_swapped_folder_put_back(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    ckpt = out / "checkpoint_last"
+    ckpt.mkdir()
+    (ckpt / "w").write_text("step 4")
+    os.replace(ckpt, out / ".checkpoint_last.abc12345.old")  # a kill between the renames...
+    (out / ".checkpoint_last.xyz98765.tmp").mkdir()  # ...with the new copy still aside
+    (out / ".metrics.jsonl.k2j4h5g6.tmp").write_text("torn")
+    (out / ".hidden_but_mine").write_text("keep")
+    (tmp_path / ".run.q1w2e3r4.tmp").mkdir()  # a swapped-in build of this folder, killed
+    (tmp_path / ".other.q1w2e3r4.tmp").mkdir()  # not this folder's: left alone
+    with output_lock(out):
+        pass
+    assert (ckpt / "w").read_text() == "step 4"
+    assert sorted(p.name for p in out.iterdir()) == [".codenas.lock", ".hidden_but_mine", "checkpoint_last"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.q1w2e3r4.tmp", "run"]
+    assert recover_directory(ckpt) == ckpt

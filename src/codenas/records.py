@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codenas.io import CodenasError, read_jsonl, write_jsonl
+from codenas.io import CodenasError, read_json, read_jsonl, sha256_file, write_jsonl
 
 REQUIRED_FIELDS = ("id", "source", "prompt", "solution", "tests", "entry_point")
+MANIFEST = "manifest.json"  # written by `data build` beside the record files it lists (with their sha256)
+DATA_FORMAT = "codenas-data/"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ def record_from_dict(obj: dict, path: str | os.PathLike | None = None, line: int
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
-    """Read and validate a record file; duplicate ids are an error."""
+    """Read and validate a record file; duplicate ids are an error. A file of a data folder must still have
+    the sha256 its folder's ``manifest.json`` lists (else the folder mixes two builds, or was edited)."""
+    check_against_manifest(path)
     records: list[Record] = []
     seen: dict[str, int] = {}
     for line, obj in read_jsonl(path):
@@ -72,6 +76,24 @@ def read_records(path: str | os.PathLike) -> list[Record]:
         seen[rec.id] = line
         records.append(rec)
     return records
+
+
+def check_against_manifest(path: str | os.PathLike) -> None:
+    """If ``path`` belongs to a data folder (a ``manifest.json`` of ``data build`` beside it or one folder up
+    that lists it), its sha256 must be the listed one; else ``CodenasError`` naming the file."""
+    path = Path(path)
+    for folder in (path.parent, path.parent.parent):
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            continue
+        manifest = read_json(manifest_path)
+        if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith(DATA_FORMAT):
+            return
+        expected = (manifest.get("outputs") or {}).get(path.relative_to(folder).as_posix())
+        if expected is not None and path.is_file() and sha256_file(path) != expected:
+            raise CodenasError(f"sha256 differs from {manifest_path}: this data folder mixes two builds or was "
+                               "edited; rebuild it with `codenas data build`", path)
+        return
 
 
 def write_records(path: str | os.PathLike, records: list[Record]) -> None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -146,3 +150,34 @@ def test_reading_an_output_file_validates_every_line(built, tmp_path):
     bad.write_text("".join(lines[:2]) + json.dumps(broken) + "\n" + "".join(lines[3:]))
     with pytest.raises(CodenasError, match=r"val.jsonl:3: record is missing field\(s\): tests"):
         read_records(bad)
+
+
+def test_a_killed_rebuild_leaves_the_earlier_build_whole(tmp_path):
+    out = tmp_path / "data"
+    first = build_dataset(mbpp=None, out=out, seed=3, val_size=5)
+    before = {name: (out / name).read_bytes() for name in ("train.jsonl", "val.jsonl", "manifest.json")}
+    env = {**os.environ, "CODENAS_FAULT": "data-wrote-train.jsonl"}  # kill -9 once train.jsonl is written
+    killed = subprocess.run([sys.executable, "-m", "codenas.cli", "-q", "data", "build", "--out", str(out),
+                             "--seed", "4", "--val-size", "5"], env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before  # the earlier build, whole
+    assert [p.name for p in tmp_path.iterdir() if p.name != "data"]  # the killed build's staging folder...
+    second = build_dataset(mbpp=None, out=out, seed=4, val_size=5)
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # ...is removed by the next build
+    assert second["seed"] == 4 and second["outputs"] != first["outputs"]
+    train, val = read_records(out / "train.jsonl"), read_records(out / "val.jsonl")
+    assert not {r.id for r in train} & {r.id for r in val}
+
+
+def test_a_folder_mixing_two_builds_is_an_error_naming_the_file(tmp_path):
+    build_dataset(mbpp=None, out=tmp_path / "a", seed=3, val_size=5)
+    build_dataset(mbpp=None, out=tmp_path / "b", seed=4, val_size=5)
+    shutil.copyfile(tmp_path / "b" / "train.jsonl", tmp_path / "a" / "train.jsonl")  # what a killed build left
+    with pytest.raises(CodenasError, match="sha256 differs") as e:
+        read_records(tmp_path / "a" / "train.jsonl")
+    assert e.value.path == str(tmp_path / "a" / "train.jsonl")
+    read_records(tmp_path / "a" / "val.jsonl")  # the files that still match read fine
+    (tmp_path / "a" / "notes.txt").write_text("mine")
+    with pytest.raises(CodenasError, match="notes.txt"):  # replaced as a whole: never with a user's file in it
+        build_dataset(mbpp=None, out=tmp_path / "a", seed=3, val_size=5)
+    assert (tmp_path / "a" / "notes.txt").read_text() == "mine"

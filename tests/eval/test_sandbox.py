@@ -6,13 +6,14 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from codenas.eval import execution
+from codenas.eval import _worker, execution
 from codenas.eval.execution import ExecResult, run_programs
 from codenas.io import CodenasError
 
@@ -341,3 +342,33 @@ def _parent(pid: str) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return -1
+
+
+HARNESS = """import sys
+from codenas.eval.execution import run_programs
+run_programs([sys.argv[1]], workers=1, timeout=60)
+"""
+
+
+def _sample_dirs(marker: str) -> list[Path]:
+    return [p.parent for p in Path(_worker.SCRATCH).glob(f"codenas-*/**/{marker}")]
+
+
+def test_what_a_killed_harness_left_in_scratch_is_removed_by_the_next_run_and_never_a_live_one():
+    marker = f"marker-{os.getpid()}-{time.monotonic_ns()}"
+    writer = PROMPT + f"    open({marker!r}, 'w').write('x' * 2 ** 20)\n    import time\n    time.sleep(60)\n\n" + TESTS
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS, writer])
+    try:
+        deadline = time.monotonic() + 60
+        while not _sample_dirs(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _sample_dirs(marker), "the sample never wrote its file"
+        assert judge(RIGHT).status == "passed"  # another run meanwhile...
+        assert _sample_dirs(marker)  # ...leaves the live sample's directory alone
+    finally:
+        harness.kill()  # kill -9 of the harness: its worker and sample die with it, their files stay
+        harness.wait()
+    deadline = time.monotonic() + 20
+    while _sample_dirs(marker) and time.monotonic() < deadline:
+        judge(RIGHT)  # each new worker removes the directories of dead ones (the old worker may still be dying)
+    assert not _sample_dirs(marker)

@@ -54,7 +54,7 @@ def test_results_in_input_order_and_pass_at_k(problems, tmp_path):
 def test_raw_generations_are_post_processed(problems, tmp_path):
     rec = problems[0]
     raw = "```python\n" + rec.prompt + rec.solution + "\n\nprint(" + rec.entry_point + "([1.0], 0.5))\n```\nDone."
-    summary = score_samples([{"task_id": rec.id, "completion": raw}], problems, tmp_path, raw=True)
+    summary = score_samples([{"task_id": rec.id, "completion": raw}], problems, tmp_path, raw=True, partial=True)
     assert summary["status_counts"]["passed"] == 1
 
 
@@ -139,7 +139,7 @@ def test_cli_scores_raw_generations_with_both_id_spellings(problems, tmp_path):
                        + json.dumps({"task_id": rec.id, "completion": runaway}) + "\n")
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["eval", "samples", str(samples), "--problems", str(tmp_path / "problems.jsonl"),
-                                      "--out", str(out), "--raw", "--workers", "1"])
+                                      "--out", str(out), "--raw", "--workers", "1", "--partial"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["task_id"], r["status"]) for r in rows] == [("HumanEval/0", "passed"), ("he_0", "passed")]
@@ -239,3 +239,40 @@ def test_programs_from_a_generator_are_judged_as_they_come():
     assert listed == streamed and sorted(streamed) == [0, 1, 2, 3]
     assert streamed[0].passed and not streamed[1].passed and streamed[3].passed
     assert list(iter_programs(iter(()), timeout=5)) == []
+
+
+def test_a_partial_samples_file_is_refused_unless_asked_and_its_coverage_stated(problems, tmp_path):
+    problems_file = tmp_path / "problems.jsonl"
+    write_records(problems_file, problems)
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": rec.id, "completion": c}) + "\n"
+                               for rec in problems[:1] for c in (rec.solution, "    return None\n")))
+    args = ["eval", "samples", str(samples), "--problems", str(problems_file), "--out", str(tmp_path / "out"),
+            "--workers", "1"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1 and "cover 1 of the 3 problems" in refused.output and "--partial" in refused.output
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    result = CliRunner().invoke(cli, [*args, "--partial"])
+    assert result.exit_code == 0, result.output
+    assert "1 / 3 problems (33.3%)" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["coverage"] == pytest.approx(1 / 3)
+    assert (summary["problems_scored"], summary["problems_in_benchmark"]) == (1, 3)
+    assert summary["pass_at_k"]["pass@1"] == 0.5
+
+
+def test_check_problems_names_the_problems_whose_own_solution_fails(problems, tmp_path):
+    broken = replace(problems[1], tests="import no_such_module\n" + problems[1].tests)
+    problems_file = tmp_path / "problems.jsonl"
+    write_records(problems_file, [problems[0], broken, problems[2]])
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"task_id": rec.id, "completion": rec.solution}) + "\n" for rec in problems))
+    args = ["eval", "samples", str(samples), "--problems", str(problems_file), "--out", str(tmp_path / "out"),
+            "--workers", "1"]
+    result = CliRunner().invoke(cli, [*args, "--check-problems"])
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 problems fail with their own reference solution" in result.output
+    assert f"{broken.id} (error: ModuleNotFoundError" in result.output and problems[0].id + " (" not in result.output
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    write_records(problems_file, problems)
+    assert CliRunner().invoke(cli, [*args, "--check-problems"]).exit_code == 0

@@ -119,3 +119,22 @@ def test_inexpressible_layouts_are_refused_naming_the_field(tmp_path, arch, toke
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(tmp_path / "hf")])
     assert result.exit_code == 1 and f"arch field {field!r}" in result.output
     assert not (tmp_path / "hf").exists()  # nothing half-written
+
+
+def test_export_never_deletes_files_it_did_not_write(tmp_path, model, tokenizer_path):
+    save_checkpoint(tmp_path / "ckpt", model, tokenizer_path=tokenizer_path, step=0)
+    hf = tmp_path / "hf"
+    (hf / "other_model").mkdir(parents=True)
+    (hf / "notes.txt").write_text("mine")
+    runner = CliRunner()
+    for extra in ([], ["--overwrite"]):
+        result = runner.invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(hf), *extra])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert "notes.txt" in result.output and str(hf) in result.output
+        assert sorted(p.name for p in hf.iterdir()) == ["notes.txt", "other_model"]
+    fresh = tmp_path / "fresh"
+    assert runner.invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(fresh)]).exit_code == 0
+    again = runner.invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(fresh)])
+    assert again.exit_code == 1 and "--overwrite" in again.output  # an earlier export: only with --overwrite
+    assert runner.invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(fresh), "--overwrite"]).exit_code == 0
+    assert (fresh / "config.json").is_file()

@@ -127,3 +127,12 @@ def test_stage_log_lists_a_stage_new_to_the_run_in_run_order(tmp_path):
     for name in ("a", "b", "c", "report"):
         log.record(name, "k" + name, "ran", 1.0)
     assert list(read_stages(tmp_path / "stages.json")) == ["a", "b", "c", "report"]
+
+
+def test_a_stage_killed_between_checkpoint_renames_resumes_instead_of_restarting(tmp_path):
+    from codenas.run.stages import _fresh_or_resumable
+
+    (tmp_path / ".checkpoint_last.ab12cd34.old").mkdir()  # the complete checkpoint, moved aside by the kill
+    (tmp_path / "metrics.jsonl").write_text('{"step": 10}\n')
+    assert _fresh_or_resumable(tmp_path, resume=True)
+    assert (tmp_path / "checkpoint_last").is_dir() and (tmp_path / "metrics.jsonl").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from codenas.io import CodenasError, read_jsonl
+from codenas.io import CodenasError, atomic_directory, read_jsonl
 from codenas.settings import TrainSettings
 from codenas.train.loop import BEST, LAST, autocast_dtype, lr_at, make_optimizer, metrics_text, train, train_line
 
@@ -182,3 +183,63 @@ def test_is_better_compares_the_key_in_order(metrics, best, expected):
     from codenas.train.loop import is_better
 
     assert is_better(metrics, best, (("p", "max"), ("l", "min"))) is expected
+
+
+class Killed(BaseException):
+    """Stands for a kill -9 at a chosen moment (nothing after it runs but ``finally`` blocks)."""
+
+
+class DirCheckpointer:
+    """Saves into a real directory with ``atomic_directory``, as the model checkpointers do."""
+
+    def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict, trainer_state: dict | None) -> None:
+        with atomic_directory(path) as tmp:
+            torch.save({"weights": model.state_dict(), "trainer_state": trainer_state}, tmp / "state.pt")
+
+    def restore(self, path: Path, model: nn.Module) -> dict:
+        saved = torch.load(path / "state.pt", weights_only=False)
+        model.load_state_dict(saved["weights"])
+        return saved["trainer_state"]
+
+
+def _run(out: Path, checkpointer, resume: bool = False):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    train(model, CountingSource(), _config(), out, evaluate=lambda m, step: {"val_loss": 1.0 / step},
+          checkpointer=checkpointer, loss_fn=regression_loss, resume=resume)
+    return model
+
+
+def test_a_kill_between_the_renames_of_a_checkpoint_still_resumes(tmp_path, monkeypatch):
+    one_go = _run(tmp_path / "one_go", DirCheckpointer())
+    real_replace, out = os.replace, tmp_path / "killed"
+
+    def kill_after_moving_the_old_one_aside(src, dst):
+        real_replace(src, dst)
+        if Path(src).name == LAST and Path(dst).name.endswith(".old"):
+            raise Killed  # checkpoint_last (step 4) is only under its .old name; step 8 is not in place yet
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", kill_after_moving_the_old_one_aside)
+        with pytest.raises(Killed):
+            _run(out, DirCheckpointer())
+    assert not (out / LAST).exists()
+    resumed = _run(out, DirCheckpointer(), resume=True)
+    assert torch.equal(resumed.weight, one_go.weight) and torch.equal(resumed.bias, one_go.bias)
+    assert [row["step"] for _, row in read_jsonl(out / "metrics.jsonl")] == [2, 4, 6, 8, 10, 12]
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".old", ".tmp"))]  # leftovers cleaned
+
+
+def test_a_kill_between_the_checkpoint_and_the_log_loses_no_row(tmp_path):
+    class KilledAfterSaving(DirCheckpointer):
+        def save(self, path, model, **kwargs):
+            super().save(path, model, **kwargs)
+            if path.name == LAST and kwargs["step"] == 8:
+                raise Killed
+
+    with pytest.raises(Killed):
+        _run(tmp_path, KilledAfterSaving())
+    _run(tmp_path, DirCheckpointer(), resume=True)
+    rows = [row for _, row in read_jsonl(tmp_path / "metrics.jsonl")]
+    assert [row["step"] for row in rows] == [2, 4, 6, 8, 10, 12]
+    assert all("val_loss" in row for row in rows if row["step"] % 4 == 0)

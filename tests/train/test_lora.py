@@ -74,6 +74,15 @@ def test_base_is_frozen_and_merge_keeps_the_logits(workdir):
     assert torch.allclose(got, expected, atol=1e-5, rtol=0)
     assert (workdir / "merged" / "model.safetensors").is_file()
 
+    with pytest.raises(CodenasError, match="not empty .*--overwrite"):  # an earlier merge: only with --overwrite
+        merge_adapter(out / "step4", workdir / "merged")
+    merge_adapter(out / "step4", workdir / "merged", overwrite=True)
+    (workdir / "merged" / "notes.txt").write_text("mine")
+    with pytest.raises(CodenasError, match="notes.txt"):
+        merge_adapter(out / "step4", workdir / "merged", overwrite=True)
+    assert (workdir / "merged" / "notes.txt").read_text() == "mine"
+    assert (workdir / "merged" / "model.safetensors").is_file()
+
 
 def test_resumed_lora_run_ends_with_the_same_adapter(workdir, tmp_path, monkeypatch):
     _lora_run(workdir, tmp_path / "straight")

@@ -18,15 +18,24 @@ from codenas.data.evalplus import release_ids
 from codenas.data.humaneval import HUMANEVAL_PATH, MINI_IDS, load_humaneval
 from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record, mbpp_split, resolve_mbpp_path
 from codenas.data.proof import NULL_BODY, PROOF_TIMEOUT_S, prove
-from codenas.io import CodenasError, atomic_write_json, read_json, sha256_file
+from codenas.io import (
+    LOCK_FILE,
+    CodenasError,
+    atomic_write_json,
+    fault_point,
+    output_lock,
+    read_json,
+    replace_folder,
+    sha256_file,
+)
 from codenas.progress import say
-from codenas.records import Record, write_records
+from codenas.records import DATA_FORMAT, MANIFEST, Record, write_records
 
 HOLDOUTS = ("mini", "humaneval")
 MAX_SOLUTION_LINES = 30
 MAX_COMPLEXITY = 6
-MANIFEST_FORMAT = "codenas-data/1"
-MANIFEST = "manifest.json"
+MANIFEST_FORMAT = f"{DATA_FORMAT}1"
+OUTPUT_NAMES = {"train.jsonl", "val.jsonl", "benchmarks", MANIFEST, LOCK_FILE}
 
 
 def _mbpp_records(rows: list[dict]) -> tuple[list[Record], dict[str, str]]:
@@ -82,6 +91,21 @@ def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: i
         raise CodenasError(f"--val-size must be >= 0, got {val_size}")
     out = Path(out)
     mbpp = resolve_mbpp_path(mbpp)
+    with output_lock(out):
+        _check_only_outputs(out)
+        return _build(mbpp, out, seed, val_size, holdout)
+
+
+def _check_only_outputs(out: Path) -> None:
+    """The folder is replaced as a whole: it may hold nothing but an earlier build's outputs."""
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise CodenasError(f"the data folder holds files `data build` does not write ({shown}): choose a new or "
+                           "empty folder, or a folder of an earlier build", out)
+
+
+def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str) -> dict:
     if mbpp is None:
         say("note: no MBPP file found (--mbpp, $CODENAS_MBPP, `codenas data download`); building HumanEval only")
 
@@ -110,25 +134,27 @@ def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: i
     files = {"train.jsonl": train, "val.jsonl": val}
     files.update({f"benchmarks/{name}.jsonl": [r for r in recs if r.id in proven]
                   for name, recs in benchmarks.items()})
-    _write_files(out, files)
-
     dropped = {"unconvertible": unconvertible, "too_long": too_long, "too_complex": too_complex,
                "failed_proof": proof.failed, "null_body_pass": proof.null_passed, "contaminated": contaminated,
                "in_mbpp_plus": in_mbpp_plus}
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "seed": seed,
-        "val_size": val_size,
-        "holdout": holdout,
-        "inputs": _inputs(mbpp),
-        "rules": {"max_solution_lines": MAX_SOLUTION_LINES, "max_complexity": MAX_COMPLEXITY, "ngram": NGRAM,
-                  "proof_timeout_s": PROOF_TIMEOUT_S, "null_body": NULL_BODY},
-        **_counts(humaneval, he_pool, rows, benchmarks, dropped, files),
-        "dropped": dropped,
-        "sizes": {name: len(recs) for name, recs in files.items()},
-        "outputs": {name: sha256_file(out / name) for name in files},
-    }
-    atomic_write_json(out / MANIFEST, manifest)
+    with replace_folder(out, overwrite=True) as staging:  # built aside, swapped in whole: never a mixed folder
+        for name, records in files.items():
+            write_records(staging / name, records)
+            fault_point(f"data-wrote-{name}")
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "seed": seed,
+            "val_size": val_size,
+            "holdout": holdout,
+            "inputs": _inputs(mbpp),
+            "rules": {"max_solution_lines": MAX_SOLUTION_LINES, "max_complexity": MAX_COMPLEXITY, "ngram": NGRAM,
+                      "proof_timeout_s": PROOF_TIMEOUT_S, "null_body": NULL_BODY},
+            **_counts(humaneval, he_pool, rows, benchmarks, dropped, files),
+            "dropped": dropped,
+            "sizes": {name: len(recs) for name, recs in files.items()},
+            "outputs": {name: sha256_file(staging / name) for name in files},
+        }
+        atomic_write_json(staging / MANIFEST, manifest)
     return manifest
 
 
@@ -136,15 +162,6 @@ def read_manifest(out: Path) -> dict | None:
     """The manifest a build wrote into ``out``, or None when there is none."""
     path = Path(out) / MANIFEST
     return read_json(path) if path.is_file() else None
-
-
-def _write_files(out: Path, files: dict[str, list[Record]]) -> None:
-    """Write the record files and remove benchmark files that a different earlier build left behind."""
-    for name in ("benchmarks/humaneval.jsonl", "benchmarks/mbpp-test.jsonl"):
-        if name not in files:
-            (out / name).unlink(missing_ok=True)
-    for name, records in files.items():
-        write_records(out / name, records)
 
 
 def _counts(humaneval: list[Record], he_pool: list[Record], rows: list[dict], benchmarks: dict[str, list[Record]],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from codenas import paths
 from codenas.data.metrics import cyclomatic_complexity, solution_lines
-from codenas.io import CodenasError, atomic_write_bytes, read_jsonl, sha256_bytes, sha256_file
+from codenas.io import CodenasError, atomic_write_bytes, check_writable, read_jsonl, sha256_bytes, sha256_file
 from codenas.progress import say
 from codenas.records import Record
 
@@ -60,6 +60,7 @@ def download_mbpp(out: Path | None = None, url: str = MBPP_URL) -> Path:
     A file already there with the right checksum is kept. A checksum mismatch writes nothing.
     """
     out = Path(out) if out is not None else downloaded_mbpp_path()
+    check_writable(out.parent)
     if out.is_file() and sha256_file(out) == MBPP_SHA256:
         say(f"MBPP already present at {out}")
         return out

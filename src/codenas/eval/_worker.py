@@ -20,6 +20,7 @@ import datetime  # noqa: F401
 import decimal  # noqa: F401
 import errno
 import faulthandler
+import fcntl
 import fractions  # noqa: F401
 import functools  # noqa: F401
 import hashlib  # noqa: F401
@@ -81,6 +82,8 @@ FILE_SIZE_CAP = 16 * 1024 * 1024  # largest file a child may write (RLIMIT_FSIZE
 MESSAGE_CAP = 4096
 DETAIL_CAP = 300
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample directories
+WORKER_DIR_PREFIX = "codenas-worker-"  # the harness's name for each worker's folder (execution.py)
+LOCK = ".lock"  # in a worker's folder: locked while the worker lives
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sandbox_uid = NOBODY  # set by main() when running as root
@@ -555,18 +558,49 @@ def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tupl
     return _verdict(report, nonce, wait_status, cpu, timeout, wall_s, backstop)
 
 
+def _lock_scratch(scratch: str) -> None:
+    """Lock this worker's folder for as long as it lives, and remove the folders beside it whose worker is dead.
+
+    The harness removes a worker's folder when it closes the worker; when the harness itself is killed
+    (``kill -9``, the OOM killer), its workers die with it and their folders, with whatever their samples wrote
+    (tmpfs memory held until someone deletes it), stay. A folder is dead when its lock is free: a live worker
+    holds it until it exits, however it exits. The lock file gets its name only once locked, so a folder is
+    never taken for dead while its worker starts."""
+    parent = os.path.dirname(scratch)
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if not name.startswith(WORKER_DIR_PREFIX) or path == scratch:
+            continue
+        try:
+            fd = os.open(os.path.join(path, LOCK), os.O_RDONLY)
+        except OSError:
+            continue  # not locked yet (its worker is starting) or already gone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # a live worker's
+        finally:
+            os.close(fd)
+    staged = os.path.join(scratch, f"{LOCK}.{os.getpid()}")
+    lock = os.open(staged, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process ends (samples close their copy at once)
+    os.rename(staged, os.path.join(scratch, LOCK))
+
+
 def main() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the harness
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come back to us, to be killed
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     global _sandbox_uid, _layers, _landlock_abi, _scratch
-    _scratch = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="codenas-worker-", dir=SCRATCH)
+    _scratch = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix=WORKER_DIR_PREFIX, dir=SCRATCH)
     os.chmod(_scratch, 0o711)  # samples of another uid pass through it to their own folder
     network = _isolate_network()
     if os.geteuid() == 0:
         _sandbox_uid = sandbox_uid()
     _landlock_abi = landlock_abi()
     _layers = isolation_layers(network)
+    _lock_scratch(_scratch)  # before the mounts: it may remove dead workers' folders beside ours
     if "mountns" in _layers:  # once per worker: cheaper than a namespace per sample
         _read_only_mounts(_scratch)
     jobs, out = sys.stdin.buffer, sys.stdout.buffer

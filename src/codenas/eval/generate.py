@@ -43,21 +43,27 @@ def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record],
 
 
 def score(samples: list[dict], problems: list[Record], out_dir: Path, judge: JudgeSettings = JudgeSettings(), *,
-          ks: Sequence[int] = (1, 10, 100)) -> dict:
-    """Write ``samples.jsonl`` into ``out_dir`` and score the samples there; returns the summary."""
+          ks: Sequence[int] = (1, 10, 100), benchmark_size: int | None = None) -> dict:
+    """Write ``samples.jsonl`` into ``out_dir`` and score the samples there; returns the summary.
+
+    ``problems`` may be a chosen subset of a benchmark of ``benchmark_size`` problems (its coverage is
+    recorded; the subset is on purpose, so it is not refused)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / SAMPLES, samples)
     judged = [{"task_id": s["task_id"], "completion": s["completion"]} for s in samples]
-    return score_samples(judged, list(problems), out_dir, **asdict(judge), ks=ks)
+    return score_samples(judged, list(problems), out_dir, **asdict(judge), ks=ks, partial=True,
+                         benchmark_size=benchmark_size)
 
 
 def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_dir: Path,
                    sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(), *,
-                   ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None) -> dict:
+                   ks: Sequence[int] = (1, 10, 100), eot_id: int | None = None,
+                   benchmark_size: int | None = None) -> dict:
     """Sample ``sampling.samples`` completions per problem and judge each as soon as it is sampled; write
     samples.jsonl, results.jsonl and summary.json (input order: problem by problem, sample by sample); return the
-    summary (with the sampling settings under ``"sampling"``)."""
+    summary (with the sampling settings under ``"sampling"``). ``problems`` may be a chosen subset of a benchmark
+    of ``benchmark_size`` problems: its coverage is recorded, and the subset, being on purpose, is not refused."""
     problems = list(problems)
     out_dir = Path(out_dir)
     s, n = sampling, sampling.samples
@@ -74,7 +80,7 @@ def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_
         write_jsonl(out_dir / SAMPLES, samples)
 
     summary = score_stream(sampled(), [p.id for p in problems for _ in range(n)], problems, out_dir,
-                           **asdict(judge), ks=ks)
+                           **asdict(judge), ks=ks, partial=True, benchmark_size=benchmark_size)
     summary["sampling"] = {"n": n, **asdict(sampling)}
     atomic_write_json(out_dir / SUMMARY, summary)
     return summary

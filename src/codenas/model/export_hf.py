@@ -23,7 +23,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging
 
-from codenas.io import CodenasError, atomic_directory, dumps_json, read_json
+from codenas.io import CodenasError, check_new_folder, dumps_json, read_json, replace_folder
 from codenas.model.checkpoint import load_checkpoint
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT, NORM_EPS
@@ -32,11 +32,13 @@ from codenas.model.tokenizer import EOT, PAD
 HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
-def export_hf(checkpoint: Path, out_dir: Path) -> str:
+def export_hf(checkpoint: Path, out_dir: Path, *, overwrite: bool = False) -> str:
     """Write the checkpoint directory ``checkpoint`` as a transformers model folder ``out_dir`` (atomically).
 
     Returns the transformers class written (``GPT2LMHeadModel``, ``LlamaForCausalLM`` or ``Qwen3ForCausalLM``).
+    ``out_dir`` must be new or empty; ``overwrite`` replaces an earlier export there (``io.replace_folder``).
     """
+    check_new_folder(out_dir, overwrite=overwrite)
     ckpt = load_checkpoint(checkpoint)
     hf_model = hf_model_for(ckpt.model, eos_id=ckpt.tokenizer.token_to_id(EOT))
     hf_tokenizer = PreTrainedTokenizerFast(
@@ -47,7 +49,7 @@ def export_hf(checkpoint: Path, out_dir: Path) -> str:
         model_max_length=ckpt.arch.context_length,
     )
     logging.disable_progress_bar()
-    with atomic_directory(out_dir) as tmp:
+    with replace_folder(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(tmp)
         hf_tokenizer.save_pretrained(tmp)
         _use_portable_tokenizer_class(tmp / "tokenizer_config.json")

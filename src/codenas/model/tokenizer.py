@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from codenas.io import CodenasError, atomic_path
+from codenas.io import CodenasError, atomic_path, check_writable
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -180,6 +180,7 @@ def chars_per_token(tokenizer: Tokenizer, texts: list[str]) -> float:
 def build_tokenizer(corpus: Path | None, vocab_size: int, out: Path, *, max_files: int | None = None,
                     val_fraction: float = 0.02) -> dict:
     """Train on the train split of ``corpus`` (default: stdlib), save ``out``; report chars/token on held-out files."""
+    check_writable(Path(out).parent)
     root = Path(corpus) if corpus is not None else stdlib_dir()
     train_files, val_files = split_files(list_py_files(root), root, val_fraction)
     train_files = sample_files(train_files, root, max_files)

@@ -29,13 +29,16 @@ def stage_key(name: str, params: dict[str, Any], upstream: dict[str, str], input
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+STARTED, DONE = ".started", ".done"  # markers in each stage's folder, holding its key
+
+
 def is_done(stage_dir: Path, key: str) -> bool:
-    done = stage_dir / ".done"
+    done = stage_dir / DONE
     return done.is_file() and done.read_text(encoding="utf-8").strip() == key
 
 
 def started_with(stage_dir: Path, key: str) -> bool:
-    started = stage_dir / ".started"
+    started = stage_dir / STARTED
     return started.is_file() and started.read_text(encoding="utf-8").strip() == key
 
 
@@ -46,12 +49,12 @@ def begin(stage_dir: Path, key: str) -> bool:
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True)
-    atomic_write_text(stage_dir / ".started", key + "\n")
+    atomic_write_text(stage_dir / STARTED, key + "\n")
     return False
 
 
 def finish(stage_dir: Path, key: str) -> None:
-    atomic_write_text(stage_dir / ".done", key + "\n")
+    atomic_write_text(stage_dir / DONE, key + "\n")
 
 
 class StageLog:

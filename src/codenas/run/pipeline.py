@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codenas.io import atomic_write_text
+from codenas.io import atomic_write_text, output_lock
 from codenas.progress import say
 from codenas.run import cache
 from codenas.run.config import RESOLVED_CONFIG, dumps_toml, load_run_config
@@ -52,7 +52,13 @@ def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
     if int(os.environ.get("RANK", "0")) != 0:
         _join_training_stages(stages, keys)
         return result
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        return _run_stages(config, out, stages, keys, result)
+
+
+def _run_stages(config: dict, out: Path, stages: list[Stage], keys: dict[str, str],
+                result: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0's part of ``run_pipeline``, holding the run folder's lock."""
     atomic_write_text(out / RESOLVED_CONFIG, dumps_toml(config))
     log = cache.StageLog(out / cache.STAGES_FILE)
     log.keep_only([s.name for s in stages])

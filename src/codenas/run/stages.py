@@ -20,6 +20,7 @@ from typing import Any
 from codenas.data.benchmarks import NO_MBPP, NO_MBPP_FIX
 from codenas.io import CodenasError, atomic_write_json, sha256_file
 from codenas.progress import say
+from codenas.run import cache
 from codenas.run.config import finetune_stages, part_of, settings_of
 from codenas.settings import (
     EVAL,
@@ -98,6 +99,9 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     def action(folder: Path, resume: bool) -> None:
         from codenas.data.build import build_dataset
 
+        # `data build` swaps in its folder whole and holds only its own files; it does not resume, so the
+        # started marker has no use here (without it, a killed build is started afresh next time).
+        (folder / cache.STARTED).unlink(missing_ok=True)
         build_dataset(mbpp=mbpp_path, out=folder, seed=settings.seed, val_size=settings.val_size,
                       holdout=settings.holdout)
 
@@ -132,10 +136,12 @@ def _tokenizer_stage(config: dict, out: Path) -> Stage:
 
 
 def _fresh_or_resumable(folder: Path, resume: bool) -> bool:
-    """Resume from ``checkpoint_last`` when an interrupted run left one; otherwise start clean."""
+    """Resume from ``checkpoint_last`` when an interrupted run left one (also when a kill between the renames
+    of its replacement left it aside); otherwise start clean."""
+    from codenas.io import recover_directory
     from codenas.train.loop import LAST, METRICS
 
-    if resume and (folder / LAST).is_dir():
+    if resume and recover_directory(folder / LAST).is_dir():
         return True
     (folder / METRICS).unlink(missing_ok=True)
     return False

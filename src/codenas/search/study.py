@@ -38,7 +38,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from codenas.io import CodenasError, sha256_file
+from codenas.io import CodenasError, check_writable, sha256_file
 from codenas.model.config import ArchConfig
 from codenas.model.tokenizer import build_tokenizer, load_tokenizer
 from codenas.progress import say
@@ -259,7 +259,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     number of trials this call ran, ``counts`` maps states to trial counts and ``best`` is the best row (or None).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
-    out = Path(cfg.out)
+    out = check_writable(Path(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _ensure_tokenizer(cfg)
     vocab_size = load_tokenizer(tokenizer).get_vocab_size()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codenas.eval.verdicts import shares_text
-from codenas.io import CodenasError, atomic_path, atomic_write_json
+from codenas.io import CodenasError, atomic_path, atomic_write_json, locks_output
 from codenas.progress import say
 from codenas.records import Record
 from codenas.settings import EvalSettings, JudgeSettings, SamplingSettings
@@ -52,6 +52,7 @@ def checkpoint_name(spec: str) -> str:
     return Path(spec.removeprefix(HF_PREFIX)).resolve().name
 
 
+@locks_output("out")
 def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path,
                          sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
                          evaluation: EvalSettings = EvalSettings(), device: str = "auto") -> list[dict]:
@@ -69,6 +70,7 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
         raise CodenasError("checkpoints must have distinct folder names to share one --out")
     if sampling.samples < 1:
         raise CodenasError(f"samples must be at least 1 to evaluate a model, got {sampling.samples}")
+    benchmark_size = len(problems)
     problems = list(problems)[: evaluation.limit]
     out = Path(out)
     rows = []
@@ -77,7 +79,7 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
         say(f"evaluating {spec} on {len(problems)} problems x {sampling.samples} samples")
         target = out if len(specs) == 1 else out / name
         summary = evaluate_model(loaded.model, loaded.tokenizer, problems, target, sampling, judge,
-                                 ks=evaluation.ks, eot_id=loaded.eot_id)
+                                 ks=evaluation.ks, eot_id=loaded.eot_id, benchmark_size=benchmark_size)
         step = loaded.meta.get("step", _step_from_name(spec))
         rows.append({"name": name, "checkpoint": spec, "step": step, "pass_at_k": summary["pass_at_k"],
                      "isolation": summary["isolation"],

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from codenas.io import CodenasError, JsonlAppender, read_jsonl, write_jsonl
+from codenas.io import CodenasError, JsonlAppender, read_jsonl, recover_directory, write_jsonl
 from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.settings import TrainSettings
 from codenas.train import distributed
@@ -353,7 +353,7 @@ class _Trainer:
         return torch.autocast(device_type=self.ctx.device.type, dtype=self.amp_dtype)
 
     def _resume(self) -> None:
-        path = self.out_dir / LAST
+        path = recover_directory(self.out_dir / LAST)  # a kill between a checkpoint's renames left it aside
         if self.checkpointer is None or not path.is_dir():
             raise CodenasError("nothing to resume from (no checkpoint_last folder)", path)
         state = self.checkpointer.restore(path, self.model)
@@ -469,14 +469,15 @@ class _Trainer:
                     window_loss, window_steps = 0.0, 0
                 if evaluating:
                     metrics = self._evaluate()
-                    self._checkpoint(metrics)
                     row.update(metrics)
-                    if main:
-                        say(f"{self.desc} step {self.step}: {metrics_text(metrics)}")
                 if row:
                     window_tokens, window_start = self.tokens, time.perf_counter()
-                    if log is not None:
+                    if log is not None:  # before the checkpoint: a resume from it then finds every row logged
                         log.append({"step": self.step, **row})
+                if evaluating:
+                    self._checkpoint(metrics)
+                    if main:
+                        say(f"{self.desc} step {self.step}: {metrics_text(metrics)}")
                 if bar is not None:
                     bar.update(1)
         finally:

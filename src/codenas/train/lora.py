@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from codenas.io import CodenasError, atomic_directory, atomic_write_json
+from codenas.io import CodenasError, atomic_directory, atomic_write_json, check_new_folder, replace_folder
 from codenas.model.checkpoint import TOKENIZER
 from codenas.settings import LoraSettings
 from codenas.train.bases import ADAPTER_CONFIG, Base, load_model, save_model, write_trainer_state
@@ -105,10 +105,15 @@ def restore_adapter(peft_model: nn.Module, adapter_dir: Path) -> None:
                            f"unexpected {list(result.unexpected_keys)[:3]})", weights)
 
 
-def merge_adapter(adapter_dir: Path, out_dir: Path) -> Path:
-    """Fold an adapter into its base and save a standalone checkpoint (codenas, or ``hf:`` layout for hf bases)."""
+def merge_adapter(adapter_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
+    """Fold an adapter into its base and save a standalone checkpoint (codenas, or ``hf:`` layout for hf bases).
+
+    ``out_dir`` must be new or empty; ``overwrite`` replaces an earlier merge there (``io.replace_folder``).
+    """
     if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
         raise CodenasError("not a LoRA adapter folder (no adapter_config.json)", adapter_dir)
+    check_new_folder(out_dir, overwrite=overwrite)
     merged = load_model(str(adapter_dir))  # adapters are merged on load
-    save_model(out_dir, merged, step=merged.meta.get("step", 0), metrics=merged.meta.get("metrics", {}))
+    with replace_folder(out_dir, overwrite=overwrite) as tmp:
+        save_model(tmp, merged, step=merged.meta.get("step", 0), metrics=merged.meta.get("metrics", {}))
     return Path(out_dir)

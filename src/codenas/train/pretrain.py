@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json
+from codenas.io import CodenasError, atomic_write_json, locks_output
 from codenas.model.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from codenas.model.config import ArchConfig, load_arch
 from codenas.model.model import GPT, describe
@@ -87,6 +87,7 @@ def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
     return corpus
 
 
+@locks_output("out")
 def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSettings = TrainSettings(), *,
              tokenizer: Path,
              out: Path, corpus: Path | str | None = None, arch: ArchConfig | None = None, resume: bool = False,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json, read_json
+from codenas.io import CodenasError, atomic_write_json, locks_output, read_json
 from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.progress import say
@@ -134,6 +134,7 @@ def _read_val(data_path: Path, val_path: Path | None) -> tuple[Path, list[Record
     return path, read_records(path)
 
 
+@locks_output("out")
 def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path | None = None,
              arch_json: str | None = None, tokenizer_path: Path | None = None,
              training: TrainSettings = FINETUNE_TRAIN, lora: LoraSettings | None = None,

@@ -247,10 +247,10 @@ def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str |
 
 
 def _is_main_process() -> bool:
-    """Whether this process reports: rank 0 of a torchrun job (read from the process group), or a plain run."""
-    import torch.distributed as dist
+    """Whether this process reports: rank 0 of a torchrun job, or a plain run."""
+    from codenas.train.distributed import context
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return context().is_main
 
 
 @cli.command("export")
@@ -388,7 +388,7 @@ def eval_model(ctx: click.Context, checkpoints: tuple[str, ...], problems: str, 
     from rich.console import Console
 
     from codenas.data.benchmarks import load_problems
-    from codenas.train.evaluate import evaluate_checkpoints, results_table
+    from codenas.eval.checkpoints import evaluate_checkpoints, results_table
 
     s = from_command(ctx, "eval", *EVAL, config_file=config_file)
     sampling, judge, evaluation = (s[p.cls] for p in EVAL)

@@ -261,7 +261,7 @@ def test_decontamination_and_data_build_treat_mbpp_plus_as_the_mbpp_problems_it_
 def test_eval_model_table_shows_base_and_plus_columns():
     from rich.console import Console
 
-    from codenas.train.evaluate import results_table
+    from codenas.eval.checkpoints import results_table
 
     row = {"name": "step100", "checkpoint": "runs/step100", "step": 100, "pass_at_k": {"pass@1": 0.25},
            "base_pass_at_k": {"pass@1": 0.5}, "isolation": "landlock+mountns+netns", "n_problems": 164,

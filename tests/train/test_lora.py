@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from codenas.cli import cli
 from codenas.io import CodenasError, read_jsonl
 from codenas.model.config import load_arch
+from codenas.model.loading import load_model
 from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
 from codenas.settings import FINETUNE_TRAIN, SamplingSettings
 from codenas.train import sft
-from codenas.train.bases import load_base, load_model
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, merge_adapter, restore_adapter
 from codenas.train.sft import finetune
 from tests.train.finetune_fixtures import make_base, make_records
@@ -53,10 +53,10 @@ def test_base_is_frozen_and_merge_keeps_the_logits(workdir):
     out = workdir / "run"
     result = _lora_run(workdir, out)
     assert result["trainable_params"] == 2 * (8 * (32 + 96) + 8 * (32 + 32))
-    base = load_base(str(workdir / "base"))
+    base = load_model(str(workdir / "base"))
     model = apply_lora(base.model, LoraSettings(dropout=0.1))
     restore_adapter(model, out / "step4")
-    original = load_base(str(workdir / "base")).model.state_dict()
+    original = load_model(str(workdir / "base")).model.state_dict()
     trained = model.get_base_model().state_dict()
     lora_b = [v for k, v in trained.items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # the adapters learned something
@@ -115,7 +115,7 @@ def test_resuming_on_another_base_is_refused(workdir, tmp_path):
 
 
 def test_lora_targets_can_be_overridden(workdir):
-    model = apply_lora(load_base(str(workdir / "base")).model, LoraSettings(targets=("fc_in",)))
+    model = apply_lora(load_model(str(workdir / "base")).model, LoraSettings(targets=("fc_in",)))
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all("fc_in" in n for n in names)
 

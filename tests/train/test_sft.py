@@ -175,24 +175,24 @@ def test_resumed_run_ends_with_the_same_weights(workdir, tmp_path, monkeypatch):
 
 
 def test_bare_weights_file_needs_arch_and_tokenizer(workdir, tmp_path):
-    from codenas.train.bases import load_base
+    from codenas.model.loading import load_model
 
     model = load_checkpoint(workdir / "base").model
     weights = tmp_path / "seed.pt"
     torch.save({"model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}}, weights)
     with pytest.raises(CodenasError, match="--arch_json and --tokenizer_path"):
-        load_base(str(weights))
+        load_model(str(weights))
     with pytest.raises(CodenasError, match="the tokenizer has 300 tokens but the arch's vocab_size is 256"):
-        load_base(str(weights), arch=dataclasses.replace(tiny_arch(), vocab_size=256),
+        load_model(str(weights), arch=dataclasses.replace(tiny_arch(), vocab_size=256),
                   tokenizer_path=workdir / "tokenizer.json")
-    base = load_base(str(weights), arch=tiny_arch(dropout=0.1), tokenizer_path=workdir / "tokenizer.json")
+    base = load_model(str(weights), arch=tiny_arch(dropout=0.1), tokenizer_path=workdir / "tokenizer.json")
     ids = torch.randint(0, 300, (1, 10))
     with torch.no_grad():
         assert torch.equal(base.model(ids)[0], model(ids)[0])
 
 
 def test_checkpoint_globs_sort_by_step(tmp_path):
-    from codenas.train.evaluate import expand_checkpoints
+    from codenas.eval.checkpoints import expand_checkpoints
 
     for name in ("step10", "step2", "step100", "checkpoint_best"):
         (tmp_path / name).mkdir()

@@ -121,10 +121,10 @@ def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, 
     _check_out(out)
     tokenizer_sha = None
     if tokenizer is not None:
-        from codenas.model.tokenizer import load_tokenizer
+        from codenas.model.tokenizer import load_tokenizer, tokenizer_file
 
         load_tokenizer(tokenizer)
-        tokenizer = Path(tokenizer) / "tokenizer.json" if Path(tokenizer).is_dir() else Path(tokenizer)
+        tokenizer = tokenizer_file(tokenizer)
         tokenizer_sha = sha256_file(tokenizer)
     resolved = resolve_sources(list(sources), settings.max_files)
     bench_records, bench_counts = (decontamination_records(list(benchmarks), mbpp) if settings.decontaminate

@@ -147,10 +147,17 @@ def _sample(source: Source, max_files: int) -> Source:
 
 
 def listing_digest(sources: list[Source]) -> str:
-    """sha256 of every source's files with sizes and modification times: changes when any input file does."""
+    """sha256 of every source's files: by content for local files (``codenas.model.tokenizer.files_digest``: an
+    edited file changes it, a touched one does not), by size and modification time for remote ones (reading a
+    remote corpus only to hash it would cost as much as building it)."""
+    from codenas.model.tokenizer import files_digest
+
     h = hashlib.sha256()
     for s in sources:
-        h.update(json.dumps([s.name, s.kind, s.root, list(s.files), [list(x) for x in s.stamps]]).encode())
+        local = "://" not in s.root
+        content = files_digest(Path(s.root), [Path(s.root) / f for f in s.files]) if local else \
+            [list(x) for x in s.stamps]
+        h.update(json.dumps([s.name, s.kind, s.root, list(s.files), content]).encode())
     return h.hexdigest()
 
 

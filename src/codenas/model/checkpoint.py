@@ -26,11 +26,11 @@ import codenas
 from codenas.io import CodenasError, atomic_directory, dumps_json, read_json, sha256_file
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
-from codenas.model.tokenizer import load_tokenizer
+from codenas.model.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 
 WEIGHTS = "model.safetensors"
 META = "codenas.json"
-TOKENIZER = "tokenizer.json"
+TOKENIZER = TOKENIZER_FILE
 TRAINER_STATE = "trainer_state.pt"
 
 
@@ -53,9 +53,7 @@ def save_checkpoint(
     trainer_state: dict | None = None,
 ) -> None:
     """Write ``model`` (and optionally ``trainer_state``) as a checkpoint directory ``out_dir``, atomically."""
-    tokenizer_path = Path(tokenizer_path)
-    if tokenizer_path.is_dir():
-        tokenizer_path = tokenizer_path / TOKENIZER
+    tokenizer_path = tokenizer_file(tokenizer_path)
     if not tokenizer_path.is_file():
         raise CodenasError("tokenizer file not found", tokenizer_path)
     meta = {
@@ -120,23 +118,40 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
 def _load_weights(model: GPT, weights_file: Path) -> None:
     if not weights_file.is_file():
         raise CodenasError("weights file missing from checkpoint", weights_file)
+    model.load_state_dict(read_state_dict(weights_file, model), strict=True)
+
+
+def read_state_dict(path: Path, model: GPT) -> dict[str, torch.Tensor]:
+    """The weights in ``path`` checked to fit ``model`` exactly (every name and shape), ready for
+    ``load_state_dict(strict=True)``: a safetensors file, or a torch pickle of a state dict (``{"model": ...}``
+    and ``torch.compile``/DDP name prefixes accepted, as the seed wrote them); a tied ``lm_head.weight`` that was
+    stored once as ``wte.weight`` is filled in."""
+    path = Path(path)
     try:
-        state = load_file(str(weights_file))
-    except (SafetensorError, OSError) as e:
-        raise CodenasError(f"cannot read weights: {e}", weights_file) from None
-    expected = _weights_to_save(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as e:
+        raise CodenasError(f"cannot read weights: {e}", path) from None
+    except Exception as e:  # torch.load raises many types for a bad pickle
+        raise CodenasError(f"cannot read weights: {e}", path) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise CodenasError("not a state dict", path)
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    expected = model.state_dict()
+    if model.config.tie_embeddings and "lm_head.weight" not in state and "wte.weight" in state:
+        state["lm_head.weight"] = state["wte.weight"]
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CodenasError(f"weights do not fit the arch (missing {missing[:3]}, unexpected {unexpected[:3]})",
-                           weights_file)
+        raise CodenasError(f"weights do not fit the arch (missing {missing[:3]}, unexpected {unexpected[:3]})", path)
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
             raise CodenasError(
-                f"weight {name!r} has shape {tuple(tensor.shape)}, the arch needs {tuple(expected[name].shape)}",
-                weights_file,
-            )
-    model.load_state_dict(state, strict=False)  # strict=False only because a tied lm_head.weight is not stored
+                f"weight {name!r} has shape {tuple(tensor.shape)}, the arch needs {tuple(expected[name].shape)}", path)
+    return state
 
 
 def load_trainer_state(path: Path) -> dict | None:

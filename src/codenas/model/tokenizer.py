@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from codenas.io import CodenasError, atomic_path, check_writable
+from codenas.io import CodenasError, atomic_path, check_writable, sha256_file
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -39,6 +39,16 @@ def list_py_files(root: Path) -> list[Path]:
         raise CodenasError("corpus folder not found", root)
     files = [p for p in root.rglob("*.py") if p.is_file() and not _SKIP_DIRS & set(p.relative_to(root).parts)]
     return sorted(files)
+
+
+def files_digest(root: Path, files: list[Path]) -> str:
+    """sha256 over each file's path relative to ``root`` and the sha256 of its content: the identity of a corpus
+    listing for cache keys (any edited, added, removed or renamed file changes it; touching a file does not)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).relative_to(root).as_posix().encode("utf-8") + b"\0")
+        h.update(sha256_file(f).encode("ascii") + b"\n")
+    return h.hexdigest()
 
 
 def stdlib_files() -> list[Path]:
@@ -123,11 +133,20 @@ def train_tokenizer_on_texts(texts: list[str], vocab_size: int, out: Path) -> Pa
     return out
 
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Load a tokenizer.json (a checkpoint folder holding one works too) and check its special tokens."""
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def tokenizer_file(path: str | os.PathLike) -> Path:
+    """The tokenizer.json a path names: the file itself, or ``FOLDER/tokenizer.json`` for a folder (a checkpoint,
+    an adapter, a tokenizer stage's output)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
+    return path / TOKENIZER_FILE if path.is_dir() else path
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Load a tokenizer.json (a folder holding one works too, see ``tokenizer_file``) and check its special
+    tokens."""
+    path = tokenizer_file(path)
     if not path.is_file():
         raise CodenasError("tokenizer file not found", path)
     try:

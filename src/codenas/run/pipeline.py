@@ -49,7 +49,9 @@ def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
     stages = plan(config, out, mbpp)
     keys = stage_keys(stages)
     result = {"out": out, "report": out / "report.md", "stages": {}}
-    if int(os.environ.get("RANK", "0")) != 0:
+    from codenas.train.distributed import context
+
+    if not context().is_main:
         _join_training_stages(stages, keys)
         return result
     with output_lock(out):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from codenas.settings import (
 )
 
 BASE_MODEL = "base"
+TOKENIZER_INFO = "tokenizer_info.json"
 BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
 TRAIN_STAGES = ("pretrain", "sft", "lora")
@@ -110,12 +109,11 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
 
 @functools.cache
 def _stdlib_listing() -> str:
-    """A hash of the stdlib .py files (relative path and size): the tokenizer's and pretraining's corpus."""
-    from codenas.model.tokenizer import list_py_files, stdlib_dir
+    """The content digest of the stdlib .py files (the tokenizer's and pretraining's corpus)."""
+    from codenas.model.tokenizer import files_digest, list_py_files, stdlib_dir
 
     root = stdlib_dir()
-    listing = "\n".join(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}" for p in list_py_files(root))
-    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+    return files_digest(root, list_py_files(root))
 
 
 def _tokenizer_stage(config: dict, out: Path) -> Stage:
@@ -127,7 +125,7 @@ def _tokenizer_stage(config: dict, out: Path) -> Stage:
 
         info = build_tokenizer(None, settings.vocab_size, folder / "tokenizer.json", max_files=settings.max_files,
                                val_fraction=settings.val_fraction)
-        atomic_write_json(folder / "tokenizer_info.json", info)
+        atomic_write_json(folder / TOKENIZER_INFO, info)
 
     return Stage("tokenizer", out / "tokenizer", action, params, inputs={"stdlib": _stdlib_listing()})
 
@@ -200,7 +198,9 @@ def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
 
 def _world_size() -> str:
     """torchrun's process count: batch sizes are per process, so it changes what a training stage computes."""
-    return os.environ.get("WORLD_SIZE", "1")
+    from codenas.train.distributed import context
+
+    return str(context().world_size)
 
 
 def best_model(folder: Path) -> Path:
@@ -246,8 +246,8 @@ def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.data.benchmarks import load_problems
+        from codenas.eval.checkpoints import evaluate_checkpoints
         from codenas.eval.verdicts import shares_text
-        from codenas.train.evaluate import evaluate_checkpoints
 
         row = evaluate_checkpoints([str(best_model(out / source))], load_problems(bench, out / "data"), folder,
                                    sampling, judge, evaluation)[0]

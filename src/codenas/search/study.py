@@ -40,13 +40,13 @@ from sqlalchemy.engine import make_url
 
 from codenas.io import CodenasError, check_writable, sha256_file
 from codenas.model.config import ArchConfig
-from codenas.model.tokenizer import build_tokenizer, load_tokenizer
+from codenas.model.loading import resolve_device
+from codenas.model.tokenizer import build_tokenizer, load_tokenizer, tokenizer_file
 from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
 from codenas.search.report import best_row, write_outputs
 from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
 from codenas.settings import PretrainSettings, TrainSettings
-from codenas.train.distributed import resolve_device
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -170,7 +170,7 @@ def _ensure_tokenizer(cfg: SearchConfig) -> Path:
     training split the first time)."""
     if cfg.tokenizer is not None:
         path = Path(cfg.tokenizer)
-        return path / "tokenizer.json" if path.is_dir() else path
+        return tokenizer_file(path)
     path = Path(cfg.out) / "tokenizer.json"
     if not path.is_file():
         say(f"training a {cfg.vocab_size}-token tokenizer for the search -> {path}")

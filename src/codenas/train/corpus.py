@@ -2,9 +2,9 @@
 
 Files are split into train/val by a hash of their relative path (``codenas.model.tokenizer.split_files``), each
 file's tokens are followed by ``<|endoftext|>``, and the ids are stored as ``train.bin`` / ``val.bin`` (uint16 when
-the vocabulary fits, else uint32) under ``cache_dir()/corpus/<key>/``. The key hashes the tokenizer file, the file
-list (paths, sizes, mtimes), the split fraction and ``max_files``, so runs with the same inputs share one cache
-and any change rebuilds it. ``meta.json`` is written last: its presence marks a complete cache.
+the vocabulary fits, else uint32) under ``cache_dir()/corpus/<key>/``. The key hashes the tokenizer file, the
+content of every file (``files_digest``), the split fraction and ``max_files``, so runs with the same inputs share
+one cache and any change rebuilds it. ``meta.json`` is written last: its presence marks a complete cache.
 
 A corpus built by ``codenas corpus build`` (a folder with a corpus ``manifest.json``) is used as it is: its
 train and val shards are memory-mapped and addressed as one token sequence each (``codenas.corpus.shards``), so
@@ -31,12 +31,14 @@ from codenas.io import CodenasError, atomic_path, atomic_write_json, read_json, 
 from codenas.model.tokenizer import (
     encode_texts,
     eot_id,
+    files_digest,
     list_py_files,
     load_tokenizer,
     read_texts,
     sample_files,
     split_files,
     stdlib_dir,
+    tokenizer_file,
 )
 from codenas.paths import cache_dir
 from codenas.progress import progress
@@ -58,8 +60,7 @@ def _token_dtype(vocab_size: int) -> np.dtype:
 
 
 def _cache_key(tokenizer_sha: str, root: Path, files: list[Path], val_fraction: float, max_files: int | None) -> str:
-    listing = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    blob = json.dumps([tokenizer_sha, str(root.resolve()), listing, val_fraction, max_files])
+    blob = json.dumps([tokenizer_sha, files_digest(root, files), val_fraction, max_files])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
@@ -91,16 +92,12 @@ def is_built_corpus(path: str | Path) -> bool:
     return manifest.is_file() and read_json(manifest).get("format") == MANIFEST_FORMAT
 
 
-def _tokenizer_file(path: Path) -> Path:
-    return path / "tokenizer.json" if path.is_dir() else path
-
-
 def open_built_corpus(folder: Path, tokenizer_path: Path, *, max_tokens: int | None = None) -> TokenCorpus:
     """Map the shards of a built corpus; the tokenizer must be the one its shards were made with."""
     from codenas.corpus.shards import open_split
 
     manifest = read_json(folder / "manifest.json")
-    tokenizer_sha = sha256_file(_tokenizer_file(Path(tokenizer_path)))
+    tokenizer_sha = sha256_file(tokenizer_file(tokenizer_path))
     if tokenizer_sha != manifest["tokenizer"]["sha256"]:
         raise CodenasError(f"the corpus was tokenized with another tokenizer (sha256 "
                            f"{manifest['tokenizer']['sha256'][:12]}..., {folder / 'tokenizer.json'}); "
@@ -122,11 +119,11 @@ def build_in_cache(tokenizer_path: Path, source: str, *, val_fraction: float, ma
     from codenas.corpus.build import build_corpus
     from codenas.corpus.settings import CorpusSettings
 
-    tokenizer_file = _tokenizer_file(Path(tokenizer_path))
+    tok_file = tokenizer_file(tokenizer_path)
     settings = CorpusSettings(val_fraction=val_fraction, max_files=max_files or 0)
-    name = sha256_bytes(json.dumps([source, sha256_file(tokenizer_file), settings.output_settings()]).encode())
+    name = sha256_bytes(json.dumps([source, sha256_file(tok_file), settings.output_settings()]).encode())
     folder = Path(cache or cache_dir() / "corpus-build") / name[:24]
-    build_corpus([source], folder, tokenizer=tokenizer_file, settings=settings)
+    build_corpus([source], folder, tokenizer=tok_file, settings=settings)
     return folder
 
 
@@ -155,7 +152,7 @@ def prepare_corpus(tokenizer_path: Path, corpus: Path | str | None = None, *, va
         raise CodenasError("no .py files for training", root)
     if not val_files:
         raise CodenasError("need at least two .py files (one is held out for validation)", root)
-    tokenizer_sha = sha256_file(tokenizer_path if tokenizer_path.is_file() else tokenizer_path / "tokenizer.json")
+    tokenizer_sha = sha256_file(tokenizer_file(tokenizer_path))
     key = _cache_key(tokenizer_sha, root, train_files + val_files, val_fraction, max_files)
     folder = Path(cache or cache_dir() / "corpus") / key
     dtype = _token_dtype(tokenizer.get_vocab_size())

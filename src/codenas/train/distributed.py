@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from codenas.model.loading import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -34,24 +36,17 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def setup(device: str = "auto") -> DistContext:
     """Join the torchrun process group when there is one (idempotent) and pick this rank's device.
 
     The group lives until the process exits: stages chained in one process (``codenas run``) reuse it, because
     destroying a group and creating it again hangs when the ranks reach the second set-up at different times.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    place = context()
     base = resolve_device(device)
-    if world_size <= 1:
+    if not place.is_distributed:
         return DistContext(device=base)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = place.rank, place.world_size, place.local_rank
     if base.type == "cuda":
         base = torch.device("cuda", local_rank)
         torch.cuda.set_device(base)
@@ -59,6 +54,17 @@ def setup(device: str = "auto") -> DistContext:
         dist.init_process_group(backend="nccl" if base.type == "cuda" else "gloo")
         atexit.register(teardown)  # one group per process, shared by every stage it runs (see the module doc)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=base)
+
+
+def context() -> DistContext:
+    """This process's place in a torchrun job (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), read without joining the
+    process group, so code that runs before or outside training (the pipeline, the CLI's reports) asks the same
+    question the training loop does; a plain launch is rank 0 of 1. The device is left at its default."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    return DistContext(rank=int(os.environ["RANK"]), world_size=world_size,
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def teardown() -> None:

@@ -1,7 +1,7 @@
 """LoRA glue on top of `peft`: wrap a base with adapters, count parameters, save adapters, merge them.
 
 Defaults follow the seed: rank 8, alpha 16, adapters on each block's ``qkv_proj`` and ``out_proj`` (for ``hf:``
-bases, the attention projections of the layout, see ``hf_base.HF_LORA_TARGETS``). Every base weight is frozen,
+bases, the attention projections of the layout, see ``codenas.model.hf.HF_LORA_TARGETS``). Every base weight is frozen,
 so a LoRA on ``l8h512`` trains exactly ``8 * (8*(512+1536) + 8*(512+512)) = 196,608`` parameters.
 
 An adapter folder is PEFT's own ``adapter_config.json`` + ``adapter_model.safetensors`` plus codenas'
@@ -19,9 +19,9 @@ from torch import nn
 
 from codenas.io import CodenasError, atomic_directory, atomic_write_json, check_new_folder, replace_folder
 from codenas.model.checkpoint import TOKENIZER
+from codenas.model.hf import HFCausalLM, default_hf_targets
+from codenas.model.loading import ADAPTER_CONFIG, LoadedModel, load_model, save_model, write_trainer_state
 from codenas.settings import LoraSettings
-from codenas.train.bases import ADAPTER_CONFIG, Base, load_model, save_model, write_trainer_state
-from codenas.train.hf_base import HFCausalLM, default_hf_targets
 
 DEFAULT_TARGETS = ("qkv_proj", "out_proj")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -71,7 +71,7 @@ def lora_summary(model: nn.Module) -> dict:
             "targets": sorted(config.target_modules)}
 
 
-def save_adapter(out_dir: Path, peft_model: nn.Module, base: Base, *, step: int, metrics: dict | None = None,
+def save_adapter(out_dir: Path, peft_model: nn.Module, base: LoadedModel, *, step: int, metrics: dict | None = None,
                  trainer_state: dict | None = None) -> None:
     """Write an adapter folder atomically (see the module docstring for its files)."""
     with atomic_directory(out_dir) as tmp:

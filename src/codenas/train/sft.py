@@ -1,7 +1,7 @@
 """Fine-tuning on supervised records: full instruction tuning (SFT) or LoRA, on the shared training loop.
 
-``finetune()`` wires the pieces: a base (``train.bases.load_base``: codenas checkpoint, bare weights file or
-``hf:DIR``), masked padded batches of train records (``train.batching``), optional LoRA adapters
+``finetune()`` wires the pieces: a base (``codenas.model.loading.load_model``: codenas checkpoint, bare weights
+file or ``hf:DIR``), masked padded batches of train records (``train.batching``), optional LoRA adapters
 (``train.lora``), and an evaluation every ``eval_interval`` steps that measures the val loss (token-weighted
 mean over every supervised val token) and the val pass@1 (``eval_samples`` samples per val record at
 ``temperature``, post-processed and judged by the eval stage). Output folder::
@@ -28,11 +28,11 @@ from torch import nn
 from codenas.io import CodenasError, atomic_write_json, locks_output, read_json
 from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
+from codenas.model.loading import LoadedModel, load_model, save_model
 from codenas.progress import say
 from codenas.records import Record, read_records
 from codenas.settings import FINETUNE_EVAL, FINETUNE_TRAIN, EvalSettings, JudgeSettings, SamplingSettings, TrainSettings
 from codenas.train import distributed
-from codenas.train.bases import Base, load_base, load_model, save_model
 from codenas.train.batching import SupervisedBatches, SupervisedExample, encode_records, eval_batches
 from codenas.train.distributed import DistContext
 from codenas.train.loop import LAST, VAL_LOSS, BestKey, lm_loss, train
@@ -40,13 +40,14 @@ from codenas.train.lora import LoraSettings, apply_lora, count_parameters, resto
 
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
 SETTINGS = "finetune.json"  # the run's settings, trainable and total parameter counts
+EVALS = "evals"  # OUT/evals/step{N}/: samples, results and summary of each evaluation
 
 
 class FinetuneCheckpointer:
     """Saves the model (SFT: the whole model in its base's layout; LoRA: only the adapter and a pointer to the
     base), and also as ``step{N}`` beside each ``checkpoint_last``."""
 
-    def __init__(self, base: Base, adapter: bool):
+    def __init__(self, base: LoadedModel, adapter: bool):
         self.base, self.adapter = base, adapter
 
     def _write(self, path: Path, model: nn.Module, **kwargs) -> None:
@@ -78,7 +79,7 @@ class Evaluator:
     Under DDP each rank takes every ``world_size``-th val batch and problem; rank 0 judges all the samples.
     """
 
-    def __init__(self, base: Base, val_examples: list[SupervisedExample], problems: list[Record],
+    def __init__(self, base: LoadedModel, val_examples: list[SupervisedExample], problems: list[Record],
                  sampling: SamplingSettings, judge: JudgeSettings, batch_size: int, out_dir: Path, ctx: DistContext):
         self.base, self.problems, self.sampling, self.judge = base, problems, sampling, judge
         self.batches = eval_batches(val_examples, batch_size, base.pad_id)
@@ -109,7 +110,7 @@ class Evaluator:
         from codenas.eval.generate import evaluate_model, sample_problems, score
 
         s = replace(self.sampling, seed=self.sampling.seed + step)
-        folder = self.out_dir / "evals" / f"step{step}"
+        folder = self.out_dir / EVALS / f"step{step}"
         if self.ctx.world_size == 1:  # judge while sampling
             summary = evaluate_model(model, self.base.tokenizer, self.problems, folder, s, self.judge, ks=(1,),
                                      eot_id=self.base.eot_id)
@@ -151,8 +152,10 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
     cfg = training
     out = Path(out)
     ctx = distributed.setup(cfg.device)
-    base = load_base(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
-                     tokenizer_path=Path(tokenizer_path) if tokenizer_path else None)
+    base = load_model(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
+                      tokenizer_path=Path(tokenizer_path) if tokenizer_path else None)
+    if base.adapter is not None:
+        raise CodenasError("this is a LoRA adapter, not a base: merge it first (codenas lora merge)", base.adapter)
     train_records = read_records(data_path)
     val_file, val_records = _read_val(data_path, val_path)
     examples, dropped = encode_records(train_records, base.tokenizer, base.eot_id, base.context_length)

@@ -1,4 +1,4 @@
-"""`hf:DIR` bases: a local `transformers` causal LM (and its tokenizer) behind GPT's forward signature.
+"""`hf:DIR` models: a local `transformers` causal LM (and its tokenizer) behind GPT's forward signature.
 
 ``HFCausalLM`` wraps an ``AutoModelForCausalLM`` so the training loop, the loss masks, PEFT and the sampler see the
 same interface as a codenas ``GPT``: ``forward(idx, targets=None) -> (logits, loss)`` with targets already shifted

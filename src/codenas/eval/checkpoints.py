@@ -1,7 +1,8 @@
-"""`codenas eval model`: sample and judge one or many checkpoints (codenas, LoRA adapter or ``hf:DIR``).
+"""Evaluating checkpoints: `codenas eval model` and the eval stage of `codenas run` both call
+``evaluate_checkpoints`` (codenas checkpoints, LoRA adapters or ``hf:DIR``).
 
-Each checkpoint is loaded with ``train.bases.load_model`` (adapters merged into their base) and evaluated by
-``eval.generate.evaluate_model``. Layout of ``--out``:
+Each checkpoint is loaded with ``codenas.model.loading.load_model`` (adapters merged into their base) and
+evaluated by ``eval.generate.evaluate_model``. Layout of ``--out``:
 
 - one checkpoint: ``OUT/samples.jsonl``, ``OUT/results.jsonl``, ``OUT/summary.json``;
 - several (a glob such as ``'run/step*'``, or the flag repeated): one folder per checkpoint, ``OUT/<name>/``
@@ -18,11 +19,13 @@ from pathlib import Path
 
 from codenas.eval.verdicts import shares_text
 from codenas.io import CodenasError, atomic_path, atomic_write_json, locks_output
+from codenas.model.hf import HF_PREFIX
 from codenas.progress import say
 from codenas.records import Record
 from codenas.settings import EvalSettings, JudgeSettings, SamplingSettings
-from codenas.train.hf_base import HF_PREFIX
 
+CHECKPOINTS_TABLE = "checkpoints.json"
+PASS_AT_1_PLOT = "pass_at_1.png"
 _STEP_DIR = re.compile(r"step(\d+)$")
 
 
@@ -59,8 +62,7 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
     """Evaluate every checkpoint on the first ``evaluation.limit`` of ``problems``; returns one row per
     checkpoint (see the module docstring)."""
     from codenas.eval.generate import evaluate_model
-    from codenas.train.bases import load_model
-    from codenas.train.distributed import resolve_device
+    from codenas.model.loading import load_model
 
     specs = expand_checkpoints(specs)
     if not specs:
@@ -75,7 +77,7 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
     out = Path(out)
     rows = []
     for spec, name in zip(specs, names, strict=True):
-        loaded = load_model(spec, device=resolve_device(device))
+        loaded = load_model(spec, device=device)
         say(f"evaluating {spec} on {len(problems)} problems x {sampling.samples} samples")
         target = out if len(specs) == 1 else out / name
         summary = evaluate_model(loaded.model, loaded.tokenizer, problems, target, sampling, judge,
@@ -88,8 +90,8 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
         if "base_pass_at_k" in summary:  # HumanEval+ / MBPP+
             rows[-1]["base_pass_at_k"] = summary["base_pass_at_k"]
     if len(specs) > 1:
-        atomic_write_json(out / "checkpoints.json", rows)
-        plot_pass_at_1(rows, out / "pass_at_1.png")
+        atomic_write_json(out / CHECKPOINTS_TABLE, rows)
+        plot_pass_at_1(rows, out / PASS_AT_1_PLOT)
     return rows
 
 

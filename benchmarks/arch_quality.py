@@ -71,7 +71,7 @@ def tokens_to_reach(curve: list[tuple[int, float]], target: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-tokens", type=int, default=400_000, help="Training tokens of each final run.")
-    parser.add_argument("--sweep-fraction", type=float, default=0.34,
+    parser.add_argument("--sweep-fraction", type=float, default=0.25,
                         help="Share of the budget each lr-sweep run trains on.")
     parser.add_argument("--adamw-lrs", default="1e-3,2e-3,4e-3", help="Peak AdamW lrs swept for both layouts.")
     parser.add_argument("--muon-lrs", default="0.01,0.02,0.04", help="Peak Muon lrs swept (modern layout).")

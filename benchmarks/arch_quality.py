@@ -34,19 +34,20 @@ from pathlib import Path
 def _run(name: str, arch, tokenizer: Path, out: Path, *, tokens: int, lr: float, optimizer: str, muon_lr: float,
          args: argparse.Namespace) -> dict:
     """One pretraining run; returns its curve ``[(tokens, val_loss)]``, final loss, tokens/s and wall time."""
-    from codenas.train.loop import TrainConfig
+    from codenas.settings import PretrainSettings, TrainSettings
     from codenas.train.pretrain import pretrain
 
     tokens_per_step = args.batch_size * arch.context_length
     steps = max(args.evals, tokens // tokens_per_step)
     interval = max(1, steps // args.evals)
-    cfg = TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, min_lr=lr / 10,
-                      warmup_steps=max(1, steps // 20), eval_interval=interval, eval_batches=args.eval_batches,
-                      log_interval=interval, seed=args.seed, dtype="fp32", device="cpu", optimizer=optimizer,
-                      muon_lr=muon_lr, desc=name)
+    training = TrainSettings(max_steps=steps, batch_size=args.batch_size, lr=lr, min_lr=lr / 10,
+                             warmup_steps=max(1, steps // 20), eval_interval=interval, eval_batches=args.eval_batches,
+                             log_interval=interval, seed=args.seed, dtype="fp32", device="cpu", optimizer=optimizer,
+                             muon_lr=muon_lr)
     curve: list[tuple[int, float]] = []
     start = time.perf_counter()
-    result = pretrain(arch=arch, tokenizer=tokenizer, out=out / name, config=cfg, max_files=args.max_files,
+    result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=args.max_files), training=training,
+                      arch=arch, tokenizer=tokenizer, out=out / name, desc=name,
                       on_eval=lambda step, m: curve.append((step * tokens_per_step, m["val_loss"])),
                       save_checkpoints=False)
     wall = time.perf_counter() - start

@@ -31,7 +31,8 @@ def measure(mode: str, steps: int, batch_size: int, seq_len: int, device: str) -
     """Train ``steps`` steps in this process and return the figures of ``mode`` (``full`` or ``lora``)."""
     from codenas.model.config import load_arch
     from codenas.model.model import GPT
-    from codenas.train.loop import TrainConfig, make_optimizer
+    from codenas.settings import TrainSettings
+    from codenas.train.loop import make_optimizer
     from codenas.train.lora import LoraSettings, apply_lora, count_parameters
 
     torch.manual_seed(0)
@@ -41,7 +42,7 @@ def measure(mode: str, steps: int, batch_size: int, seq_len: int, device: str) -
         model = apply_lora(model, LoraSettings())
     dev = torch.device(device)
     model.to(dev).train()
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-4, min_lr=1e-5), dev)
+    optimizer = make_optimizer(model, TrainSettings(lr=1e-4, min_lr=1e-5), dev)
     ids = torch.randint(0, arch.vocab_size, (batch_size, seq_len + 1), generator=torch.Generator().manual_seed(0))
     inputs, targets = ids[:, :-1].to(dev), ids[:, 1:].to(dev)
     times = []

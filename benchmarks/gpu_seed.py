@@ -179,14 +179,15 @@ def measure_training(arch, batch_size: int, seq_len: int, *, compile_model: bool
     import torch
 
     from codenas.model.model import GPT
-    from codenas.train.loop import TrainConfig, autocast_dtype, lm_loss, make_optimizer
+    from codenas.settings import TrainSettings
+    from codenas.train.loop import autocast_dtype, lm_loss, make_optimizer
     from codenas.train.mfu import count_params, mfu
 
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = GPT(arch).to(device).train()
     n_params = count_params(model)
-    optimizer = make_optimizer(model, TrainConfig(), device)
+    optimizer = make_optimizer(model, TrainSettings(), device)
     step_model = torch.compile(model, backend=backend) if compile_model else model
     amp = autocast_dtype("bf16", device)
     x = torch.randint(0, arch.vocab_size, (batch_size, seq_len + 1), device=device)

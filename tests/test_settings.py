@@ -27,6 +27,10 @@ COMMANDS = {
     ("eval", "model"): ("eval", S.EVAL),
     ("eval", "samples"): ("eval", (S.Part(S.JudgeSettings),)),
 }
+# commands outside `codenas run` (no TOML section, no --config) -> the settings parts they expose
+OTHER_COMMANDS = {
+    ("search",): (S.Part(S.SearchSettings),),
+}
 SETTINGS_CLASSES = [S.DataSettings, S.CorpusSettings, S.TokenizerSettings, S.PretrainSettings, S.TrainSettings,
                     S.LoraSettings, S.SamplingSettings, S.JudgeSettings, S.EvalSettings, S.FinetuneSettings,
                     S.BenchmarkSettings]
@@ -44,7 +48,7 @@ def _flags(command: click.Command) -> dict[str, click.Parameter]:
 
 
 def test_every_settings_class_is_frozen_and_every_field_has_help():
-    for cls in SETTINGS_CLASSES:
+    for cls in [*SETTINGS_CLASSES, *(p.cls for parts in OTHER_COMMANDS.values() for p in parts)]:
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help", "").strip(), f"{cls.__name__}.{f.name} has no help"
@@ -74,6 +78,72 @@ def test_command_flags_and_run_schema_expose_every_field_under_the_same_name(pat
             default = getattr(part.default_object(), f.name)
             if default is not None and not isinstance(default, tuple):
                 assert param.default == default, (key, param.default, default)
+
+
+def test_commands_outside_run_are_in_the_generated_reference():
+    assert {(name,): parts for name, parts in S.OTHER_COMMANDS.items()} == OTHER_COMMANDS
+
+
+@pytest.mark.parametrize("path", list(OTHER_COMMANDS), ids=" ".join)
+def test_commands_outside_run_expose_every_field_under_the_same_name(path):
+    flags = _flags(_command(path))
+    assert "--config" not in flags
+    for part in OTHER_COMMANDS[path]:
+        for f in dataclasses.fields(part.cls):
+            key = part.prefix + f.name
+            param = flags.get("--" + key.replace("_", "-"))
+            assert param is not None, f"{' '.join(path)} has no --{key.replace('_', '-')}"
+            assert param.name == key
+            assert f.metadata["help"] in param.help
+            assert param.required == bool(f.metadata.get("required"))
+            default = getattr(part.default_object(), f.name)
+            if not param.required and not isinstance(default, tuple):
+                assert param.default == default, (key, param.default, default)
+
+
+def _search_config(monkeypatch, args: list[str]):
+    """The SearchConfig `codenas search ARGS` hands the library (the search itself is not run)."""
+    import codenas.search.study as study
+
+    seen = []
+
+    def fake_run_search(cfg):
+        seen.append(cfg)
+        raise CodenasError("stopped before searching")
+
+    monkeypatch.setattr(study, "run_search", fake_run_search)
+    result = CliRunner().invoke(cli, ["search", *args])
+    assert result.exit_code == 1 and "stopped before searching" in result.output, result.output
+    return seen[0]
+
+
+def test_search_flags_reach_the_library_as_settings(monkeypatch, tmp_path):
+    cfg = _search_config(monkeypatch, ["--max-params", "5000", "--out", str(tmp_path), "--max-files", "0",
+                                       "--pruner", "halving", "--max-latency-ms", "2.5", "--lr", "0.01"])
+    assert isinstance(cfg, S.SearchSettings)
+    assert (cfg.max_params, cfg.max_files, cfg.pruner, cfg.max_latency_ms, cfg.lr) == (5000, None, "halving", 2.5, 0.01)
+    assert (cfg.trials, cfg.budget_tokens, cfg.vocab_size, cfg.study_name) == (20, 2_000_000, 8192, "codenas-search")
+    assert cfg.storage_url() == f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+    default = _search_config(monkeypatch, ["--max-params", "5000", "--out", str(tmp_path)])
+    assert {f.name: getattr(default, f.name) for f in dataclasses.fields(S.SearchSettings)} == \
+        dataclasses.asdict(S.SearchSettings(max_params=5000))
+
+
+def test_search_without_max_params_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["search", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--max-params" in result.output
+    result = CliRunner().invoke(cli, ["search", "--out", str(tmp_path), "--max-params", "0"])
+    assert result.exit_code == 2 and "--max-params" in result.output
+    with pytest.raises(CodenasError, match="max_params must be given"):
+        from codenas.search.study import SearchConfig
+        SearchConfig(out=tmp_path)
+
+
+def test_search_settings_rules_are_checked():
+    with pytest.raises(CodenasError, match="pruner must be one of hyperband, halving, none"):
+        S.SearchSettings(pruner="asha")
+    with pytest.raises(CodenasError, match="max_latency_ms must be greater than 0"):
+        S.SearchSettings(max_latency_ms=0.0)
 
 
 def test_run_schema_has_only_generated_keys():

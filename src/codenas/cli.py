@@ -10,6 +10,8 @@ command also takes ``--config FILE`` (the TOML sections of `codenas run`) and it
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from codenas.corpus.settings import CorpusSettings
@@ -23,9 +25,11 @@ from codenas.settings import (
     JudgeSettings,
     Part,
     PretrainSettings,
+    SearchSettings,
     TokenizerSettings,
     TrainSettings,
     from_command,
+    from_params,
     options,
 )
 
@@ -480,41 +484,12 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 
 
 @cli.command("search")
-@click.option("--max-params", type=click.IntRange(min=1), required=True,
-              help="Parameter budget: larger shapes are recorded as infeasible and never trained.")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Generation-latency budget in ms per token (batch 1, KV cache, measured here) [none].")
-@click.option("--trials", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Trials in total for the study; a rerun runs only the missing ones.")
-@click.option("--budget-tokens", type=click.IntRange(min=1), default=2_000_000, show_default=True,
-              help="Training tokens per trial (the proxy run).")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output folder: trials.jsonl, pareto.png, best_arch.json, study.db, trials/.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
               help="tokenizer.json to use [train one on the corpus once, kept as OUT/tokenizer.json].")
-@click.option("--vocab-size", type=click.IntRange(min=258), default=8192, show_default=True,
-              help="Vocabulary of the tokenizer trained when --tokenizer is not given.")
 @click.option("--corpus", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of .py files [the running interpreter's stdlib].")
-@click.option("--max-files", type=click.IntRange(min=1), default=None,
-              help="Train on at most this many corpus files (a deterministic sample) [all].")
-@click.option("--storage", default=None,
-              help="Optuna storage URL, e.g. postgresql://user@host/db to share a search [sqlite:///OUT/study.db].")
-@click.option("--study-name", default="codenas-search", show_default=True, help="Study name inside the storage.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler and of every proxy run.")
-@click.option("--worker", type=click.IntRange(min=0), default=0, show_default=True,
-              help="This process's index among workers sharing --storage (each needs its own).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Sequences per step in the proxy runs.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Peak AdamW learning rate of the proxy runs (with muon: of the embeddings, head, norms, biases).")
-@click.option("--evals", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Evaluations per trial (the pruner decides after each).")
-@click.option("--eval-batches", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Fixed validation batches per evaluation.")
-@click.option("--pruner", type=click.Choice(["hyperband", "halving", "none"]), default="hyperband",
-              show_default=True, help="Stop weak trials early: Hyperband, successive halving, or never.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1... (auto: CUDA if present).")
 @click.option("--n-layer", default=None, help="Range of layers, low:high [2:8].")
 @click.option("--n-head", default=None, help="Choices of heads, comma-separated [2,4,8].")
 @click.option("--d-model", default=None, help="Choices of model width [128,192,256,384,512].")
@@ -528,12 +503,12 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 @click.option("--n-kv-head", default=None,
               help="Choices of key/value heads, capped at the trial's n_head (grouped-query attention) [1,2,4,8].")
 @click.option("--optimizer", default=None, help="Choices of optimizer [adamw,muon].")
-@click.option("--muon-lr", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
-              help="Peak learning rate of the Muon-updated matrices in trials that pick muon.")
-def search(out: str, tokenizer_path: str | None, corpus: str | None, n_layer: str | None, n_head: str | None,
-           d_model: str | None, d_ff_ratio: str | None, context_length: str | None, dropout: str | None,
-           position: str | None, norm: str | None, mlp: str | None, qk_norm: str | None, n_kv_head: str | None,
-           optimizer: str | None, **settings) -> None:
+@options(Part(SearchSettings), config=False)
+@click.pass_context
+def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str | None, n_layer: str | None,
+           n_head: str | None, d_model: str | None, d_ff_ratio: str | None, context_length: str | None,
+           dropout: str | None, position: str | None, norm: str | None, mlp: str | None, qk_norm: str | None,
+           n_kv_head: str | None, optimizer: str | None, **_settings) -> None:
     """Search architectures: short pretraining runs scored by held-out loss, under size/latency budgets."""
     from pathlib import Path
 
@@ -546,8 +521,9 @@ def search(out: str, tokenizer_path: str | None, corpus: str | None, n_layer: st
     space = parse_space({"n_layer": n_layer, "n_head": n_head, "d_model": d_model, "d_ff_ratio": d_ff_ratio,
                          "context_length": context_length, "dropout": dropout, "position": position, "norm": norm,
                          "mlp": mlp, "qk_norm": qk_norm, "n_kv_head": n_kv_head, "optimizer": optimizer})
+    settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
-                                corpus=corpus and Path(corpus), space=space, **settings))
+                                corpus=corpus and Path(corpus), space=space, **dataclasses.asdict(settings)))
     Console().print(rows_table(r["rows"]))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
     click.echo(f"{r['trials_run']} trials run now; study {r['study']!r} ({r['storage']}): {counts}")

@@ -15,10 +15,12 @@ val evaluation exposes ``SamplingSettings`` as ``eval_temperature``, ``eval_top_
 ``defaults`` (an instance: fine-tuning uses other ``TrainSettings`` defaults than pretraining).
 
 Field metadata: ``help`` (required, one line), ``min`` / ``max`` (inclusive bounds), ``gt`` (exclusive lower
-bound), ``choices``. Types: ``int``, ``float``, ``str``, ``bool``, ``int | None`` (None = "unset"; written ``0``
-in TOML and on the command line, so ``0`` means unset: "all", "every core"), ``tuple[str, ...]`` and
-``tuple[int, ...]`` (TOML lists; comma-separated on the command line). A class may define ``_check(self)`` for
-rules across fields; its messages start with the field name, so they can be qualified with the section.
+bound), ``choices``, ``required`` (no usable default: `codenas run` refuses ``""``, and a command without
+``--config`` makes the flag required). Types: ``int``, ``float``, ``str``, ``bool``, ``int | None`` (None =
+"unset"; written ``0`` in TOML and on the command line, so ``0`` means unset: "all", "every core"),
+``tuple[str, ...]`` and ``tuple[int, ...]`` (TOML lists; comma-separated on the command line). A class may
+define ``_check(self)`` for rules across fields; its messages start with the field name, so they can be
+qualified with the section.
 
 To add a setting: add the field to its class; every command and section that uses the class gets it (give it a
 value in the presets in configs/*.toml, which must set every key). To add a concern: write a frozen dataclass
@@ -52,6 +54,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if "help" not in f.metadata:
+                continue  # a field a subclass adds beside the settings (a path of the run, ...)
             problem = field_problem(f, getattr(self, f.name), type_hints(type(self))[f.name])
             if problem:
                 raise CodenasError(f"{f.name} {problem}")
@@ -291,6 +295,38 @@ class BenchmarkSettings(Settings):
             raise CodenasError("benchmarks must name at least one benchmark")
 
 
+PRUNERS = ("hyperband", "halving", "none")
+
+
+@dataclass(frozen=True)
+class SearchSettings(Settings):
+    """The budgets and proxy runs of `codenas search` (its search space has its own flags: ``parse_space``)."""
+
+    max_params: int | None = _h(None, "Parameter budget: larger shapes are recorded as infeasible and never trained.",
+                                min=1, required=True)
+    max_latency_ms: float | None = _h(None, "Generation-latency budget in ms per token (batch 1, KV cache, measured "
+                                            "here); unset: no limit.", gt=0)
+    trials: int = _h(20, "Trials in total for the study; a rerun runs only the missing ones.", min=0)
+    budget_tokens: int = _h(2_000_000, "Training tokens per trial (the proxy run).", min=1)
+    vocab_size: int = _h(8192, "Vocabulary of the tokenizer trained when --tokenizer is not given.", min=258)
+    max_files: int | None = _h(None, "Train on at most this many corpus files, a deterministic sample (0: all).",
+                               min=1)
+    storage: str = _h("", "Optuna storage URL, e.g. postgresql://user@host/db to share a search (empty: "
+                          "sqlite:///OUT/study.db).")
+    study_name: str = _h("codenas-search", "Study name inside the storage.")
+    seed: int = _h(0, "Seed of the sampler and of every proxy run.")
+    worker: int = _h(0, "This process's index among workers sharing --storage (each needs its own).", min=0)
+    batch_size: int = _h(16, "Sequences per step in the proxy runs.", min=1)
+    lr: float = _h(1e-3, "Peak AdamW learning rate of the proxy runs (with muon: of the embeddings, head, norms, "
+                         "biases).", gt=0)
+    muon_lr: float = _h(0.02, "Peak learning rate of the Muon-updated matrices in trials that pick muon.", gt=0)
+    evals: int = _h(4, "Evaluations per trial (the pruner decides after each).", min=1)
+    eval_batches: int = _h(8, "Fixed validation batches per evaluation.", min=1)
+    pruner: str = _h("hyperband", "Stop weak trials early: Hyperband, successive halving, or never.",
+                     choices=PRUNERS)
+    device: str = _h("auto", "cpu, cuda, cuda:1... (auto: CUDA if present).")
+
+
 # --- parts, sections and commands ------------------------------------------------------------------------------
 
 
@@ -328,6 +364,11 @@ SECTIONS: dict[str, tuple[Part, ...]] = {
     "eval": (Part(BenchmarkSettings), *EVAL),
 }
 """The TOML schema of `codenas run` (and of every command's ``--config``): section -> the parts it holds."""
+
+OTHER_COMMANDS: dict[str, tuple[Part, ...]] = {
+    "search": (Part(SearchSettings),),
+}
+"""Commands outside `codenas run` (flags only, no TOML section and no ``--config``) -> the parts they expose."""
 
 # Keys renamed when the schema became generated (section, old key) -> new key; the old spellings still work.
 RENAMED = {("finetune", "lora_r"): "lora_rank", ("finetune", "targets"): "lora_targets",
@@ -489,7 +530,7 @@ def _click_type(f: dataclasses.Field, tp: Any) -> Any:
         return click.Choice([str(c) for c in m["choices"]])
     if base is int:
         low = m.get("min")
-        if optional and low is not None and low > 0:
+        if optional and low is not None and low > 0 and not m.get("required"):
             low = 0  # 0 means unset
         return int if low is None and m.get("max") is None else click.IntRange(min=low, max=m.get("max"))
     if base is float:
@@ -528,7 +569,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _option(part: Part, f: dataclasses.Field) -> Callable:
+def _option(part: Part, f: dataclasses.Field, config: bool) -> Callable:
     key = part.prefix + f.name
     tp = type_hints(part.cls)[f.name]
     default = getattr(part.default_object(), f.name)
@@ -540,6 +581,8 @@ def _option(part: Part, f: dataclasses.Field) -> Callable:
     if isinstance(default, tuple):
         default = _show(default)
     shown = default is not None and default != ""
+    if f.metadata.get("required") and not config:  # without --config the flag is the only source
+        return click.option(*decls, key, cls=_Option, type=_click_type(f, tp), required=True, help=help_text)
     return click.option(*decls, key, cls=_Option, type=_click_type(f, tp), default=default, show_default=shown,
                         help=help_text)
 
@@ -548,7 +591,7 @@ def options(*parts: Part, config: bool = True) -> Callable:
     """Decorator: one click option per field of ``parts`` (and ``--config FILE`` unless ``config=False``)."""
 
     def decorate(command: Callable) -> Callable:
-        decorators = [_option(part, f) for part in parts for f in fields(part.cls)]
+        decorators = [_option(part, f, config) for part in parts for f in fields(part.cls)]
         if config:
             decorators.append(click.option(
                 "--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -583,6 +626,12 @@ def from_command(ctx: click.Context, section: str, *parts: Part, config_file: st
     return out
 
 
+def from_params(params: Mapping[str, Any], part: Part) -> Any:
+    """The settings object of ``part`` from a command's parsed flags (for a command without ``--config``)."""
+    kwargs = {name: from_toml_value(part, name, params[key]) for name, key in part.keys().items()}
+    return _construct(part, kwargs, "", None)
+
+
 def toml_literal(value: Any) -> str:
     """A value as a TOML literal (strings quoted, booleans lowercase, lists in brackets)."""
     if isinstance(value, bool):
@@ -595,7 +644,8 @@ def toml_literal(value: Any) -> str:
 
 
 def markdown_reference() -> str:
-    """The key reference of docs/settings.md: per section, each key (= flag) with its default and help."""
+    """The key reference of docs/settings.md: per section, each key (= flag) with its default and help; then the
+    flags of the commands outside `codenas run`."""
     blocks = []
     for section, parts in SECTIONS.items():
         lines = [f"### [{section}]", "", "| key / flag | default | help |", "|---|---|---|"]
@@ -606,5 +656,15 @@ def markdown_reference() -> str:
                 default = to_toml_value(part, f.name, getattr(obj, f.name))
                 shown = "(required)" if f.metadata.get("required") and default == "" else f"`{toml_literal(default)}`"
                 lines.append(f"| `{key}` / `{flag(key)}` | {shown} | {f.metadata['help']} |")
+        blocks.append("\n".join(lines))
+    for command, parts in OTHER_COMMANDS.items():
+        lines = [f"### codenas {command} (flags only)", "", "| flag | default | help |", "|---|---|---|"]
+        for part in parts:
+            obj = part.default_object()
+            for f in fields(part.cls):
+                default = getattr(obj, f.name)
+                shown = ("(required)" if f.metadata.get("required") else "(unset)") if default is None else \
+                    "(empty)" if default == "" else f"`{_show(default)}`"
+                lines.append(f"| `{flag(part.prefix + f.name)}` | {shown} | {f.metadata['help']} |")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

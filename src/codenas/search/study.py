@@ -46,51 +46,28 @@ from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
 from codenas.search.report import best_row, write_outputs
 from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
-from codenas.settings import PretrainSettings, TrainSettings
+from codenas.settings import PretrainSettings, SearchSettings, TrainSettings
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_INTERVAL_S = 20
 GRACE_PERIOD_S = 120
-PRUNERS = ("hyperband", "halving", "none")
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything a search needs; the fields marked *comparability* are fixed for the life of a study."""
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(SearchSettings):
+    """Everything a search needs: its settings (``SearchSettings``, checked by their field rules) and the run's
+    paths and space. Fixed for the life of a study (``comparability``): the budgets, space, corpus, max_files,
+    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches and pruner."""
 
     out: Path
-    max_params: int  # comparability
-    trials: int = 20
-    budget_tokens: int = 2_000_000  # comparability: tokens per trial (rounded down to whole steps)
-    max_latency_ms: float | None = None  # comparability: ms per generated token, None = no limit
-    space: SearchSpace = field(default_factory=SearchSpace)  # comparability
+    space: SearchSpace = field(default_factory=SearchSpace)
     tokenizer: Path | None = None  # default: trained on the corpus once, kept as OUT/tokenizer.json
-    vocab_size: int = 8192  # only used to train that default tokenizer
-    corpus: Path | None = None  # comparability: default the stdlib
-    max_files: int | None = None  # comparability
-    storage: str | None = None  # default sqlite:///OUT/study.db
-    study_name: str = "codenas-search"
-    seed: int = 0  # comparability
-    worker: int = 0  # give each process sharing a storage its own index
-    batch_size: int = 16  # comparability
-    lr: float = 1e-3  # comparability: peak lr of AdamW (of every parameter, or with muon of the non-matrices)
-    muon_lr: float = 0.02  # comparability: peak lr of the Muon-updated matrices in trials that pick muon
-    evals: int = 4  # comparability: evaluations per trial (the pruner's resource)
-    eval_batches: int = 8  # comparability
-    pruner: str = "hyperband"  # comparability
-    device: str = "auto"
+    corpus: Path | None = None  # default: the stdlib
 
-    def __post_init__(self) -> None:
-        for name in ("max_params", "budget_tokens", "batch_size", "evals", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise CodenasError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.trials < 0:
-            raise CodenasError(f"trials must be at least 0, got {self.trials}")
-        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
-            raise CodenasError(f"max_latency_ms must be positive, got {self.max_latency_ms}")
-        if self.pruner not in PRUNERS:
-            raise CodenasError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+    def _check(self) -> None:
+        if self.max_params is None:
+            raise CodenasError("max_params must be given (--max-params)")
 
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(Path(self.out) / 'study.db').resolve()}"

@@ -35,9 +35,9 @@ HOLDOUTS = ("mini", "humaneval")
 MAX_SOLUTION_LINES = 30
 MAX_COMPLEXITY = 6
 MANIFEST_FORMAT = f"{DATA_FORMAT}1"
-OUTPUT_NAMES = {"train.jsonl", "val.jsonl", "benchmarks", MANIFEST, LOCK_FILE}
 TRAIN = "train.jsonl"
 VAL = "val.jsonl"
+OUTPUT_NAMES = {TRAIN, VAL, "benchmarks", MANIFEST, LOCK_FILE}
 
 
 def _mbpp_records(rows: list[dict]) -> tuple[list[Record], dict[str, str]]:

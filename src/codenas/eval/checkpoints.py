@@ -89,6 +89,7 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
                      "verdicts": summary["verdicts"], "parse_rate": summary["parse_rate"]})
         if "base_pass_at_k" in summary:  # HumanEval+ / MBPP+
             rows[-1]["base_pass_at_k"] = summary["base_pass_at_k"]
+        del loaded  # one model in memory at a time
     if len(specs) > 1:
         atomic_write_json(out / CHECKPOINTS_TABLE, rows)
         plot_pass_at_1(rows, out / PASS_AT_1_PLOT)

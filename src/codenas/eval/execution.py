@@ -44,6 +44,7 @@ STATUSES = ("passed", "failed", "timeout", "error")
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
 START_TIMEOUT_S = 60.0  # a worker that has not said it is ready by then is broken
 REPLY_GRACE_S = 30.0  # a worker silent this long past a job's backstop is stuck or stopped: it is replaced
+WORKER_DIED = "sandbox worker died"  # a harness fault, never a verdict
 HARNESS_ATTEMPTS = 4  # tries per sample when the harness (not the sample) fails, e.g. a transient fork or disk error
 RETRY_PAUSE_S = 1.0  # pause before the first retry, doubled for each further one
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample folders
@@ -140,7 +141,7 @@ class _Worker:
             except BlockingIOError:
                 continue
             except OSError:
-                raise ChildProcessError("sandbox worker died") from None
+                raise ChildProcessError(WORKER_DIED) from None
 
     def _receive(self, deadline: float) -> dict:
         """The worker's next JSON line."""
@@ -149,7 +150,7 @@ class _Worker:
             self._await(fd, select.POLLIN, deadline)
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                raise ChildProcessError("sandbox worker died")
+                raise ChildProcessError(WORKER_DIED)
             line += chunk
         try:
             return json.loads(line)

@@ -26,7 +26,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from codenas.eval.execution import STATUSES, ExecResult, check_isolation, iter_programs, run_programs
+from codenas.eval.execution import (
+    STATUSES,
+    WORKER_DIED,
+    ExecResult,
+    check_isolation,
+    iter_programs,
+    run_programs,
+)
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
 from codenas.eval.postprocess import extract_completion
 from codenas.eval.verdicts import LABELS, classify, tally
@@ -47,7 +54,6 @@ from codenas.records import Record, canonical_id, program
 RESULTS = "results.jsonl"
 JOURNAL = "results.partial.jsonl"
 SUMMARY = "summary.json"
-HARNESS_DEATH = "sandbox worker died"  # older versions journaled a killed worker as a verdict: never reuse it
 
 
 def read_samples(path: str | os.PathLike, problems: Sequence[Record] | None = None) -> list[dict]:
@@ -137,7 +143,8 @@ def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[i
     usable = {}
     for i, row in found.items():
         if (0 <= i < len(task_ids) and row.get("task_id") == task_ids[i] and isinstance(row.get("completion"), str)
-                and row.get("status") in STATUSES and not str(row.get("detail", "")).startswith(HARNESS_DEATH)):
+                # older versions journaled a killed worker as a verdict: never reuse it
+                and row.get("status") in STATUSES and not str(row.get("detail", "")).startswith(WORKER_DIED)):
             usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"])
             if "base_passed" in row:
                 usable[i]["base_passed"] = bool(row["base_passed"])

@@ -29,8 +29,6 @@ from codenas.model.config import ArchConfig
 from codenas.model.model import GPT, NORM_EPS
 from codenas.model.tokenizer import EOT, PAD
 
-HF_CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-
 
 def export_hf(checkpoint: Path, out_dir: Path, *, overwrite: bool = False) -> str:
     """Write the checkpoint directory ``checkpoint`` as a transformers model folder ``out_dir`` (atomically).

@@ -422,12 +422,6 @@ def from_toml_value(part: Part, name: str, value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def section_defaults(section: str) -> dict[str, Any]:
-    """The section's keys with the defaults of its parts, as TOML values."""
-    return {key: to_toml_value(part, name, getattr(part.default_object(), name))
-            for key, (part, name) in section_keys(section).items()}
-
-
 def check_keys(config: Mapping[str, Any], path: str | os.PathLike | None = None) -> None:
     """Every section and key of a (partial) config is known; an unknown one is an error naming it."""
     for section, values in config.items():

@@ -22,6 +22,7 @@ from codenas.settings import (
     Part,
     build_section,
     check_keys,
+    read_config_file,
     read_toml,
     section_keys,
     toml_literal,
@@ -31,8 +32,8 @@ from codenas.settings import (
 RESOLVED_CONFIG = "config.resolved.toml"  # written into the run folder by `codenas run`
 FINETUNE_METHODS = {"lora": ("lora",), "sft": ("sft",), "both": ("sft", "lora"), "none": ()}
 
-# section -> key -> the TOML type the key takes (derived from the settings dataclasses; for the docs and tools)
-SCHEMA: dict[str, dict[str, str]] = {section: dict.fromkeys(section_keys(section)) for section in SECTIONS}
+# section -> its keys, in order (derived from the settings dataclasses; for the docs and tools)
+SCHEMA: dict[str, tuple[str, ...]] = {section: tuple(section_keys(section)) for section in SECTIONS}
 
 
 def load_run_config(preset: str | os.PathLike = "tiny", config_file: str | os.PathLike | None = None,
@@ -46,8 +47,7 @@ def load_run_config(preset: str | os.PathLike = "tiny", config_file: str | os.Pa
     config = upgrade_keys(read_toml(preset_path))
     _check(config, preset_path, complete=True)
     if config_file is not None:
-        layer = upgrade_keys(read_toml(Path(config_file)))
-        _check(layer, config_file, complete=False)
+        layer = read_config_file(config_file)
         for section, values in layer.items():
             config[section].update(values)
     for item in overrides:

@@ -20,15 +20,14 @@ import optuna
 import torch
 
 from codenas.io import CodenasError
-from codenas.model.config import ArchConfig
+from codenas.model.config import CHOICES, ArchConfig
 from codenas.model.model import GPT
+from codenas.settings import OPTIMIZERS
 
 SEARCHED = ("n_layer", "n_head", "d_model", "d_ff_ratio", "context_length", "dropout")
 # layout choices: name -> the value a trial sampled before they were searched stands for (GPT-2's layout)
-LAYOUT = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False}
-OPTIMIZERS = ("adamw", "muon")
-_STRING_CHOICES = {"position": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"),
-                   "optimizer": OPTIMIZERS}
+LAYOUT = {name: values[0] for name, values in CHOICES.items()} | {"qk_norm": False}
+_STRING_CHOICES = {**CHOICES, "optimizer": OPTIMIZERS}
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,9 @@ class SearchSpace:
     d_ff_ratio: tuple[int, ...] = (2, 3, 4)
     context_length: tuple[int, ...] = (128, 256, 512)
     dropout: tuple[float, float] = (0.0, 0.3)
-    position: tuple[str, ...] = ("learned", "rope")
-    norm: tuple[str, ...] = ("layernorm", "rmsnorm")
-    mlp: tuple[str, ...] = ("gelu", "swiglu")
+    position: tuple[str, ...] = CHOICES["position"]
+    norm: tuple[str, ...] = CHOICES["norm"]
+    mlp: tuple[str, ...] = CHOICES["mlp"]
     qk_norm: tuple[bool, ...] = (False, True)
     n_kv_head: tuple[int, ...] = (1, 2, 4, 8)
     optimizer: tuple[str, ...] = OPTIMIZERS

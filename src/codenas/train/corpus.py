@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codenas.corpus.shards import TokenShards
+from codenas.corpus.shards import TokenShards, token_dtype
 from codenas.io import CodenasError, atomic_path, atomic_write_json, read_json, sha256_bytes, sha256_file
 from codenas.model.tokenizer import (
     encode_texts,
@@ -53,10 +53,6 @@ class TokenCorpus:
     train: np.ndarray | TokenShards
     val: np.ndarray | TokenShards
     meta: dict
-
-
-def _token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
 def _cache_key(tokenizer_sha: str, root: Path, files: list[Path], val_fraction: float, max_files: int | None) -> str:
@@ -155,7 +151,7 @@ def prepare_corpus(tokenizer_path: Path, corpus: Path | str | None = None, *, va
     tokenizer_sha = sha256_file(tokenizer_file(tokenizer_path))
     key = _cache_key(tokenizer_sha, root, train_files + val_files, val_fraction, max_files)
     folder = Path(cache or cache_dir() / "corpus") / key
-    dtype = _token_dtype(tokenizer.get_vocab_size())
+    dtype = token_dtype(tokenizer.get_vocab_size())
     if not (folder / "meta.json").is_file():
         n_train, skip_train = _write_tokens(folder / "train.bin", tokenizer, train_files, dtype, "tokenize train")
         n_val, skip_val = _write_tokens(folder / "val.bin", tokenizer, val_files, dtype, "tokenize val")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from codenas.data import evalplus
 from codenas.data.benchmarks import load_problems
 from codenas.eval.scoring import score_samples, summary_table
-from codenas.io import CodenasError
+from codenas.io import CodenasError, sha256_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evalplus"
 HUMANEVAL_PLUS = FIXTURES / "HumanEvalPlus-fixture.jsonl"
@@ -212,11 +213,11 @@ def test_download_checks_the_sha256(monkeypatch, tmp_path):
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(evalplus.urllib.request, "urlopen", lambda url, timeout: Response(payload))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response(payload))
     with pytest.raises(CodenasError, match="sha256 .* expected 2727"):
         evalplus.download_evalplus(tmp_path)
     assert list(tmp_path.iterdir()) == []
-    digest = evalplus.sha256_bytes(payload)
+    digest = sha256_bytes(payload)
     monkeypatch.setitem(evalplus.RELEASES["humaneval+"], "sha256", digest)
     monkeypatch.setitem(evalplus.RELEASES["mbpp+"], "sha256", digest)
     saved = evalplus.download_evalplus(tmp_path)

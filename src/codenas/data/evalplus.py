@@ -25,12 +25,11 @@ import gzip
 import json
 import os
 import pickle
-import urllib.request
 from pathlib import Path
 
 from codenas import paths
-from codenas.data.mbpp import UnconvertibleTask, mbpp_record
-from codenas.io import CodenasError, atomic_write_bytes, sha256_bytes, sha256_file
+from codenas.data.mbpp import UnconvertibleTask, fetch_verified, mbpp_record
+from codenas.io import CodenasError
 from codenas.progress import say
 from codenas.records import Record, canonical_id
 
@@ -331,21 +330,6 @@ def download_evalplus(out_dir: Path | None = None) -> list[Path]:
     saved = []
     for name, release in RELEASES.items():
         out = Path(out_dir) / release["file"] if out_dir is not None else downloaded_path(name)
-        if out.is_file() and sha256_file(out) == release["sha256"]:
-            say(f"{name} already present at {out}")
-            saved.append(out)
-            continue
-        say(f"downloading {release['url']}")
-        try:
-            with urllib.request.urlopen(release["url"], timeout=300) as response:
-                data = response.read()
-        except OSError as e:
-            raise CodenasError(f"cannot download {name} from {release['url']}: {e}. Offline: download it "
-                               f"elsewhere and set ${release['env']} to its path") from None
-        digest = sha256_bytes(data)
-        if digest != release["sha256"]:
-            raise CodenasError(f"downloaded {name} has sha256 {digest}, expected {release['sha256']}; "
-                               "nothing written", release["url"])
-        atomic_write_bytes(out, data)
-        saved.append(out)
+        saved.append(fetch_verified(release["url"], out, release["sha256"], name=name, timeout=300,
+                                    hint=f"Offline: download it elsewhere and set ${release['env']} to its path"))
     return saved

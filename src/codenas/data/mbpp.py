@@ -60,20 +60,26 @@ def download_mbpp(out: Path | None = None, url: str = MBPP_URL) -> Path:
     A file already there with the right checksum is kept. A checksum mismatch writes nothing.
     """
     out = Path(out) if out is not None else downloaded_mbpp_path()
+    return fetch_verified(url, out, MBPP_SHA256, name="MBPP", hint=OFFLINE_HINT, timeout=120)
+
+
+def fetch_verified(url: str, out: Path, sha256: str, *, name: str, hint: str, timeout: float) -> Path:
+    """Download ``url`` to ``out`` if ``out`` does not already hold the file of checksum ``sha256``; the download
+    is checked against it and written atomically, so a mismatch or a failure writes nothing. ``hint`` (what to do
+    offline) ends every error."""
     check_writable(out.parent)
-    if out.is_file() and sha256_file(out) == MBPP_SHA256:
-        say(f"MBPP already present at {out}")
+    if out.is_file() and sha256_file(out) == sha256:
+        say(f"{name} already present at {out}")
         return out
     say(f"downloading {url}")
     try:
-        with urllib.request.urlopen(url, timeout=120) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
     except OSError as e:
-        raise CodenasError(f"cannot download MBPP from {url}: {e}. {OFFLINE_HINT}") from None
+        raise CodenasError(f"cannot download {name} from {url}: {e}. {hint}") from None
     digest = sha256_bytes(data)
-    if digest != MBPP_SHA256:
-        raise CodenasError(f"downloaded MBPP has sha256 {digest}, expected {MBPP_SHA256}; nothing written. "
-                           f"{OFFLINE_HINT}", url)
+    if digest != sha256:
+        raise CodenasError(f"downloaded {name} has sha256 {digest}, expected {sha256}; nothing written. {hint}", url)
     atomic_write_bytes(out, data)
     return out
 

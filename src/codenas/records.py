@@ -16,6 +16,7 @@ from typing import Any
 from codenas.io import CodenasError, read_json, read_jsonl, sha256_file, write_jsonl
 
 REQUIRED_FIELDS = ("id", "source", "prompt", "solution", "tests", "entry_point")
+OPTIONAL_FIELDS = ("meta", "proven")
 MANIFEST = "manifest.json"  # written by `data build` beside the record files it lists (with their sha256)
 DATA_FORMAT = "codenas-data/"
 
@@ -29,13 +30,19 @@ class Record:
     tests: str  # executable test code; raises (or exits non-zero) on failure
     entry_point: str  # name of the function under test
     meta: dict[str, Any] = field(default_factory=dict)  # source-specific extras (task_id, split, ...)
+    # whether ``tests`` proved ``solution`` (mined records: True when its doctests passed in the judge, False
+    # when it had none to run); None for records whose producer proves every one (``data build``)
+    proven: bool | None = None
 
     def program(self, completion: str | None = None) -> str:
         """The text the judge executes: prompt + completion (default: the reference solution) + tests."""
         return program(self.prompt, self.solution if completion is None else completion, self.tests)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["proven"] is None:
+            del d["proven"]
+        return d
 
 
 def program(prompt: str, completion: str, tests: str) -> str:
@@ -57,10 +64,13 @@ def record_from_dict(obj: dict, path: str | os.PathLike | None = None, line: int
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise CodenasError("field 'meta' must be an object", path, line)
-    unknown = set(obj) - set(REQUIRED_FIELDS) - {"meta"}
+    proven = obj.get("proven")
+    if proven is not None and not isinstance(proven, bool):
+        raise CodenasError(f"field 'proven' must be true or false, got {proven!r}", path, line)
+    unknown = set(obj) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS)
     if unknown:
         raise CodenasError(f"unknown field(s): {', '.join(sorted(unknown))}", path, line)
-    return Record(**{k: obj[k] for k in REQUIRED_FIELDS}, meta=meta)
+    return Record(**{k: obj[k] for k in REQUIRED_FIELDS}, meta=meta, proven=proven)
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:

@@ -525,3 +525,24 @@ def _keep_best(out: Path, rows: list[dict], start: str) -> dict:
                     shutil.copy2(item, tmp / item.name)
         atomic_write_json(out / BEST, record)
     return best
+
+
+def rounds_table(rows: list[dict]):
+    """A rich Table of the rounds (``ROW_FIELDS``), for the CLI to print."""
+    from rich.table import Table
+
+    table = Table(title="expert iteration")
+    for name in ("round", "pool solved", "pool pass@K", "kept", "new problems", "replay", "train loss", "val loss",
+                 "val pass@1", "wall"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        k = row["samples"]
+        pass_k = row["pass_at_k"].get(f"pass@{k}") if row["pass_at_k"] else None
+        table.add_row(str(row["round"]), "-" if row["solved"] is None else f"{row['solved']}/{row['pool_problems']}",
+                      "-" if pass_k is None else f"{100 * pass_k:.1f}% (K={k})", str(row["kept"]),
+                      str(row["new_problems"]), str(row["replay"]),
+                      "-" if row["train_loss"] is None else f"{row['train_loss']:.4f}",
+                      "-" if row["val_loss"] is None else f"{row['val_loss']:.4f}",
+                      "-" if row["val_pass@1"] is None else f"{100 * row['val_pass@1']:.1f}%",
+                      f"{row['wall_s']:.0f} s")
+    return table

@@ -160,6 +160,7 @@ def test_unproven_records_are_not_in_the_pool(tmp_path):
     assert [p.record.id for p in problems] == ["p_anything"] and counts["unproven"] == 1
 
 
+@pytest.mark.slow
 def test_resuming_after_a_kill_between_rounds_gives_identical_weights(workdir, tmp_path, scripted, monkeypatch):
     pool = _pool(tmp_path, ANYTHING, NEVER)
     straight = _run(workdir, tmp_path / "straight", pool, rounds=2, samples=5)

@@ -188,3 +188,23 @@ def test_resuming_after_a_kill_between_rounds_gives_identical_weights(workdir, t
         [{k: v for k, v in r.items() if k not in drop} for r in resumed["rows"]]
     with pytest.raises(CodenasError, match="other settings"):
         _run(workdir, tmp_path / "resumed", pool, rounds=2, samples=5, lr=5e-4)
+
+
+def test_the_command_takes_fine_tuning_settings_from_the_config_file(workdir, tmp_path):
+    from click.testing import CliRunner
+
+    from codenas.cli import cli
+
+    config = tmp_path / "run.toml"
+    config.write_text("[finetune]\nbatch_size = 2\ndtype = \"fp32\"\ndevice = \"cpu\"\neval_max_new_tokens = 8\n"
+                      "eval_workers = 1\n\n[improve]\nsamples = 2\nmax_new_tokens = 8\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["-q", "train", "improve", "--init-checkpoint", str(workdir / "base"), "--pool",
+                                      str(_pool(tmp_path, NEVER)), "--data-dir", str(workdir), "--rounds", "1",
+                                      "--out", str(out), "--config", str(config), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "best: round 0 -> " in result.output and "expert iteration" in result.output
+    recorded = read_json(out / "improve.json")
+    assert recorded["training"]["batch_size"] == 2 and recorded["val_sampling"]["max_new_tokens"] == 8
+    assert recorded["settings"]["samples"] == 2 and recorded["settings"]["steps"] == 3  # the file, then the flag
+    assert [row["round"] for _, row in read_jsonl(out / "rounds.jsonl")] == [0, 1]

@@ -261,8 +261,8 @@ def _what_was_trained(run: RunView) -> list[Block]:
     improved = run.results_of[IMPROVE]
     if improved:
         trained = [r for r in improved["rows"] if r["trained"]]
-        rows.append([IMPROVE, f"expert iteration: {improved['rounds']} rounds of sampling "
-                              f"{improved['pool']['problems']:,} pool problems, fine-tuning on the passing samples",
+        rows.append([IMPROVE, f"expert iteration: {improved['rounds']} rounds of sampling a pool of "
+                              f"{improved['pool']['problems']:,} problems, fine-tuning on the passing samples",
                      "-", _count(len(trained) * (run.config or {}).get(IMPROVE, {}).get("steps", 0) or None), "-",
                      _wall(run, IMPROVE)])
         sentences.append(f"Then {improved['rounds']} rounds of expert iteration (sample, keep what passes its "
@@ -575,7 +575,9 @@ def _expert_iteration(run: RunView) -> list[Block]:
     result = run.results_of[IMPROVE] or {}
     pool = result.get("pool", {})
     sources = ", ".join(f"{n:,} {source}" for source, n in pool.get("sources", {}).items())
-    blocks.append(("p", f"Each round samples every pool problem ({pool.get('problems', '?')} problems"
+    limit = (run.config or {}).get(IMPROVE, {}).get("pool_limit") or 0
+    which = f"a seeded draw of {limit} of the pool's problems" if limit else "every pool problem"
+    blocks.append(("p", f"Each round samples {which} (the pool: {pool.get('problems', '?')} problems"
                         + (f": {sources}" if sources else "") + "), keeps the distinct passing completions (at most "
                         "`improve.cap` per problem), fine-tunes on them with a replay share of the train records, "
                         "and measures the val records. Round 0 is the starting model. The round best on the val "

@@ -3,9 +3,10 @@
 Started by ``codenas.eval.execution`` as ``python -I .../_worker.py`` (never forked from a parent that has
 torch loaded). It imports only the standard library, pre-imports the modules test programs commonly use
 (so each forked child gets them for free), says it is ready, then loops: read one job (a JSON line on stdin:
-the program, its CPU-time limit, memory cap and wall-clock backstop), fork a child that locks itself down and
-runs the program, wait for it under the CPU-time limit and the wall-clock backstop, kill everything it left
-behind, and write one JSON verdict line on stdout. docs/sandbox.md says what the lock-down does and does not
+the program, its CPU-time limit, memory cap and wall-clock backstop), fork a child that locks itself down
+(Landlock, seccomp, ...), says so and waits for the worker's go-ahead, and runs the program; wait for it under
+the CPU-time limit and the wall-clock backstop, kill everything it left behind, and write one JSON verdict
+line on stdout. docs/sandbox.md says what the lock-down does and does not
 guarantee.
 """
 

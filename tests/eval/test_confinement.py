@@ -514,6 +514,7 @@ def test_the_filter_tables_match_the_kernel_headers(machine):
     expected = {name: int(numbers[name]) if name in numbers else None for name in _worker.SECCOMP_DENIED}
     assert {name: nrs[column] for name, nrs in _worker.SECCOMP_DENIED.items()} == expected
     assert (_worker.SECCOMP_CLONE[machine], _worker.SECCOMP_CLONE3) == (int(numbers["clone"]), int(numbers["clone3"]))
+    assert _worker.SYS_SECCOMP[machine] == int(numbers["seccomp"])
 
 
 def test_benchmark_solutions_still_pass_under_the_filter(he_records):

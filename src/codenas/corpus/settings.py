@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 from codenas.io import CodenasError
 
+EXECUTORS = ("local", "ray", "slurm")  # how the stages run: codenas.corpus.executor
+
 
 @dataclass(frozen=True)
 class CorpusSettings:
@@ -40,6 +42,10 @@ class CorpusSettings:
     tasks: int = field(default=8, metadata={
         "help": "Shards the work is cut into (the output depends on it, not on --workers)."})
     workers: int = field(default=0, metadata={"help": "Processes working at once (0: one per core)."})
+    executor: str = field(default="local", metadata={
+        "help": "Where the tasks run: local (this machine's cores), ray (the Ray cluster at $RAY_ADDRESS, else one "
+                "started here) or slurm (sbatch jobs; needs a shared work folder, see docs/corpus.md).",
+        "choices": EXECUTORS})
     tokenizer_sample_bytes: int = field(default=100_000_000, metadata={
         "help": "With --vocab-size: train the tokenizer on at most this many bytes of training documents."})
 
@@ -55,6 +61,7 @@ class CorpusSettings:
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.tasks >= 1, "tasks must be >= 1"),
             (self.workers >= 0, "workers must be >= 0"),
+            (self.executor in EXECUTORS, f"executor must be one of {', '.join(EXECUTORS)}"),
             (self.tokenizer_sample_bytes > 0, "tokenizer_sample_bytes must be > 0"),
             (bool(self.text_field), "text_field must not be empty"),
         ]
@@ -63,8 +70,8 @@ class CorpusSettings:
                 raise CodenasError(f"corpus setting {message}")
 
     def output_settings(self) -> dict:
-        """The settings that decide the output (everything but ``workers``)."""
-        return {k: v for k, v in asdict(self).items() if k != "workers"}
+        """The settings that decide the output (everything but ``workers`` and ``executor``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("workers", "executor")}
 
 
 def settings_help() -> dict[str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from codenas.corpus import build as build_module
 from codenas.corpus import executor as ex
 from codenas.corpus.build import build_corpus, work_folder
 from codenas.corpus.settings import CorpusSettings
@@ -193,7 +194,10 @@ def test_ray_builds_the_shards_of_a_local_build(py_dir, tokenizer, quick, tmp_pa
     def nothing_runs_here(*args, **kwargs):
         raise AssertionError("a stage ran on this machine's local executor")
 
-    monkeypatch.setattr(ex, "_run_in_group", nothing_runs_here)  # so every task below ran in a Ray worker
+    from datatrove.executor import LocalPipelineExecutor
+
+    monkeypatch.setattr(LocalPipelineExecutor, "run", nothing_runs_here)  # so every task below ran in a Ray worker
+    monkeypatch.setattr(build_module, "run_in_group", nothing_runs_here)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024**2, log_to_driver=False)
     try:
         on_ray = build_corpus([str(py_dir)], tmp_path / "ray", tokenizer=tokenizer,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import codenas
-from codenas.corpus.executor import check_executor, end_leftovers, run_stage
+from codenas.corpus.executor import PID_FILE, check_executor, end_leftovers, run_in_group, run_stage
 from codenas.corpus.settings import CorpusSettings
 from codenas.corpus.sources import Source, listing_digest, reader_for, resolve_sources
 from codenas.io import (
@@ -141,7 +141,7 @@ def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, 
     plan = BuildPlan(out, work, key, resolved, settings, tokenizer, vocab_size, bench_counts, [])
     if _is_built(out, key):
         return plan
-    if work.exists() and not _same_key(work, key) and any(p.name != LOCK_FILE for p in work.iterdir()):
+    if work.exists() and not _same_key(work, key) and any(p.name not in (LOCK_FILE, PID_FILE) for p in work.iterdir()):
         say(f"corpus: inputs or settings changed since the interrupted build in {work}: starting over")
         _empty(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -158,9 +158,9 @@ def work_folder(out: Path) -> Path:
 
 
 def _empty(work: Path) -> None:
-    """Remove everything in ``work`` but its lock file (held by this process)."""
+    """Remove everything in ``work`` but its lock file (held by this build) and its process group's marker."""
     for entry in work.iterdir():
-        if entry.name == LOCK_FILE:
+        if entry.name in (LOCK_FILE, PID_FILE):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -170,15 +170,26 @@ def _empty(work: Path) -> None:
 
 def _holding_work_lock(build):
     """Run ``build`` holding the lock of the work folder of its ``out``, after ending what a killed build of
-    that folder left running; a work folder created only for the lock is removed again."""
+    that folder left running; with the local executor, in a child process whose workers end with this process
+    (``executor.run_in_group``). A work folder created only for the lock is removed again."""
     @functools.wraps(build)
     def locked(sources: list[str], out: Path, **kwargs) -> dict:
         work = work_folder(out)
         created = not work.exists()
+        settings = kwargs.get("settings") or CorpusSettings()
         with output_lock(work):
             try:
                 end_leftovers(work)
-                return build(sources, out, **kwargs)
+                if settings.executor != "local":
+                    return build(sources, out, **kwargs)
+                timings = kwargs.get("timings")
+                manifest, child_timings = run_in_group(
+                    work, lambda: (build(sources, out, **kwargs), timings),
+                    interrupted=f"corpus: interrupted; run the same command again to resume (finished tasks are kept "
+                                f"in {work})")
+                if timings is not None:
+                    timings.update(child_timings)
+                return manifest
             finally:
                 if created and work.is_dir() and all(p.name == LOCK_FILE for p in work.iterdir()):
                     shutil.rmtree(work, ignore_errors=True)

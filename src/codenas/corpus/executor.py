@@ -1,18 +1,19 @@
 """How a corpus build's datatrove stages run: ``local`` (this machine's cores), ``ray`` (a Ray cluster) or ``slurm``.
 
-``local``: datatrove's ``LocalPipelineExecutor`` runs in a child process that leads a process group of its own;
-every process the stage starts (datatrove's multiprocess manager, forkserver, pool workers, resource tracker) is
-in that group. The child asks the kernel for a signal when its parent dies (``PR_SET_PDEATHSIG``) and then kills
-the whole group, so a ``kill -9`` of ``codenas corpus build`` ends every worker, silently. Ctrl-C in the
-terminal reaches the build only (the group is not in the foreground); the build kills the group and says how
-to resume. The group is written to ``executor.pid`` in the work folder while the stage runs: should the group
-outlive its parent anyway (both killed at once), the next build of the same folder, holding its lock, finds the
-processes left in that group and ends them before it touches the folder (``end_leftovers``).
+``local``: the whole build runs in a forked child process that leads a process group of its own
+(``run_in_group``), so every process it starts (datatrove's multiprocess manager, forkserver, pool workers,
+resource tracker) is in that group. The child asks the kernel for a signal when its parent dies
+(``PR_SET_PDEATHSIG``) and then kills the whole group at once: a ``kill -9`` of ``codenas corpus build`` ends
+every worker, and none prints a traceback. Ctrl-C in the terminal reaches the parent only (the group is not in
+the foreground), which kills the group. The child names its group in ``executor.pid`` in the work folder; should
+the group outlive the build anyway (parent and child killed at once), the next build of the same folder, holding
+its lock, ends the processes left in that group before it touches the folder (``end_leftovers``).
 
 ``ray``: datatrove's ``RayPipelineExecutor`` on the cluster ``ray.init()`` finds (``$RAY_ADDRESS``, else a local
 one started for the stage). ``slurm``: datatrove's ``SlurmPipelineExecutor`` submits each stage with ``sbatch``
 (partition and time limit from sbatch's own ``$SBATCH_PARTITION`` and ``$SBATCH_TIMELIMIT``), and the build waits
-for its tasks. Both need the work folder on a filesystem every node mounts at the same path (docs/corpus.md).
+for its tasks. Both run in the calling process (Ray's and Slurm's processes are theirs to manage) and need the
+work folder on a filesystem every node mounts at the same path (docs/corpus.md).
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ import pickle
 import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from codenas.corpus.settings import EXECUTORS
 from codenas.io import CodenasError, atomic_write_json, read_json
 from codenas.progress import say
 
-PID_FILE = "executor.pid"  # in the work folder, while a local stage runs: its process group
-OUTCOME_FILE = "executor-outcome.pkl"  # in the stage's log folder: what the stage's process raised, if anything
+PID_FILE = "executor.pid"  # in the work folder, while a local build runs: its process group
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 _SLURM_POLL_S = 30.0
 
 
@@ -73,8 +77,8 @@ def run_stage(executor: str, work: Path, name: str, pipeline: list, tasks: int, 
             from datatrove.executor import LocalPipelineExecutor
 
             at_once = max(1, min(workers or os.cpu_count() or 1, tasks))
-            _run_in_group(work, LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=at_once,
-                                                      logging_dir=str(logs), skip_completed=True), logs)
+            LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=at_once, logging_dir=str(logs),
+                                  skip_completed=True).run()
         elif executor == "ray":
             _run_on_ray(steps, tasks, workers, logs)
         elif executor == "slurm":
@@ -91,26 +95,33 @@ def run_stage(executor: str, work: Path, name: str, pipeline: list, tasks: int, 
 # --- local: a process group that ends with its parent ------------------------------------------------------------
 
 
-class StageTraceback(Exception):
-    """The traceback of an exception raised in a stage's process (shown as the cause of the one re-raised)."""
+class ChildTraceback(Exception):
+    """The traceback of an exception raised in the build's child process (the cause of the one re-raised here)."""
 
 
-def _run_in_group(work: Path, executor, logs: Path) -> None:
-    """``executor.run()`` in a forked child leading its own process group; its exception is raised here."""
-    logs.mkdir(parents=True, exist_ok=True)
-    outcome = logs / OUTCOME_FILE
-    outcome.unlink(missing_ok=True)
+def run_in_group(work: Path, fn: Callable[[], T], interrupted: str = "") -> T:
+    """``fn()`` in a forked child that leads a process group of its own and ends it when this process dies.
+
+    The child names its group in ``work/executor.pid`` (kept while it runs, for ``end_leftovers``). Returns
+    what ``fn`` returns (it must pickle) and raises what it raises; Ctrl-C here kills the whole group and says
+    ``interrupted``.
+    """
+    fd, name = tempfile.mkstemp(prefix="codenas-build-", suffix=".pkl")
+    os.close(fd)
+    outcome = Path(name)
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # the stage's process
+    if pid == 0:  # the child: every process of the build descends from it
         code = 1
         try:
             os.setpgid(0, 0)
             _end_group_with(parent)
+            work.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(work / PID_FILE, {"pgid": os.getpid(), **_identity(os.getpid())})
             try:
-                executor.run()
+                outcome.write_bytes(pickle.dumps((True, fn())))
                 code = 0
             except BaseException as e:  # noqa: B036 - every exception is carried to the parent, KeyboardInterrupt too
                 _write_outcome(outcome, e)
@@ -120,38 +131,42 @@ def _run_in_group(work: Path, executor, logs: Path) -> None:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
-    with contextlib.suppress(OSError):
-        os.setpgid(pid, pid)  # also here, so that the group exists before the marker names it
-    atomic_write_json(work / PID_FILE, {"pgid": pid, **_identity(pid)})
     try:
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        _kill_group(pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also here, so that the group exists whichever of the two runs first
+        try:
+            _, status = os.waitpid(pid, 0)
+        except BaseException as e:
+            _kill_group(pid)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            if isinstance(e, KeyboardInterrupt) and interrupted:
+                say(interrupted)
+            raise
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            _kill_group(pid)  # whatever the child started and left behind
+        ok, value = pickle.loads(outcome.read_bytes()) if code in (0, 2) and outcome.stat().st_size else (None, None)
+    finally:
+        outcome.unlink(missing_ok=True)
         (work / PID_FILE).unlink(missing_ok=True)
-        raise
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        _kill_group(pid)  # whatever the stage started and left behind
-    (work / PID_FILE).unlink(missing_ok=True)
-    if code == 2 and outcome.is_file():
-        error, text = pickle.loads(outcome.read_bytes())
-        outcome.unlink()
+    if ok is True:
+        return value
+    if ok is False:
+        error, text = value
         if isinstance(error, CodenasError | KeyboardInterrupt):
             raise error
-        raise error from StageTraceback(text)
-    if code != 0:
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        raise CodenasError(f"the stage's process {how}; rerun to resume (task logs: {logs})")
+        raise error from ChildTraceback(text)
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    raise CodenasError(f"the build's process {how}; run the same command again to resume", work)
 
 
 def _write_outcome(path: Path, error: BaseException) -> None:
     text = "".join(traceback.format_exception(error))
     try:
-        data = pickle.dumps((error, text))
+        data = pickle.dumps((False, (error, text)))
     except Exception:  # an exception that does not pickle: its text still reaches the parent
-        data = pickle.dumps((RuntimeError(f"{type(error).__name__}: {error}"), text))
+        data = pickle.dumps((False, (RuntimeError(f"{type(error).__name__}: {error}"), text)))
     path.write_bytes(data)
 
 

@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -62,13 +63,19 @@ def check_executor(executor: str) -> None:
                                "SBATCH_PARTITION=cpu SBATCH_TIMELIMIT=12:00:00)")
 
 
+def stage_logs(work: Path, name: str) -> Path:
+    """The folder of a stage's task logs and completion markers: ``work/logs/<name, with _ for spaces>`` (no
+    spaces: datatrove's sbatch scripts name it unquoted)."""
+    return work / "logs" / re.sub(r"[^A-Za-z0-9.-]+", "_", name)
+
+
 def run_stage(executor: str, work: Path, name: str, pipeline: list, tasks: int, workers: int | None) -> None:
     """Run one stage's ``pipeline`` as ``tasks`` tasks with ``executor``; its task logs and completion markers
-    go to ``work/logs/<name>``, and finished tasks of an earlier run are skipped. ``workers`` bounds the tasks
-    running at once (None: one per core locally, no bound on Ray or Slurm)."""
+    go to ``stage_logs(work, name)``, and finished tasks of an earlier run are skipped. ``workers`` bounds the
+    tasks running at once (None: one per core locally, no bound on Ray or Slurm)."""
     from codenas.corpus import quiet_logs
 
-    logs = work / "logs" / name
+    logs = stage_logs(work, name)
     steps = [quiet_logs, *pipeline]
     previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # datatrove's own bars; the stage names are printed instead
@@ -304,6 +311,9 @@ def _run_on_slurm(steps: list, tasks: int, workers: int | None, logs: Path, name
     from datatrove.executor.slurm import SlurmPipelineExecutor
 
     check_executor("slurm")
+    if any(c.isspace() for c in str(logs)):
+        raise CodenasError("executor = slurm needs a work folder whose path has no spaces (datatrove's sbatch "
+                           "scripts name it unquoted): choose another --out", logs.parent.parent)
     executor = SlurmPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers or -1, logging_dir=str(logs),
                                      skip_completed=True, partition=os.environ["SBATCH_PARTITION"],
                                      time=os.environ["SBATCH_TIMELIMIT"], job_name="codenas-" + name.replace(" ", "_"),

@@ -34,7 +34,7 @@ def _config(**overrides) -> TrainSettings:
 
 @pytest.fixture(scope="module")
 def built(py_dir, tokenizer, tmp_path_factory):
-    from codenas.corpus.settings import CorpusSettings
+    from codenas.settings import CorpusSettings
 
     out = tmp_path_factory.mktemp("built") / "corpus"
     build_corpus([str(py_dir)], out, tokenizer=tokenizer,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codenas.model.tokenizer import stdlib_dir, train_tokenizer
+from codenas.corpus.sources import stdlib_dir
+from codenas.model.tokenizer import train_tokenizer
 from codenas.search.space import SearchSpace
 from codenas.search.study import SearchConfig
 

@@ -75,23 +75,21 @@ def site_packages_dirs() -> list[Path]:
     return sorted({Path(p).resolve() for p in found if Path(p).is_dir()})
 
 
-def _unreadable(fs, path: str, info: dict) -> str | None:
+def _unreadable(fs, path: str) -> str | None:
     """Why a listed local file cannot be read (None when it can; remote files are taken as listed)."""
     if fs.protocol not in ("file", ("file", "local")):
         return None
-    if info.get("type") != "file":  # a link fsspec could not follow
-        return "a symlink loop" if os.path.islink(path) and _loops(path) else "a dangling or broken link"
+    try:
+        os.stat(path)  # follows links
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "a dangling or broken link" if os.path.islink(path) else f"cannot be read ({e.strerror})"
+    if not os.path.isfile(path):
+        return "not a regular file"
     if not os.access(path, os.R_OK):
         return "not readable (permission denied)"
     return None
-
-
-def _loops(path: str) -> bool:
-    try:
-        os.stat(path)
-    except OSError as e:
-        return e.errno == errno.ELOOP
-    return False
 
 
 def _listing(fs, root: str, *, python_only: bool, skip: set[str]
@@ -109,7 +107,7 @@ def _listing(fs, root: str, *, python_only: bool, skip: set[str]
         if kind is None or (python_only and kind != "python"):
             continue
         files, skipped = by_kind.setdefault(kind, ([], []))
-        why = _unreadable(fs, path, info)
+        why = _unreadable(fs, path)
         if why:
             skipped.append((rel, why))
             continue
@@ -160,11 +158,13 @@ def resolve_sources(specs: list[str], max_files: int | None = 0) -> list[Source]
                                        ".arrow)", spec)
                 parent, _, base = path.rpartition("/")
                 info = fs.info(path)
-                why = _unreadable(fs, path, info)
+                why = _unreadable(fs, path)
                 if why:
                     raise CodenasError(f"cannot read the corpus source: {why}", spec)
                 found = [Source(spec, kind, _unstrip(fs, parent or "/"), (base,),
                                 ((int(info.get("size") or 0), str(info.get("mtime") or "")),))]
+            elif os.path.lexists(path) and _unreadable(fs, path):
+                raise CodenasError(f"cannot read the corpus source: {_unreadable(fs, path)}", spec)
             else:
                 raise CodenasError("corpus source not found (not stdlib, site-packages, a folder or a file)", spec)
         found = [_sample(s, max_files or 0) for s in found]

@@ -216,6 +216,6 @@ def open_split(corpus: Path, split: str) -> TokenShards:
     manifest = read_json(Path(corpus) / "manifest.json")
     paths = [Path(corpus) / s["file"] for s in manifest["shards"] if s["split"] == split]
     if not paths:
-        raise CodenasError(f"the corpus has no {split} tokens" + (" (no document fell in the validation share: "
-                           "raise val_fraction)" if split == "val" else ""), corpus)
+        raise CodenasError(f"the corpus has no {split} tokens" + (" (it holds a single document: a validation "
+                           "split needs two or more; add sources)" if split == "val" else ""), corpus)
     return TokenShards(paths, manifest["dtype"])

@@ -42,6 +42,8 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
         "train pretrain": ["train", "pretrain", "--arch", "x.json", "--tokenizer", inputs["tokenizer"], "--out", out],
         "train sft": ["train", "sft", "--init_checkpoint", inputs["checkpoint"], "--output_dir", out],
         "train lora": ["train", "lora", "--init_checkpoint", inputs["checkpoint"], "--output_dir", out],
+        "train improve": ["train", "improve", "--init_checkpoint", inputs["checkpoint"], "--pool", inputs["samples"],
+                          "--rounds", "1", "--out", out],
         "export": ["export", inputs["checkpoint"], "--hf", out],
         "lora merge": ["lora", "merge", inputs["adapter"], "--out", out],
         "run": ["run", "--out", out],
@@ -50,7 +52,8 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
 
 
 COMMANDS = list(_commands("", dict.fromkeys(["samples", "checkpoint", "adapter", "tokenizer"], "")))
-LONG_COMMANDS = ["data build", "eval samples", "eval model", "train pretrain", "train sft", "train lora", "run"]
+LONG_COMMANDS = ["data build", "eval samples", "eval model", "train pretrain", "train sft", "train lora",
+                 "train improve", "run"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -26,6 +26,7 @@ COMMANDS = {
     ("train", "lora"): ("finetune", (*S.TRAIN_FINETUNE, S.LORA)),
     ("eval", "model"): ("eval", S.EVAL),
     ("eval", "samples"): ("eval", (S.Part(S.JudgeSettings),)),
+    ("train", "improve"): ("improve", (S.Part(S.ImproveSettings),)),
 }
 # commands outside `codenas run` (no TOML section, no --config) -> the settings parts they expose
 OTHER_COMMANDS = {
@@ -33,7 +34,7 @@ OTHER_COMMANDS = {
 }
 SETTINGS_CLASSES = [S.DataSettings, S.CorpusSettings, S.TokenizerSettings, S.PretrainSettings, S.TrainSettings,
                     S.LoraSettings, S.SamplingSettings, S.JudgeSettings, S.EvalSettings, S.FinetuneSettings,
-                    S.BenchmarkSettings]
+                    S.BenchmarkSettings, S.ImproveSettings]
 
 
 def _command(path: tuple[str, ...]) -> click.Command:

@@ -22,6 +22,7 @@ from codenas.settings import (
     TRAIN_FINETUNE,
     CorpusSettings,
     DataSettings,
+    ImproveSettings,
     JudgeSettings,
     Part,
     PretrainSettings,
@@ -358,6 +359,48 @@ def train_sft(ctx: click.Context, **kw) -> None:
 def train_lora(ctx: click.Context, **kw) -> None:
     """LoRA fine-tuning (peft): the base is frozen, only rank-r adapters train; saves adapters."""
     _run_finetune(ctx, True, kw)
+
+
+@train.command("improve")
+@click.option("--init_checkpoint", "--init-checkpoint", "init_checkpoint", required=True,
+              help="The model to improve: a codenas checkpoint folder, a LoRA adapter (merged first) or hf:DIR.")
+@click.option("--pool", "pool", multiple=True, required=True, type=click.Path(exists=True),
+              help="Problems with tests to sample (repeatable): a record file such as the data stage's train.jsonl, "
+                   "or a `data mine` folder (its proven records). Held-out problems are refused.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: pool.jsonl, rounds.jsonl, round{N}/, checkpoint_best/, best.json (rerun to resume).")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Data stage folder: val.jsonl (val pass@1), train.jsonl (replay), benchmarks/ (held out).")
+@click.option("--val-path", "val_path", type=click.Path(dir_okay=False), default=None,
+              help="Validation records [DATA_DIR/val.jsonl].")
+@click.option("--replay-path", "replay_path", type=click.Path(dir_okay=False), default=None,
+              help="Supervised records replayed beside the kept samples [DATA_DIR/train.jsonl].")
+@options(Part(ImproveSettings))
+@click.pass_context
+def train_improve(ctx: click.Context, init_checkpoint: str, pool: tuple[str, ...], out: str, data_dir: str,
+                  val_path: str | None, replay_path: str | None, config_file: str | None, **_) -> None:
+    """Expert iteration: sample the pool, keep what the judge passes, fine-tune on it, repeat; keep the best round.
+
+    Each round's training, LoRA, judge and val pass@1 settings are fine-tuning's: the [finetune] section of
+    --config FILE, else the `train sft` defaults.
+    """
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from codenas.settings import build_section, read_config_file
+    from codenas.train.improve import improve, rounds_table
+
+    s = from_command(ctx, "improve", Part(ImproveSettings), config_file=config_file)[ImproveSettings]
+    values = read_config_file(config_file).get("finetune", {}) if config_file else {}
+    fine = build_section("finetune", values, config_file)
+    training, sampling, judge, evaluation = (fine[p] for p in TRAIN_FINETUNE)
+    result = improve(init_checkpoint=init_checkpoint, pool=[Path(p) for p in pool], out=Path(out),
+                     data_dir=Path(data_dir), val_path=val_path and Path(val_path),
+                     replay_path=replay_path and Path(replay_path), settings=s, training=training, lora=fine[LORA],
+                     val_sampling=sampling, judge=judge, evaluation=evaluation)
+    Console().print(rounds_table(result["rows"]))
+    click.echo(f"best: round {result['best_round']} -> {result['best_checkpoint']}")
 
 
 @lora.command("merge")

@@ -321,6 +321,31 @@ class FinetuneSettings(Settings):
 
 
 @dataclass(frozen=True)
+class ImproveSettings(Settings):
+    """Expert iteration (`codenas train improve`, the run's ``[improve]`` stage): sample, keep what passes, fine-tune.
+
+    The rest of each round's training (batch size, dtype, optimizer, LoRA rank...), the judge and the val pass@1
+    sampling are those of fine-tuning (``[finetune]``)."""
+
+    rounds: int = _h(0, "Rounds of sample -> judge -> keep the passing samples -> fine-tune (0: off).", min=0)
+    samples: int = _h(8, "Completions sampled per pool problem in each round (the pool's pass@K).", min=1)
+    temperature: float = _h(0.8, "Sampling temperature of the pool's completions.", gt=0)
+    top_p: float = _h(0.95, "Nucleus sampling mass of the pool's completions.", gt=0, max=1)
+    max_new_tokens: int = _h(128, "Token budget per pool completion.", min=1)
+    cap: int = _h(2, "Passing samples kept per problem and round (distinct ones), so easy problems do not dominate.",
+                  min=1)
+    replay: float = _h(0.5, "Share of each round's training records drawn from the supervised train records.",
+                       min=0, lt=1)
+    method: str = _h("sft", "How each round fine-tunes: sft (all weights) or lora (adapters, merged after the "
+                            "round; rank and targets from [finetune]).", choices=("sft", "lora"))
+    lr: float = _h(1e-4, "Peak learning rate of each round (cosine to a tenth of it).", gt=0)
+    steps: int = _h(100, "Optimizer steps per round.", min=1)
+    pool_limit: int | None = _h(None, "Sample at most this many pool problems per round, a seeded draw per round "
+                                      "(0: all).", min=1)
+    seed: int = _h(0, "Seed of sampling, pool draws, replay draws and training; round r uses seed + r.")
+
+
+@dataclass(frozen=True)
 class BenchmarkSettings(Settings):
     """The held-out benchmarks `codenas run` evaluates every model on."""
 
@@ -398,6 +423,7 @@ SECTIONS: dict[str, tuple[Part, ...]] = {
     "tokenizer": (Part(TokenizerSettings),),
     "pretrain": (Part(PretrainSettings), Part(TrainSettings)),
     "finetune": (Part(FinetuneSettings), *TRAIN_FINETUNE, LORA),
+    "improve": (Part(ImproveSettings),),
     "eval": (Part(BenchmarkSettings), *EVAL),
 }
 """The TOML schema of `codenas run` (and of every command's ``--config``): section -> the parts it holds."""

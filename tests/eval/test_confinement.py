@@ -1,12 +1,16 @@
-"""Kernel write confinement: code that gets past every Python-level guard still cannot change a file outside its
-own folder, whether the harness runs as root or as an ordinary user (docs/sandbox.md)."""
+"""Kernel confinement: code that gets past every Python-level guard still cannot change a file outside its own
+folder, nor reach a socket or make the system calls the seccomp filter denies, whether the harness runs as root
+or as an ordinary user (docs/sandbox.md)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import pickle
+import re
+import select
 import shutil
+import socket
 import stat
 import sys
 import sysconfig
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from codenas.eval import execution
+from codenas.eval import _worker, execution
 from codenas.eval.execution import ExecResult, is_confined, isolation_level, run_programs
 from codenas.io import CodenasError
 
@@ -268,9 +272,12 @@ def test_ordinary_programs_write_their_own_folder_and_tempfile(as_user):
 
 def test_the_isolation_level_names_the_kernel_layers():
     level = isolation_level()
-    assert level == "python-guards-only" or set(level.split("+")) <= {"landlock", "mountns", "netns", "uid"}
+    assert level == "python-guards-only" or set(level.split("+")) <= {"landlock", "mountns", "seccomp", "netns",
+                                                                      "uid"}
     if os.path.exists("/sys/kernel/security/landlock") or _landlock_abi() > 0:
         assert "landlock" in level.split("+")
+    if os.uname().machine in _worker.SECCOMP_ARCHES:  # seccomp filters are in every mainstream kernel
+        assert "seccomp" in level.split("+")
 
 
 def _landlock_abi() -> int:
@@ -288,16 +295,18 @@ def test_python_guards_only_warns_on_every_run_and_can_be_refused(monkeypatch, c
         run_programs([program], workers=1, require_isolation=True)
 
 
-def test_a_layer_that_fails_in_the_child_is_a_harness_fault_not_an_unconfined_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layer, definition", [("landlock", "def _landlock(workdir: str, abi: int) -> None:\n"),
+                                               ("seccomp", "def _seccomp(fprog: _SockFprog) -> None:\n")])
+def test_a_layer_that_fails_in_the_child_is_a_harness_fault_not_an_unconfined_run(tmp_path, monkeypatch, layer,
+                                                                                  definition):
     """A child that cannot apply the layers its worker announced never runs the sample."""
     fake_worker = tmp_path / "_worker.py"
     source = Path(execution.WORKER_SCRIPT).read_text()
-    fake_worker.write_text(source.replace("def _landlock(workdir: str, abi: int) -> None:\n",
-                                          "def _landlock(workdir: str, abi: int) -> None:\n"
-                                          "    raise OSError(1, 'refused for the test')\n", 1)
-                           .replace('layers.append("landlock")', 'pass', 1)
+    assert definition in source and f'layers.append("{layer}")' in source
+    fake_worker.write_text(source.replace(definition, definition + "    raise OSError(1, 'refused for the test')\n", 1)
+                           .replace(f'layers.append("{layer}")', 'pass', 1)
                            .replace("    _layers = isolation_layers(network)\n",
-                                    "    _layers = isolation_layers(network) + ('landlock',)\n", 1))
+                                    f"    _layers = isolation_layers(network) + ({layer!r},)\n", 1))
     monkeypatch.setattr(execution, "WORKER_SCRIPT", fake_worker)
     monkeypatch.setattr(execution, "RETRY_PAUSE_S", 0.01)
     with pytest.raises(CodenasError, match="could not confine the sample: .*refused for the test"):
@@ -319,6 +328,8 @@ def test_summary_and_table_record_the_isolation_level(tmp_path):
                     entry_point="add")
     summary = score_samples([{"task_id": "add", "completion": "    return a + b\n"}], [record], tmp_path)
     assert summary["isolation"] == isolation_level()
+    if os.uname().machine in _worker.SECCOMP_ARCHES:
+        assert "seccomp" in summary["isolation"].split("+")
     assert '"isolation": ' in (tmp_path / "summary.json").read_text()
     from rich.console import Console
 
@@ -337,3 +348,178 @@ def test_require_isolation_refuses_before_anything_runs(tmp_path, monkeypatch):
         score_samples([{"task_id": "add", "completion": "    return a + b\n"}], [record], tmp_path / "out",
                       require_isolation=True)
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+# Each route reaches a socket past the Python guards and asserts that it got through to the listener: a sample
+# passes only if a connection worked. The listeners are at {stream} (SOCK_STREAM) and {dgram} (SOCK_DGRAM).
+SOCKET_HELPERS = """
+    import socket, struct, sys
+    stream, dgram = {stream!r}, {dgram!r}
+
+    def fresh(name):
+        for stale in (name, "_" + name):
+            sys.modules.pop(stale, None)
+        return __import__(name)
+
+    def real_socket():  # socket.socket is the guard's; the class it stood for is still a subclass of SocketType
+        return next(c for c in socket.SocketType.__subclasses__() if (c.__module__, c.__name__) == ("socket",) * 2)
+
+    def libc_call(libc, ct, result):
+        if result < 0:
+            err = ct.get_errno()
+            raise OSError(err, "libc: " + str(err))
+        return result
+"""
+SOCKET_ROUTES = {
+    "socket.socket stream": "s = real_socket()(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                            "    s.connect(stream)\n    s.sendall(b'escaped')",
+    "socket.socket dgram": "s = real_socket()(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+                           "    assert s.sendto(b'escaped', dgram) == 7",
+    "socket.SocketType": "s = socket.SocketType(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                         "    s.connect(stream)\n    s.sendall(b'escaped')",
+    "socketpair": "x, y = fresh('_socket').socketpair(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                  "    x.sendall(b'escaped')\n    assert y.recv(7) == b'escaped'",
+    "_socket": "s = fresh('_socket').socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+               "    s.connect(stream)\n    s.sendall(b'escaped')",
+    "ctypes libc": "ct = fresh('ctypes')\n    libc = ct.CDLL(None, use_errno=True)\n"
+                   "    fd = libc_call(libc, ct, libc.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0))\n"
+                   "    address = struct.pack('H108s', socket.AF_UNIX, stream.encode())\n"
+                   "    libc_call(libc, ct, libc.connect(fd, address, len(address)))\n"
+                   "    assert libc.write(fd, b'escaped', 7) == 7",
+}
+if os.uname().machine == "x86_64":  # the same call through the x32 ABI's numbers (socket is 41 | 0x40000000)
+    SOCKET_ROUTES["ctypes x32 syscall"] = ("ct = fresh('ctypes')\n    libc = ct.CDLL(None, use_errno=True)\n"
+                                           "    libc_call(libc, ct, libc.syscall(0x40000000 | 41, socket.AF_UNIX,"
+                                           " socket.SOCK_STREAM, 0))")
+
+
+class _Listeners:
+    """A UNIX stream and a datagram socket bound in a fresh folder of /tmp, as an agent's or a daemon's are: as
+    root the socket files are writable by everyone (as D-Bus's system bus is), for an ordinary user they are
+    theirs, mode 0600 in a 0700 folder (as ssh-agent's). Only the kernel can then keep a sample away."""
+
+    def __init__(self, owner: int):
+        self.folder = Path(tempfile.mkdtemp(prefix="codenas-listen-", dir="/tmp"))
+        self.stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.stream.bind(str(self.folder / "rt.sock"))
+        self.stream.listen(8)
+        self.dgram.bind(str(self.folder / "dg.sock"))
+        for path, mode in ((self.folder, 0o755 if owner == 0 else 0o700), (self.folder / "rt.sock", 0o666),
+                           (self.folder / "dg.sock", 0o666)):
+            os.chown(path, owner, owner)
+            os.chmod(path, mode if owner == 0 or path == self.folder else 0o600)
+
+    def programs(self) -> list[str]:
+        helpers = SOCKET_HELPERS.format(stream=str(self.folder / "rt.sock"), dgram=str(self.folder / "dg.sock"))
+        return [PROMPT + helpers + f"    {route}\n    return a + b\n" + TESTS for route in SOCKET_ROUTES.values()]
+
+    def received(self) -> bool:
+        """Whether anything connected to or was sent to either listener."""
+        return bool(select.select([self.stream, self.dgram], [], [], 0)[0])
+
+    def close(self) -> None:
+        self.stream.close()
+        self.dgram.close()
+        shutil.rmtree(self.folder)
+
+
+def _judge_all(programs: list[str], as_user: bool) -> tuple[list[ExecResult], str]:
+    def run():
+        return run_programs(programs, workers=1), isolation_level()
+
+    return _as_ordinary_user(run) if as_user else run()
+
+
+@pytest.mark.parametrize("as_user", MODES)
+def test_no_socket_route_reaches_a_listener_at_a_path(as_user):
+    listeners = _Listeners(ORDINARY_USER if as_user else 0)
+    try:
+        results, level = _judge_all(listeners.programs(), as_user)
+        assert "seccomp" in level.split("+"), level
+        for route, result in zip(SOCKET_ROUTES, results, strict=True):
+            assert result.status == "error" and "[Errno 1]" in result.detail, (route, result)  # EPERM: the filter's
+        assert not listeners.received()
+    finally:
+        listeners.close()
+
+
+@pytest.mark.parametrize("as_user", MODES)
+def test_without_seccomp_the_same_routes_reach_the_listener(as_user):
+    """The routes above are real: with the filter left out, the other layers let them through."""
+    listeners = _Listeners(ORDINARY_USER if as_user else 0)
+    worker = listeners.folder.with_name(listeners.folder.name + "-worker.py")
+    worker.write_text(Path(execution.WORKER_SCRIPT).read_text().replace(' and _probe(_seccomp_refuses_sockets)',
+                                                                        ' and False', 1))
+    os.chmod(worker, 0o644)
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(execution, "WORKER_SCRIPT", worker)
+            isolation_level.cache_clear()
+            results, level = _judge_all(listeners.programs(), as_user)
+        assert "seccomp" not in level.split("+") and is_confined(level), level
+        passed = {route for route, result in zip(SOCKET_ROUTES, results, strict=True) if result.passed}
+        assert {"socket.socket stream", "socket.SocketType", "_socket", "ctypes libc", "socketpair"} <= passed
+        assert listeners.received()
+    finally:
+        isolation_level.cache_clear()
+        worker.unlink()
+        listeners.close()
+
+
+# System calls that an unprivileged process may make, which the filter refuses (EPERM), each through libc.
+DENIED_CALLS = """
+    import errno, os, sys
+    for stale in ("ctypes", "_ctypes"):
+        sys.modules.pop(stale, None)
+    import ctypes as ct
+    libc = ct.CDLL(None, use_errno=True)
+    buffer = ct.create_string_buffer(8)
+    iov = (ct.c_void_p * 2)(ct.addressof(buffer), 8)
+    calls = {
+        "unshare(CLONE_NEWUSER)": lambda: libc.unshare(0x10000000),
+        "ptrace(PTRACE_TRACEME)": lambda: libc.ptrace(0, 0, None, None),
+        "process_vm_readv(self)": lambda: libc.process_vm_readv(os.getpid(), iov, 1, iov, 1, 0),
+        "keyctl(GET_KEYRING_ID)": lambda: libc.syscall(SYSCALLS["keyctl"], 0, -3, 0),
+        "io_uring_setup": lambda: libc.syscall(SYSCALLS["io_uring_setup"], 1, None),
+    }
+    refused = {}
+    for name, call in calls.items():
+        ct.set_errno(0)
+        refused[name] = call() == -1 and ct.get_errno() == errno.EPERM
+    assert all(refused.values()), refused
+    return a + b
+"""
+
+
+def test_the_filter_refuses_calls_an_unprivileged_process_may_make():
+    numbers = {name: nrs[list(_worker.SECCOMP_ARCHES).index(os.uname().machine)]
+               for name, nrs in _worker.SECCOMP_DENIED.items()}
+    body = DENIED_CALLS
+    for name in ("keyctl", "io_uring_setup"):
+        body = body.replace(f'SYSCALLS["{name}"]', str(numbers[name]))
+    assert run_programs([PROMPT + body + TESTS], workers=1) == [ExecResult("passed", "")]
+
+
+HEADERS = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "aarch64": "/usr/include/asm-generic/unistd.h"}
+
+
+@pytest.mark.parametrize("machine", list(_worker.SECCOMP_ARCHES))
+def test_the_filter_tables_match_the_kernel_headers(machine):
+    header = Path(HEADERS[machine])
+    if not header.is_file():
+        pytest.skip(f"{header} is not installed (linux-libc-dev)")
+    numbers = dict(re.findall(r"^#define __NR(?:3264)?_(\w+)\s+(\d+)\s*$", header.read_text(), re.M))
+    column = list(_worker.SECCOMP_ARCHES).index(machine)
+    expected = {name: int(numbers[name]) if name in numbers else None for name in _worker.SECCOMP_DENIED}
+    assert {name: nrs[column] for name, nrs in _worker.SECCOMP_DENIED.items()} == expected
+    assert (_worker.SECCOMP_CLONE[machine], _worker.SECCOMP_CLONE3) == (int(numbers["clone"]), int(numbers["clone3"]))
+    assert _worker.SYS_SECCOMP[machine] == int(numbers["seccomp"])
+
+
+def test_benchmark_solutions_still_pass_under_the_filter(he_records):
+    chosen = he_records[::8]  # 21 problems: strings, math, itertools, regular expressions, sorting, hashing
+    results = run_programs([rec.program() for rec in chosen], workers=2)
+    assert [r.status for r in results] == ["passed"] * len(chosen)
+    if os.uname().machine in _worker.SECCOMP_ARCHES:
+        assert "seccomp" in isolation_level().split("+")

@@ -273,7 +273,69 @@ def test_a_lasting_harness_fault_stops_the_run_naming_the_cause(tmp_path, monkey
         yielded.extend(execution.iter_programs(programs, workers=1))
     assert cause in str(e.value)
     assert yielded == []  # no sample got a verdict it did not earn
-    assert starts.read_text() == str(execution.HARNESS_ATTEMPTS)
+    assert starts.read_text() == str(execution.HARNESS_ATTEMPTS + 1)  # + the trivial program, which fails too
+
+
+# The attack on the report channel: walk up the stack to the harness's frame for the per-sample nonce, and write
+# a "harness" report on every descriptor the process holds (the report pipe among them), then leave at once.
+FORGE_HARNESS_REPORT = """    import os, sys
+    nonces = set()
+    frame = sys._getframe()
+    while frame is not None:
+        nonces |= {v for v in frame.f_locals.values()
+                   if isinstance(v, str) and len(v) == 32 and set(v) <= set("0123456789abcdef")}
+        frame = frame.f_back
+    assert nonces, "no nonce found"
+    written = 0
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        for nonce in nonces:
+            try:
+                written += os.write(fd, (nonce + "\\nharness\\nNo space left on device").encode()) > 0
+            except OSError:
+                pass
+    assert written, "no report channel found"
+    os._exit(0)
+"""
+
+
+def test_a_harness_report_forged_from_inside_the_sample_is_its_own_failure():
+    result = judge(FORGE_HARNESS_REPORT)  # the run goes on: the right sample after it passes
+    assert result.status == "failed"
+    assert result.detail.startswith("the sample forged a 'harness' report of the judge: No space left on device")
+    assert result.fault == result.detail
+
+
+BREAKS_ITS_WORKER = "# this sample breaks its worker\n"
+
+
+def test_a_sample_that_keeps_breaking_its_worker_fails_naming_the_fault(tmp_path, monkeypatch):
+    """A worker that dies on one program only (as if the program killed it), while a trivial one passes."""
+    script = tmp_path / "_worker.py"
+    source = Path(execution.WORKER_SCRIPT).read_text()
+    definition = "def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tuple[str, str, str]:\n"
+    assert definition in source
+    script.write_text(source.replace(definition, definition + f"    if {BREAKS_ITS_WORKER!r} in program:\n"
+                                                              "        os.kill(os.getpid(), signal.SIGKILL)\n", 1))
+    monkeypatch.setattr(execution, "WORKER_SCRIPT", script)
+    monkeypatch.setattr(execution, "RETRY_PAUSE_S", 0.0)
+    breaking = PROMPT + BREAKS_ITS_WORKER + RIGHT + "\n" + TESTS
+    right = PROMPT + RIGHT + "\n" + TESTS
+    first, second = run_programs([breaking, right], workers=1)
+    reason = f"harness fault x{execution.HARNESS_ATTEMPTS}: sandbox worker died (killed by SIGKILL) while running"
+    assert first.status == "failed" and first.detail.startswith(reason) and first.fault == first.detail
+    assert second == ExecResult("passed", "")
+
+
+def test_a_child_that_ends_before_its_sample_runs_is_a_harness_fault(tmp_path, monkeypatch):
+    script = tmp_path / "_worker.py"
+    source = Path(execution.WORKER_SCRIPT).read_text()
+    setup = "    _close_all_but(report_fd, go_fd)\n"
+    assert setup in source
+    script.write_text(source.replace(setup, setup + "    os._exit(3)\n", 1))
+    monkeypatch.setattr(execution, "WORKER_SCRIPT", script)
+    monkeypatch.setattr(execution, "RETRY_PAUSE_S", 0.0)
+    with pytest.raises(CodenasError, match=r"child ended before it ran the sample \(exit status 3\)"):
+        run_programs([PROMPT + RIGHT + "\n" + TESTS], workers=1)
 
 
 def test_a_sample_does_not_outlive_its_killed_worker():

@@ -276,3 +276,61 @@ def test_check_problems_names_the_problems_whose_own_solution_fails(problems, tm
     assert not (tmp_path / "out" / "results.jsonl").exists()
     write_records(problems_file, problems)
     assert CliRunner().invoke(cli, [*args, "--check-problems"]).exit_code == 0
+
+
+def test_a_sample_that_forges_a_harness_report_fails_and_the_run_goes_on(problems, tmp_path, monkeypatch):
+    from tests.eval.test_sandbox import FORGE_HARNESS_REPORT
+
+    problems_file = tmp_path / "problems.jsonl"
+    write_records(problems_file, problems)
+    samples = [{"task_id": rec.id, "completion": rec.solution} for rec in problems]
+    samples.insert(1, {"task_id": problems[1].id, "completion": FORGE_HARNESS_REPORT})
+    samples_file = tmp_path / "samples.jsonl"
+    samples_file.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    args = ["eval", "samples", str(samples_file), "--problems", str(problems_file), "--out", str(tmp_path / "out"),
+            "--workers", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "failed for a harness fault" in result.output
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["passed", "failed", "passed", "passed"]
+    assert rows[1]["harness_fault"] == rows[1]["detail"]
+    assert rows[1]["detail"].startswith("the sample forged a 'harness' report of the judge")
+    assert all("harness_fault" not in r for i, r in enumerate(rows) if i != 1)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["harness_faults"] == [{"task_id": problems[1].id, "sample": 2, "reason": rows[1]["detail"]}]
+    assert summary["per_problem"][problems[1].id] == {"n": 2, "correct": 1, "pass@1": 0.5}
+
+    def no_programs(programs, **kwargs):  # the rerun finds every verdict, that one included
+        assert list(programs) == []
+        return iter(())
+
+    monkeypatch.setattr(scoring, "iter_programs", no_programs)
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+
+
+def test_an_interrupted_run_keeps_a_harness_fault_from_its_journal(problems, tmp_path, monkeypatch):
+    samples = [{"task_id": rec.id, "completion": rec.solution} for rec in problems]
+    real, calls = scoring.iter_programs, []
+
+    def fault_then_stop(programs, **kwargs):
+        calls.append(1)
+        for j, result in real(programs, **kwargs):
+            if j == 0:
+                yield j, replace(result, status="failed", detail="harness fault x4: for the test",
+                                 fault="harness fault x4: for the test")
+            else:
+                raise KeyboardInterrupt  # killed after the first verdict was journaled
+
+    monkeypatch.setattr(scoring, "iter_programs", fault_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        score_samples(samples, problems, tmp_path, workers=1)
+    journal = [json.loads(line) for line in (tmp_path / "results.partial.jsonl").read_text().splitlines()]
+    assert [(row["index"], row["harness_fault"]) for row in journal] == [(0, "harness fault x4: for the test")]
+    monkeypatch.setattr(scoring, "iter_programs", real)
+    summary = score_samples(samples, problems, tmp_path, workers=1)
+    assert summary["harness_faults"] == [{"task_id": problems[0].id, "sample": 1,
+                                          "reason": "harness fault x4: for the test"}]
+    assert summary["status_counts"] == {"passed": 2, "failed": 1, "timeout": 0, "error": 0}

@@ -152,3 +152,37 @@ def test_verdict_classes_and_sample_completions(run_dir):
     assert "**he_2**, passed (newly solved by lora)" in lora
     assert "**he_1**, wrong answer: `AssertionError` (newly broken by lora)" in lora
     assert "# ---- written by lora ----\n    return 1" in lora
+
+
+def _improve(out, kept: list[int]) -> None:
+    """An improve stage's outputs: rounds.jsonl rows as ``train.improve`` writes them, its result, its evaluation."""
+    from codenas.train.improve import ROUNDS, ROW_FIELDS
+
+    rows = [{"round": r, "pool_problems": 0 if r == 0 else 40, "samples": 0 if r == 0 else 8,
+             "solved": None if r == 0 else n // 2, "pass_at_k": {} if r == 0 else {"pass@1": 0.05, "pass@8": 0.2},
+             "kept": n, "new_problems": n // 2, "replay": n, "train_loss": None if not n else 1.25, "val_loss": 2.5,
+             "val_passed": r, "val_pass@1": r / 10, "wall_s": 60.0, "trained": bool(n), "model": f"round{r}"}
+            for r, n in enumerate([0, *kept])]
+    assert all(set(row) == set(ROW_FIELDS) for row in rows)
+    write_jsonl(out / "improve" / ROUNDS, rows)
+    atomic_write_json(out / "improve" / RESULT, {"rounds": len(kept), "best_round": len(kept), "rows": rows,
+                                                 "pool": {"problems": 40, "sources": {"mbpp": 30, "humaneval": 10}}})
+    _results(out / "eval" / "improve" / "mini", {"he_1": [True, True], "he_2": [False, True], "he_3": [True, False]})
+
+
+def test_expert_iteration_rounds_are_in_the_report_and_its_model_is_compared(run_dir):
+    _improve(run_dir, [6, 10])
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    section = md[md.index("## Expert iteration"):md.index("## Per-problem changes")]
+    assert "| 1 | 3/40 | 20.0% (K=8) | 6 | 3 | 6 | 1.25 | 2.5 | 10.0% |" in section
+    assert "| 2 | 5/40 | 20.0% (K=8) | 10 | 5 | 10 | 1.25 | 2.5 | 20.0% |" in section
+    assert "(round 2) is the `improve` model" in section and "No round had a passing sample" not in section
+    summary = md[md.index("## Summary"):md.index("## What the models wrote")]
+    assert "improve pass@1" in summary and "change (improve)" in summary
+    assert "2 rounds of expert iteration" in summary and "model of round 2" in summary
+
+
+def test_rounds_without_passing_samples_say_what_would_be_needed(run_dir):
+    _improve(run_dir, [0, 0])
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert "No round had a passing sample to learn from" in md

@@ -3,9 +3,10 @@
 Started by ``codenas.eval.execution`` as ``python -I .../_worker.py`` (never forked from a parent that has
 torch loaded). It imports only the standard library, pre-imports the modules test programs commonly use
 (so each forked child gets them for free), says it is ready, then loops: read one job (a JSON line on stdin:
-the program, its CPU-time limit, memory cap and wall-clock backstop), fork a child that locks itself down and
-runs the program, wait for it under the CPU-time limit and the wall-clock backstop, kill everything it left
-behind, and write one JSON verdict line on stdout. docs/sandbox.md says what the lock-down does and does not
+the program, its CPU-time limit, memory cap and wall-clock backstop), fork a child that locks itself down
+(Landlock, seccomp, ...), says so and waits for the worker's go-ahead, and runs the program; wait for it under
+the CPU-time limit and the wall-clock backstop, kill everything it left behind, and write one JSON verdict
+line on stdout. docs/sandbox.md says what the lock-down does and does not
 guarantee.
 """
 
@@ -76,6 +77,44 @@ LANDLOCK_WRITE_FILE, LANDLOCK_TRUNCATE = 1 << 1, 1 << 14
 LANDLOCK_NET_TCP = 0b11  # BIND_TCP | CONNECT_TCP (ABI 4): no TCP at all, with no rule allowing any port
 LANDLOCK_SCOPE = 0b11  # ABSTRACT_UNIX_SOCKET | SIGNAL (ABI 6): no signals or abstract sockets out of the sandbox
 NOBODY = 65534
+# seccomp: a classic BPF program run on every system call of the child (struct seccomp_data: nr at 0, arch at 4,
+# args from 16, 8 bytes each, little-endian on both supported machines)
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1, 1 << 2
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGE_K, BPF_JSET_K, BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+SECCOMP_NR, SECCOMP_ARCH, SECCOMP_ARG0 = 0, 4, 16
+SECCOMP_ARCHES = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # AUDIT_ARCH_* of the machines with a table below
+X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same arch value, numbers with this bit set
+# System calls no benchmark program needs, denied with EPERM: (x86_64 number, aarch64 number or None if absent).
+# Sockets of every family (UNIX sockets at a path reach the host's agents and daemons whatever the namespaces);
+# reading or writing other processes; kernel keyrings; eBPF, userfaultfd, perf, io_uring (kernel attack surface);
+# mounts and namespaces; modules, kexec, swap, reboot, clocks, host names, quotas, accounting, file handles.
+SECCOMP_DENIED = {
+    "socket": (41, 198), "socketpair": (53, 199),
+    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271), "kcmp": (312, 272),
+    "pidfd_getfd": (438, 438), "process_madvise": (440, 440),
+    "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218),
+    "bpf": (321, 280), "userfaultfd": (323, 282), "perf_event_open": (298, 241),
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
+    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431),
+    "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),
+    "unshare": (272, 97), "setns": (308, 268),
+    "kexec_load": (246, 104), "kexec_file_load": (320, 294),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
+    "swapon": (167, 224), "swapoff": (168, 225), "reboot": (169, 142), "acct": (163, 89),
+    "settimeofday": (164, 170), "clock_settime": (227, 112), "clock_adjtime": (305, 266), "adjtimex": (159, 171),
+    "sethostname": (170, 161), "setdomainname": (171, 162), "syslog": (103, 116), "vhangup": (153, 58),
+    "quotactl": (179, 60), "quotactl_fd": (443, 443), "lookup_dcookie": (212, 18),
+    "name_to_handle_at": (303, 264), "open_by_handle_at": (304, 265), "fanotify_init": (300, 262),
+    "iopl": (172, None), "ioperm": (173, None), "modify_ldt": (154, None), "uselib": (134, None),
+    "_sysctl": (156, None),
+}
+SECCOMP_CLONE, SECCOMP_CLONE3 = {"x86_64": 56, "aarch64": 220}, 435
+# clone() may make namespaces too: NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET in its flags (arg 0)
+CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 SANDBOX_UID_BASE = 1 << 30  # + worker pid: a uid of its own for each live worker's children, owned by no one
 FILE_SIZE_CAP = 16 * 1024 * 1024  # largest file a child may write (RLIMIT_FSIZE)
 MESSAGE_CAP = 4096
@@ -83,6 +122,8 @@ DETAIL_CAP = 300
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample directories
 WORKER_DIR_PREFIX = "codenas-worker-"  # the harness's name for each worker's folder (execution.py)
 LOCK = ".lock"  # in a worker's folder: locked while the worker lives
+STARTED, HARNESS = "started", "harness"  # what a child says before its sample runs: confined, or why it is not
+GO = b"1"  # the worker's go-ahead, once it has read that the child is confined
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _sandbox_uid = NOBODY  # set by main() when running as root
@@ -90,6 +131,7 @@ _scratch: str | None = None  # the worker's folder (given by the harness, which 
 # folder in turn and the probes'; with "mountns", the one writable folder of the worker and its children
 _layers: tuple[str, ...] = ()  # the kernel layers every child gets, set by main() (see isolation_layers)
 _landlock_abi = 0
+_seccomp_filter = None  # the filter every child installs, built once by main() (see seccomp_program)
 
 
 class _DiscardSink(io.TextIOBase):
@@ -287,6 +329,85 @@ def _read_only_mounts(workdir: str) -> None:
                "mount_setattr")
 
 
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """The seccomp filter for ``machine`` (``os.uname().machine``), as (code, jt, jf, k) BPF instructions.
+
+    Denied calls fail with ``EPERM``, so a program sees an ordinary error: every call of another architecture
+    (e.g. 32-bit ``int 0x80``) and of x86_64's x32 ABI, the calls of ``SECCOMP_DENIED``, and ``clone`` with a
+    namespace flag. ``clone3``, whose flags the filter cannot read (they are in memory), fails with ``ENOSYS``,
+    on which the C library falls back to ``clone``. Everything else is allowed. A ``KeyError`` for a machine
+    without a table."""
+    arch, column = SECCOMP_ARCHES[machine], list(SECCOMP_ARCHES).index(machine)
+    denied = sorted({numbers[column] for numbers in SECCOMP_DENIED.values() if numbers[column] is not None})
+    # (code, jump target if true, jump target if false, k): targets are labels, resolved below; None: next
+    code: list[tuple[int, str | None, str | None, int]] = [
+        (BPF_LD_W_ABS, None, None, SECCOMP_ARCH),
+        (BPF_JEQ_K, None, "deny", arch),
+        (BPF_LD_W_ABS, None, None, SECCOMP_NR),
+    ]
+    if machine == "x86_64":
+        code.append((BPF_JGE_K, "deny", None, X32_SYSCALL_BIT))
+    code += [(BPF_JEQ_K, "deny", None, nr) for nr in denied]
+    code += [(BPF_JEQ_K, "clone", None, SECCOMP_CLONE[machine]), (BPF_JEQ_K, "nosys", None, SECCOMP_CLONE3),
+             (BPF_RET_K, None, None, SECCOMP_RET_ALLOW)]
+    labels = {"clone": len(code), "deny": len(code) + 3, "nosys": len(code) + 4}  # BPF jumps only forward
+    code += [(BPF_LD_W_ABS, None, None, SECCOMP_ARG0),  # the low 32 bits of clone's flags
+             (BPF_JSET_K, "deny", None, CLONE_NAMESPACE_FLAGS),
+             (BPF_RET_K, None, None, SECCOMP_RET_ALLOW),
+             (BPF_RET_K, None, None, SECCOMP_RET_ERRNO | errno.EPERM),
+             (BPF_RET_K, None, None, SECCOMP_RET_ERRNO | errno.ENOSYS)]
+
+    def offset(i: int, target: str | None) -> int:
+        jump = 0 if target is None else labels[target] - i - 1
+        if not 0 <= jump <= 255:
+            raise ValueError(f"seccomp jump out of range at instruction {i}")
+        return jump
+
+    return [(op, offset(i, jt), offset(i, jf), k) for i, (op, jt, jf, k) in enumerate(code)]
+
+
+def _seccomp_filter_for(machine: str) -> _SockFprog:
+    program = seccomp_program(machine)
+    return _SockFprog(len(program), (_SockFilter * len(program))(*program))  # the struct keeps the array alive
+
+
+def _seccomp(fprog: _SockFprog) -> None:
+    """Install ``fprog`` on this process, irrevocably (inherited by anything it starts); ``no_new_privs`` first,
+    as the kernel requires of an unprivileged process.
+
+    Through ``seccomp()`` with ``SECCOMP_FILTER_FLAG_SPEC_ALLOW``: kernels before 5.16 otherwise also turn on
+    speculation mitigations (SSBD, STIBP) for every filtered process, which slow it down and protect only
+    the sample itself, as victim, from other code; the sample ran without them before it had a filter. Where
+    the kernel predates that flag (4.17), ``prctl(PR_SET_SECCOMP)`` installs it as it is."""
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if _libc.syscall(SYS_SECCOMP[os.uname().machine], ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+                     ctypes.c_uint(SECCOMP_FILTER_FLAG_SPEC_ALLOW), ctypes.byref(fprog)) == 0:
+        return
+    if ctypes.get_errno() != errno.EINVAL:
+        _check(-1, "seccomp(SECCOMP_SET_MODE_FILTER)")
+    _check(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_SECCOMP)")
+
+
+def _seccomp_refuses_sockets(workdir: str) -> None:
+    """The seccomp layer's probe: install the filter, then check that the kernel refuses a socket."""
+    _seccomp(_seccomp_filter_for(os.uname().machine))
+    try:
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+    except PermissionError:
+        return
+    raise OSError(errno.EPERM, "the seccomp filter let socket() through")
+
+
 def _drop_capabilities() -> None:
     """Give up every capability (those a worker holds in its own user namespace included)."""
     _check(_libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), (_CapData * 2)()), "capset")
@@ -312,14 +433,16 @@ def _probe(layer) -> bool:
 
 def isolation_layers(network: bool) -> tuple[str, ...]:
     """The kernel layers every child of this worker gets, in the order they are named in the isolation level:
-    ``landlock`` (writes confined by Landlock), ``mountns`` (read-only mount namespace), ``netns`` (no network),
-    ``uid`` (a uid of its own)."""
+    ``landlock`` (writes confined by Landlock), ``mountns`` (read-only mount namespace), ``seccomp`` (no sockets
+    and no dangerous system calls), ``netns`` (no network), ``uid`` (a uid of its own)."""
     layers = []
     abi = landlock_abi()
     if abi and _probe(lambda workdir: _landlock(workdir, abi)):
         layers.append("landlock")
     if _probe(_read_only_mounts):
         layers.append("mountns")
+    if os.uname().machine in SECCOMP_ARCHES and _probe(_seccomp_refuses_sockets):
+        layers.append("seccomp")
     if network:
         layers.append("netns")
     if os.geteuid() == 0:
@@ -328,7 +451,7 @@ def isolation_layers(network: bool) -> tuple[str, ...]:
 
 
 def isolation_level(layers: tuple[str, ...]) -> str:
-    """``landlock+mountns+netns+uid``..., or ``python-guards-only`` when there is no kernel layer at all."""
+    """``landlock+mountns+seccomp+netns+uid``..., or ``python-guards-only`` when there is no kernel layer at all."""
     return "+".join(layers) or "python-guards-only"
 
 
@@ -382,8 +505,10 @@ def _drop_root(workdir: str, uid: int) -> None:
     _libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), caps)
 
 
-def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir: str, nonce: str) -> None:
-    """Runs in the forked child: lock down, run the program, report the verdict on ``report_fd`` if it finished."""
+def _child(program: str, timeout: float, memory_mb: int, report_fd: int, go_fd: int, workdir: str,
+           nonce: str) -> None:
+    """Runs in the forked child: lock down, say so on ``report_fd`` and wait for the worker's go-ahead on
+    ``go_fd``, run the program, report the verdict on ``report_fd`` if it finished."""
     parent = os.getppid()
     os.setsid()
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -392,8 +517,7 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    os.closerange(3, report_fd)
-    os.closerange(report_fd + 1, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+    _close_all_but(report_fd, go_fd)
     try:  # never run a sample with less isolation than the worker announced: a failure here is the harness's
         os.chdir(workdir)
         os.environ["HOME"] = os.environ["TMPDIR"] = workdir
@@ -405,12 +529,20 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
             _drop_capabilities()  # those held in the worker's user namespace could undo the read-only mounts
         if "landlock" in _layers:
             _landlock(workdir, _landlock_abi)
+        if "seccomp" in _layers:  # last: from here on the child makes no call the filter denies
+            _seccomp(_seccomp_filter)
     except OSError as e:
-        _write_all(report_fd, f"{nonce}\nharness\ncould not confine the sample: {e}".encode())
+        _write_all(report_fd, f"{nonce}\n{HARNESS}\ncould not confine the sample: {e}".encode())
         os._exit(0)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # changing our uid cleared it: a killed worker takes us along
     if os.getppid() != parent:
         os._exit(1)
+    # The sample runs only once the worker has read that we are confined: nothing it then writes on the report
+    # pipe (whose fd and nonce it can find) can pass for what the harness said before it ran.
+    _write_all(report_fd, _started(nonce))
+    if os.read(go_fd, len(GO)) != GO:
+        os._exit(1)
+    os.close(go_fd)
     sys.stdout, sys.stderr, sys.stdin = _DiscardSink(), _DiscardSink(), _EmptyInput()
     signal.setitimer(signal.ITIMER_PROF, timeout)  # CPU seconds (user + system); SIGPROF kills the child
     write, setitimer, itimer_prof, exit_now = os.write, signal.setitimer, signal.ITIMER_PROF, os._exit
@@ -430,6 +562,20 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, workdir
     setitimer(itimer_prof, 0)
     write(report_fd, (nonce + "\n" + status + "\n" + detail[:DETAIL_CAP]).encode("utf-8", "replace"))
     exit_now(0)
+
+
+def _started(nonce: str) -> bytes:
+    """What a child writes once it is confined, just before it runs its sample."""
+    return f"{nonce}\n{STARTED}\n".encode()
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every file descriptor from 3 up except ``keep``."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(1 << 16, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -460,12 +606,54 @@ def _kill_orphans() -> None:
             pass
 
 
-def _wait(pid: int, report_fd: int, wall_s: float) -> tuple[bytes, int, float, bool]:
-    """Collect the report and the exit status; kill the child after ``wall_s`` seconds (the wall-clock backstop).
+def _start(pid: int, report_fd: int, go_fd: int, nonce: str, deadline: float) -> None:
+    """Wait until the child says it is confined, then let it run its sample. A ``RuntimeError`` (a harness
+    fault) when it says instead that it could not confine itself, ends without a word, or is still silent at
+    ``deadline``: it is killed then. All it says here comes before any of the sample's code has run."""
+    started, said = _started(nonce), b""
+    poller = select.poll()
+    poller.register(report_fd, select.POLLIN)
+    while len(said) < len(started):
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            break
+        chunk = os.read(report_fd, MESSAGE_CAP)
+        if not chunk:
+            break
+        said += chunk
+    if said == started:
+        os.write(go_fd, GO)
+        return
+    for kill in (_kill_group, lambda p: os.kill(p, signal.SIGKILL)):
+        try:
+            kill(pid)
+        except OSError:
+            pass
+    wait_status = os.waitpid(pid, 0)[1]
+    while len(said) < MESSAGE_CAP and select.select([report_fd], [], [], 0)[0]:
+        chunk = os.read(report_fd, MESSAGE_CAP)
+        if not chunk:
+            break
+        said += chunk
+    harness = f"{nonce}\n{HARNESS}\n".encode()
+    if said.startswith(harness):
+        raise RuntimeError(said[len(harness):].decode("utf-8", "replace")[:DETAIL_CAP])
+    if os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL and time.monotonic() >= deadline:
+        raise RuntimeError("the sandbox child did not get ready to run the sample in time")
+    raise RuntimeError(f"the sandbox child ended before it ran the sample ({_how_it_ended(wait_status)})")
+
+
+def _how_it_ended(wait_status: int) -> str:
+    if os.WIFSIGNALED(wait_status):
+        return f"killed by {_signal_name(os.WTERMSIG(wait_status))}"
+    return f"exit status {os.waitstatus_to_exitcode(wait_status)}"
+
+
+def _wait(pid: int, report_fd: int, deadline: float) -> tuple[bytes, int, float, bool]:
+    """Collect the report and the exit status; kill the child at ``deadline`` (the wall-clock backstop).
 
     Returns (report bytes, wait status, CPU seconds used, hit the backstop).
     """
-    deadline = time.monotonic() + wall_s
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(report_fd, select.POLLIN)
@@ -505,43 +693,55 @@ def _signal_name(sig: int) -> str:
 
 
 def _verdict(report: bytes, nonce: str, wait_status: int, cpu: float, timeout: float, wall_s: float,
-             backstop: bool):
+             backstop: bool) -> tuple[str, str, str]:
+    """(status, detail, fault) from what the sample's process reported and how it ended. ``fault`` is empty but
+    for a report with the nonce and a status the child never writes after its sample ran (``harness`` among
+    them): the sample forged it, and fails with that as its detail and fault."""
     lines = report.decode("utf-8", "replace").split("\n", 2)
-    if len(lines) == 3 and lines[0] == nonce and lines[1] == "harness":
-        raise RuntimeError(lines[2])
-    if len(lines) == 3 and lines[0] == nonce and lines[1] in ("passed", "failed", "error"):
-        return lines[1], lines[2]
+    if len(lines) == 3 and lines[0] == nonce:
+        if lines[1] in ("passed", "failed", "error"):
+            return lines[1], lines[2], ""
+        forged = f"the sample forged a {lines[1][:20]!r} report of the judge: {lines[2]}"[:DETAIL_CAP]
+        return "failed", forged, forged
     if backstop:
-        return "timeout", f"killed after {wall_s:g} s of wall-clock time"
+        return "timeout", f"killed after {wall_s:g} s of wall-clock time", ""
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
         if sig in (signal.SIGPROF, signal.SIGXCPU) or (sig == signal.SIGKILL and cpu >= timeout):
-            return "timeout", f"exceeded {timeout:g} s of CPU time"
-        return "failed", f"crashed ({_signal_name(sig)}) before the tests finished"
-    return "failed", f"exited with status {os.waitstatus_to_exitcode(wait_status)} before the tests finished"
+            return "timeout", f"exceeded {timeout:g} s of CPU time", ""
+        return "failed", f"crashed ({_signal_name(sig)}) before the tests finished", ""
+    return "failed", f"exited with status {os.waitstatus_to_exitcode(wait_status)} before the tests finished", ""
 
 
-def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tuple[str, str]:
+def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tuple[str, str, str]:
     """Run one program in a fresh sandboxed child (CPU limit ``timeout``, wall-clock backstop ``wall_s``);
-    return (status, detail)."""
+    return (status, detail, fault) as ``_verdict`` does. A ``RuntimeError`` when the child could not be set up
+    to run it (a harness fault)."""
     nonce = os.urandom(16).hex()
     workdir = tempfile.mkdtemp(prefix="codenas-sample-", dir=_scratch or SCRATCH)
-    read_fd, write_fd = os.pipe()
+    fds: list[int] = []
     try:
+        read_fd, write_fd = os.pipe()  # the child's report
+        fds += [read_fd, write_fd]
+        go_read, go_write = os.pipe()  # the worker's go-ahead to run the sample
+        fds += [go_read, go_write]
         pid = os.fork()
         if pid == 0:
             try:
                 os.close(read_fd)
-                _child(program, timeout, memory_mb, write_fd, workdir, nonce)
+                os.close(go_write)
+                _child(program, timeout, memory_mb, write_fd, go_read, workdir, nonce)
             finally:
                 os._exit(70)
-        os.close(write_fd)
-        write_fd = -1
-        report, wait_status, cpu, backstop = _wait(pid, read_fd, wall_s)
+        for fd in (write_fd, go_read):
+            fds.remove(fd)
+            os.close(fd)
+        deadline = time.monotonic() + wall_s
+        _start(pid, read_fd, go_write, nonce, deadline)
+        report, wait_status, cpu, backstop = _wait(pid, read_fd, deadline)
     finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
+        for fd in fds:
+            os.close(fd)
         _kill_orphans()
         shutil.rmtree(workdir, ignore_errors=True)
         if "mountns" in _layers:  # what a sample without Landlock wrote beside its folder goes too
@@ -584,7 +784,7 @@ def main() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the harness
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of our children come back to us, to be killed
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    global _sandbox_uid, _layers, _landlock_abi, _scratch
+    global _sandbox_uid, _layers, _landlock_abi, _scratch, _seccomp_filter
     _scratch = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix=WORKER_DIR_PREFIX, dir=SCRATCH)
     os.chmod(_scratch, 0o711)  # samples of another uid pass through it to their own folder
     network = _isolate_network()
@@ -592,6 +792,8 @@ def main() -> None:
         _sandbox_uid = sandbox_uid()
     _landlock_abi = landlock_abi()
     _layers = isolation_layers(network)
+    if "seccomp" in _layers:
+        _seccomp_filter = _seccomp_filter_for(os.uname().machine)
     _lock_scratch(_scratch)  # before the mounts: it may remove dead workers' folders beside ours
     if "mountns" in _layers:  # once per worker: cheaper than a namespace per sample
         _read_only_mounts(_scratch)
@@ -602,17 +804,19 @@ def main() -> None:
     for line in jobs:
         job = json.loads(line)
         try:
-            status, detail = run_with_retries(job["program"], job["timeout"], job["memory_mb"], job["wall_s"])
+            status, detail, fault = run_with_retries(job["program"], job["timeout"], job["memory_mb"],
+                                                     job["wall_s"])
         except Exception as e:  # a harness failure, not a verdict: the parent raises it
             out.write(json.dumps({"harness_error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
             out.flush()
             raise
-        out.write(json.dumps({"status": status, "detail": detail}).encode() + b"\n")
+        reply = {"status": status, "detail": detail} | ({"fault": fault} if fault else {})
+        out.write(json.dumps(reply).encode() + b"\n")
         out.flush()
 
 
 def run_with_retries(program: str, timeout: float, memory_mb: int, wall_s: float,
-                     attempts: int = 10) -> tuple[str, str]:
+                     attempts: int = 10) -> tuple[str, str, str]:
     """``run_one``, waiting and retrying while the machine is out of processes or memory for the fork."""
     for attempt in range(attempts - 1):
         try:

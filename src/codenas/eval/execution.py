@@ -5,17 +5,22 @@ parent with torch loaded is never forked) each fork one locked-down child per pr
 feeds it jobs over a pipe and reads back one verdict per job; a worker that stays silent well past the job's
 wall-clock backstop (stopped by the sample it runs) is killed and restarted and its job is marked ``failed``.
 A failure of the harness itself (a worker that dies, e.g. killed by the OOM killer or ``kill -9``, cannot
-start, or reports that it could not set a sample up, e.g. no space for its directory) gives no verdict: that
-sample is retried on a fresh worker a few times, then the run stops with a ``CodenasError`` naming the cause.
-docs/sandbox.md lists what the sandbox guarantees.
+start, or finds that it could not set a sample up, e.g. no space for its directory, before any of the sample's
+code ran) gives no verdict: that sample is retried on a fresh worker a few times. Then a trivial program is run
+on a fresh worker: if it passes, the harness works and the sample itself keeps breaking it, so the sample gets
+a ``failed`` verdict naming the fault (``ExecResult.fault``) and the run goes on; if it does not, the run stops
+with a ``CodenasError`` naming the cause. Only the harness decides that it failed, from what it sees itself: a
+report written from inside a sample can never claim it (a forged report is the sample's ``failed`` verdict,
+with ``fault`` set too). docs/sandbox.md lists what the sandbox guarantees.
 
 Public API (stable; the data stage relies on it):
-    ExecResult(status, detail)          status in {"passed", "failed", "timeout", "error"}
+    ExecResult(status, detail, fault)   status in {"passed", "failed", "timeout", "error"}; fault "" unless
+                                        the sample kept breaking the harness or forged a report of the judge
     run_programs(programs, timeout=..., memory_mb=..., workers=..., require_isolation=False)
         -> list[ExecResult] (input order)
     iter_programs(...) -> iterator of (index, ExecResult) in completion order (for streaming/resumable callers);
                         its programs may come from a generator, each judged as soon as it is produced
-    isolation_level() -> "landlock+mountns+netns+uid", ..., or "python-guards-only": the kernel layers every
+    isolation_level() -> "landlock+mountns+seccomp+netns+uid", ..., or "python-guards-only": the kernel layers every
         sample gets on this machine (see docs/sandbox.md)
 """
 
@@ -47,14 +52,20 @@ REPLY_GRACE_S = 30.0  # a worker silent this long past a job's backstop is stuck
 WORKER_DIED = "sandbox worker died"  # a harness fault, never a verdict
 HARNESS_ATTEMPTS = 4  # tries per sample when the harness (not the sample) fails, e.g. a transient fork or disk error
 RETRY_PAUSE_S = 1.0  # pause before the first retry, doubled for each further one
+CANARY = "assert True\n"  # passes on any working harness: tells a broken harness from a sample that breaks it
 SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # tmpfs: cheaper per-sample folders
 WRITE_CONFINEMENT = ("landlock", "mountns")  # the kernel layers that confine a sample's writes to its folder
 
 
 @dataclass(frozen=True)
 class ExecResult:
+    """A program's verdict. ``fault`` is empty, but for a ``failed`` program that kept causing harness faults
+    (``harness fault xN: <cause>``) or that forged a report of the judge from inside its process: then it says
+    so, as ``detail`` does."""
+
     status: str
     detail: str = ""
+    fault: str = ""
 
     @property
     def passed(self) -> bool:
@@ -128,7 +139,7 @@ class _Worker:
         try:
             if "harness_error" in reply:
                 raise _HarnessFault(f"the sandbox worker failed: {reply['harness_error']}")
-            return ExecResult(reply["status"], reply["detail"])
+            return ExecResult(reply["status"], reply["detail"], str(reply.get("fault", "")))
         except (KeyError, TypeError):
             raise _HarnessFault(f"unexpected reply from the sandbox worker: {reply!r:.200}") from None
 
@@ -233,13 +244,16 @@ def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int,
 
     A worker that hangs long past the program's backstop gives it a ``failed`` verdict (only the program can
     have stopped it). A worker that dies (``kill -9``, the OOM killer) and any other harness fault give none:
-    the program is retried on a fresh worker, and the fault is raised once ``HARNESS_ATTEMPTS`` tries in a row
-    have failed. The program's own crash is the worker's verdict, not a death of the worker.
+    the program is retried on a fresh worker. When ``HARNESS_ATTEMPTS`` tries in a row have failed, ``CANARY``
+    runs on a fresh worker: if it passes, the harness works, and the program (which keeps breaking it) gets a
+    ``failed`` verdict naming the fault; if not, the fault is raised. The program's own crash is the worker's
+    verdict, not a death of the worker.
     """
+    fault: Exception = _HarnessFault("no try was made")
     for attempt in range(HARNESS_ATTEMPTS):
         if attempt:
             if stop is not None and stop.wait(RETRY_PAUSE_S * 2 ** (attempt - 1)):
-                break  # the run is over (e.g. Ctrl-C, which also reaches the workers): no retry
+                raise fault  # the run is over (e.g. Ctrl-C, which also reaches the workers): no retry
         try:
             worker = worker or _Worker()
             return worker.run(program, timeout, memory_mb), worker
@@ -255,13 +269,29 @@ def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int,
             if worker is not None:
                 worker.close()
                 worker = None
-    raise fault
+    if not _harness_works(timeout, memory_mb):
+        raise fault
+    reason = f"harness fault x{HARNESS_ATTEMPTS}: {' '.join(str(fault).split())}"
+    return ExecResult("failed", reason, reason), None
+
+
+def _harness_works(timeout: float, memory_mb: int) -> bool:
+    """Whether ``CANARY`` passes on a fresh worker."""
+    worker = None
+    try:
+        worker = _Worker()
+        return worker.run(CANARY, timeout, memory_mb).passed
+    except (ChildProcessError, _HarnessFault):
+        return False
+    finally:
+        if worker is not None:
+            worker.close()
 
 
 @cache
 def isolation_level() -> str:
     """The isolation every sample gets on this machine, as the workers report it (one is started to ask):
-    the kernel layers in force joined by ``+`` (``landlock``, ``mountns``, ``netns``, ``uid``), or
+    the kernel layers in force joined by ``+`` (``landlock``, ``mountns``, ``seccomp``, ``netns``, ``uid``), or
     ``python-guards-only``."""
     worker = None
     for attempt in range(HARNESS_ATTEMPTS):

@@ -6,7 +6,11 @@ Layout of the output folder:
     results.jsonl          written atomically once every sample is scored: one row per input sample, in input
                            order (task_id, completion, passed, status, detail, verdict). Never half-written.
     summary.json           pass@k (Chen et al. 2021) per problem and overall, status counts, verdict classes
-                           (``eval.verdicts``: counts, runtime errors by type, share that parses), settings.
+                           (``eval.verdicts``: counts, runtime errors by type, share that parses), settings,
+                           and ``harness_faults``: the samples failed for a fault instead of a test outcome.
+A sample that keeps breaking the harness, or forges a report of the judge (``ExecResult.fault``), is ``failed``;
+its row has ``harness_fault`` (the reason) and summary.json lists it as ``{"task_id", "sample", "reason"}``
+(``sample``: its 1-based position in the input).
 Problems with a base test set besides their own (HumanEval+ and MBPP+: ``meta["base_tests"]``) run each sample
 twice, as EvalPlus does: a row's ``base_passed`` is the verdict on the base tests, ``passed`` that on base and
 plus tests together; the summary then has ``base_pass_at_k`` beside ``pass_at_k``. Such records may carry
@@ -145,16 +149,20 @@ def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[i
         if (0 <= i < len(task_ids) and row.get("task_id") == task_ids[i] and isinstance(row.get("completion"), str)
                 # older versions journaled a killed worker as a verdict: never reuse it
                 and row.get("status") in STATUSES and not str(row.get("detail", "")).startswith(WORKER_DIED)):
-            usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"])
+            usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"],
+                                   str(row.get("harness_fault", "")))
             if "base_passed" in row:
                 usable[i]["base_passed"] = bool(row["base_passed"])
     return usable
 
 
-def judged_row(task_id: str, completion: str, status: str, detail: str) -> dict:
-    """One row of results.jsonl."""
-    return {"task_id": task_id, "completion": completion, "passed": status == "passed", "status": status,
-            "detail": detail, "verdict": classify(completion, status, detail)}
+def judged_row(task_id: str, completion: str, status: str, detail: str, fault: str = "") -> dict:
+    """One row of results.jsonl (with ``harness_fault`` only when ``fault`` is given)."""
+    row = {"task_id": task_id, "completion": completion, "passed": status == "passed", "status": status,
+           "detail": detail, "verdict": classify(completion, status, detail)}
+    if fault:
+        row["harness_fault"] = fault
+    return row
 
 
 def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *, workers: int | None = None,
@@ -271,7 +279,8 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
                 continue
             del pending[i]
             first = got["base"] if has_base and not got["base"].passed else got["plus"]
-            rows[i] = judged_row(task_ids[i], completion, first.status, first.detail)
+            fault = next((r.fault for r in got.values() if r.fault), "")
+            rows[i] = judged_row(task_ids[i], completion, first.status, first.detail, fault)
             if has_base:
                 rows[i]["base_passed"] = got["base"].passed
             journal.append({"index": i, **rows[i], **settings})
@@ -281,7 +290,9 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
         raise CodenasError(f"{len(missing)} samples were never given (first: sample {missing[0] + 1})")
     write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(task_ids))))
     summary = summarize([(records[i].id, rows[i]) for i in range(len(task_ids))], ks=ks)
-    summary.update(settings, **extra, isolation=isolation)
+    summary.update(settings, **extra, isolation=isolation, harness_faults=[
+        {"task_id": task_ids[i], "sample": i + 1, "reason": rows[i]["harness_fault"]}
+        for i in range(len(task_ids)) if rows[i].get("harness_fault")])
     atomic_write_json(out_dir / SUMMARY, summary)
     (out_dir / JOURNAL).unlink(missing_ok=True)
     return summary
@@ -372,6 +383,8 @@ def summary_table(summary: dict):
     for kind, count in summary["runtime_errors"].items():
         table.add_row(f"  {kind}", str(count))
     table.add_row("parses", f"{100 * summary['parse_rate']:.0f}%")
+    if summary.get("harness_faults"):
+        table.add_row("failed for a harness fault", f"{len(summary['harness_faults'])} (see summary.json)")
     if "isolation" in summary:
         table.add_row("sandbox isolation", summary["isolation"])
     return table

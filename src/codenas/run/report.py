@@ -35,14 +35,24 @@ from codenas.records import Record
 from codenas.run import plots, system
 from codenas.run.cache import STAGES_FILE, read_stages
 from codenas.run.config import RESOLVED_CONFIG, dumps_toml, read_resolved_config
-from codenas.run.stages import BASE_MODEL, EVAL_DIR, PLOTS_DIR, RESULT, TRAIN_STAGES, corpus_folder, eval_folder
+from codenas.run.stages import (
+    BASE_MODEL,
+    EVAL_DIR,
+    IMPROVE,
+    PLOTS_DIR,
+    RESULT,
+    TRAIN_STAGES,
+    corpus_folder,
+    eval_folder,
+)
+from codenas.train import improve as improve_mod
 from codenas.train import pretrain as pretrain_mod
 from codenas.train import sft as sft_mod
 from codenas.train.loop import read_metrics
 
 SECTIONS = ("Summary", "What the models wrote", "Sample completions", "pass@k before and after fine-tuning",
-            "Loss curves", "pass@1 vs step", "Per-problem changes", "Data", "Pretraining corpus", "Configuration",
-            "Hardware", "Versions", "Wall time per stage")
+            "Loss curves", "pass@1 vs step", "Expert iteration", "Per-problem changes", "Data", "Pretraining corpus",
+            "Configuration", "Hardware", "Versions", "Wall time per stage")
 # data manifest counts in pipeline order (manifest.json stores keys sorted)
 _COUNT_ORDER = ("input", "held_out", "unused_prompt_split", "candidates", "unconvertible", "too_long", "too_complex",
                 "failed_proof", "null_body_pass", "contaminated", "records", "train", "val")
@@ -69,6 +79,7 @@ def write_report(out: Path, *, hardware: dict[str, str] | None = None,
     blocks += _passk(run)
     blocks += _loss_curves(run)
     blocks += _pass1_vs_step(run)
+    blocks += _expert_iteration(run)
     blocks += _per_problem(run)
     blocks += _data(run)
     blocks += _corpus(run)
@@ -96,7 +107,8 @@ class RunView:
         self.stages = read_stages(self.out / STAGES_FILE)
         self.manifest = read_manifest(self.out / "data")
         self.metrics = {stage: read_metrics(self.out / stage) for stage in TRAIN_STAGES}
-        self.results_of = {stage: _read_json_if(self.out / stage / RESULT) for stage in TRAIN_STAGES}
+        self.results_of = {stage: _read_json_if(self.out / stage / RESULT) for stage in (*TRAIN_STAGES, IMPROVE)}
+        self.rounds = improve_mod.read_rounds(self.out / IMPROVE)
         self.summaries = eval_summaries(self.out)
         self.models = list(self.summaries)
         self.benchmarks = list(dict.fromkeys(b for per_bench in self.summaries.values() for b in per_bench))
@@ -246,6 +258,16 @@ def _what_was_trained(run: RunView) -> list[Block]:
         rows.append([stage, what, f"{result['trainable_params']:,} of {result['total_params']:,}",
                      f"{result['steps']:,}", _count(_tokens_seen(run, stage)), _wall(run, stage)])
         sentences.append(f"It was then fine-tuned ({stage}) on {result['train_examples']:,} supervised records.")
+    improved = run.results_of[IMPROVE]
+    if improved:
+        trained = [r for r in improved["rows"] if r["trained"]]
+        rows.append([IMPROVE, f"expert iteration: {improved['rounds']} rounds of sampling a pool of "
+                              f"{improved['pool']['problems']:,} problems, fine-tuning on the passing samples",
+                     "-", _count(len(trained) * (run.config or {}).get(IMPROVE, {}).get("steps", 0) or None), "-",
+                     _wall(run, IMPROVE)])
+        sentences.append(f"Then {improved['rounds']} rounds of expert iteration (sample, keep what passes its "
+                         f"tests, fine-tune) ran; {len(trained)} of them had passing samples to train on, and the "
+                         f"model of round {improved['best_round']} (best on the val records) was kept.")
     if not rows:
         return [("p", "No model has been trained yet.")]
     header = ["stage", "what", "parameters trained", "steps", "tokens seen", "wall time"]
@@ -542,6 +564,40 @@ def _pass1_vs_step(run: RunView) -> list[Block]:
     rows = [[stage, str(int(step)), f"{value:.1f}%"] for stage, series in panels.items()
             for points in series.values() for step, value in points]
     blocks.append(("table", ["stage", "step", "pass@1"], rows))
+    return blocks
+
+
+def _expert_iteration(run: RunView) -> list[Block]:
+    """The rounds of the improve stage (``train.improve``'s rounds.jsonl): the pool solved, what was kept, val."""
+    blocks: list[Block] = [("h2", "Expert iteration")]
+    if not run.rounds:
+        return blocks + [("p", "No expert-iteration rounds (improve.rounds = 0, or the stage has not run).")]
+    result = run.results_of[IMPROVE] or {}
+    pool = result.get("pool", {})
+    sources = ", ".join(f"{n:,} {source}" for source, n in pool.get("sources", {}).items())
+    limit = (run.config or {}).get(IMPROVE, {}).get("pool_limit") or 0
+    which = f"a seeded draw of {limit} of the pool's problems" if limit else "every pool problem"
+    blocks.append(("p", f"Each round samples {which} (the pool: {pool.get('problems', '?')} problems"
+                        + (f": {sources}" if sources else "") + "), keeps the distinct passing completions (at most "
+                        "`improve.cap` per problem), fine-tunes on them with a replay share of the train records, "
+                        "and measures the val records. Round 0 is the starting model. The round best on the val "
+                        f"records (round {result.get('best_round', '?')}) is the `{IMPROVE}` model evaluated on the "
+                        "held-out benchmarks; the rounds' models are never run on them."))
+    rows = []
+    for row in run.rounds:
+        k = row["samples"]
+        pass_k = (row["pass_at_k"] or {}).get(f"pass@{k}")
+        rows.append([str(row["round"]), "-" if row["solved"] is None else f"{row['solved']}/{row['pool_problems']}",
+                     "-" if pass_k is None else f"{_pct(pass_k)} (K={k})", str(row["kept"]), str(row["new_problems"]),
+                     str(row["replay"]), _fmt(row["train_loss"]), _fmt(row["val_loss"]), _pct(row["val_pass@1"]),
+                     format_duration(row["wall_s"])])
+    blocks.append(("table", ["round", "pool problems solved", "pool pass@K", "samples kept", "new problems",
+                             "replay records", "train loss", "val loss", "val pass@1", "wall time"], rows))
+    if not any(row["kept"] for row in run.rounds):
+        blocks.append(("p", "**No round had a passing sample to learn from**: the starting model solves nothing in "
+                            "the pool. Expert iteration needs a model that passes some pool problems at K samples: "
+                            "more samples per problem, easier problems in the pool (mined functions proven by "
+                            "their doctests), or a stronger starting model."))
     return blocks
 
 

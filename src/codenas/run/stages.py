@@ -26,6 +26,7 @@ from codenas.settings import (
     CorpusSettings,
     CorpusSourcesSettings,
     DataSettings,
+    ImproveSettings,
     PretrainSettings,
     TokenizerSettings,
     TrainSettings,
@@ -35,6 +36,8 @@ BASE_MODEL = "base"
 BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
 TRAIN_STAGES = ("pretrain", "sft", "lora")
+IMPROVE = "improve"  # the expert-iteration stage (and the name of its model in eval/ and the report)
+MINE = "mine"  # the mined-records stage, when the plan has one: its proven records join the improve pool
 RESULT = "result.json"  # what a training stage's library call returned
 EVAL_DIR = "eval"
 PLOTS_DIR = "plots"  # the report stage's folder (report.md and report.html sit beside it, in the run folder)
@@ -60,8 +63,13 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
               _pretrain_stage(config, out)]
     methods = finetune_stages(config)
     stages += [_finetune_stage(config, out, method) for method in methods]
+    models = (BASE_MODEL, *methods)
+    if config[IMPROVE]["rounds"] > 0:
+        stages.append(_improve_stage(config, out, methods[-1] if methods else "pretrain",
+                                     mined=any(s.name == MINE for s in stages)))
+        models += (IMPROVE,)
     for bench in _benchmarks(config, mbpp_path):
-        stages += [_eval_stage(config, out, model, bench) for model in (BASE_MODEL, *methods)]
+        stages += [_eval_stage(config, out, model, bench) for model in models]
     stages.append(Stage("report", out / PLOTS_DIR, lambda folder, resume: _report(out), {},
                         upstream=tuple(s.name for s in stages)))
     return stages
@@ -219,6 +227,33 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
 
     return Stage(method, out / method, action, params, upstream=("data", "pretrain"),
                  inputs={"world_size": _world_size()}, distributed=True)
+
+
+def _improve_stage(config: dict, out: Path, source: str, mined: bool) -> Stage:
+    """Expert iteration from the last fine-tuned model (``train.improve``): each round samples the pool (the
+    data stage's train.jsonl, and the mined records when the run mines), keeps the passing samples and fine-tunes
+    on them with fine-tuning's training, LoRA, judge and val settings; the round best on the val records is kept."""
+    if int(_world_size()) > 1:
+        raise CodenasError("improve.rounds > 0 runs in one process: set improve.rounds = 0 under torchrun, or run "
+                           "`codenas train improve` on its own afterwards")
+    settings = settings_of(config, IMPROVE)[ImproveSettings]
+    finetune_params = {k: v for k, v in config["finetune"].items() if k != "method"}
+    if settings.method == "sft":
+        finetune_params = {k: v for k, v in finetune_params.items() if k not in _LORA_ONLY_KEYS}
+    params = {**config[IMPROVE], "finetune": finetune_params}
+    training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
+    lora = part_of(config, "finetune", LORA)
+    pool = [out / "data" / "train.jsonl"] + ([out / MINE] if mined else [])
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.train.improve import improve
+
+        result = improve(init_checkpoint=str(best_model(out / source)), pool=pool, out=folder,
+                         data_dir=out / "data", settings=settings, training=training, lora=lora,
+                         val_sampling=sampling, judge=judge, evaluation=evaluation)
+        atomic_write_json(folder / RESULT, result)
+
+    return Stage(IMPROVE, out / IMPROVE, action, params, upstream=("data", source, *((MINE,) if mined else ())))
 
 
 # --- evaluation and report -----------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ SMOKE = Sizes(
     # backward through dynamo and AOTAutograd, so graph breaks and tracing errors show up in the smoke run
     compile_backend="aot_eager",
     run_overrides=(
-        "tokenizer.vocab_size=512", "tokenizer.max_files=20",
+        "tokenizer.vocab_size=512",
         "corpus.max_files=20", "corpus.val_fraction=0.2", "corpus.tasks=2",
         "pretrain.arch=\"tiny\"", "pretrain.batch_size=4", "pretrain.eval_batches=1",
         "pretrain.warmup_steps=1", "pretrain.log_interval=1",
@@ -299,7 +299,7 @@ def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict
                  {"override": "finetune.eval_interval=2", "why": "smoke: one LoRA evaluation"},
                  {"override": "eval.samples=10", "why": "smoke: pass@10 needs 10 samples"}]
     else:
-        # what is left after the other stages' allowance: data build and tokenizer (~60 s on 16 cores), the corpus
+        # what is left after the other stages' allowance: data build and BPE training (~60 s on 16 cores), the corpus
         # stage capped at 4,000 files (all of stdlib + site-packages: ~3 min on 16 cores, estimated from
         # benchmarks/corpus_build.py on 2 cores), LoRA (one 2,000-step evaluation interval), four evaluations
         # (mini and 50 mbpp-test problems, 20 samples each), the report

@@ -14,13 +14,13 @@ import dataclasses
 
 import click
 
-from codenas.corpus.settings import CorpusSettings
 from codenas.io import CodenasError
 from codenas.progress import set_quiet
 from codenas.settings import (
     EVAL,
     LORA,
     TRAIN_FINETUNE,
+    CorpusSettings,
     DataSettings,
     ImproveSettings,
     JudgeSettings,
@@ -30,6 +30,7 @@ from codenas.settings import (
     TokenizerSettings,
     TrainSettings,
     from_command,
+    from_config_file,
     from_params,
     options,
 )
@@ -63,7 +64,8 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-
 def cli(quiet: bool) -> None:
     """codenas: build small code language models end to end and measure them honestly.
 
-    Stages: data -> tokenizer -> train (pretrain, sft, lora) -> eval; `run` chains them into a report.
+    Stages: data -> corpus (and its tokenizer) -> train (pretrain, sft, lora) -> eval; `run` chains them into
+    a report.
     """
     set_quiet(quiet)
 
@@ -80,7 +82,7 @@ def eval() -> None:  # noqa: A001 - the verb users type
 
 @cli.group(cls=_Group)
 def tokenizer() -> None:
-    """Train the byte-level BPE tokenizer."""
+    """Train the byte-level BPE tokenizer (through a corpus build of its sources)."""
 
 
 @cli.group(cls=_Group)
@@ -190,25 +192,28 @@ def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: 
 
 
 @tokenizer.command("train")
-@click.option("--corpus", type=click.Path(file_okay=False), default=None,
-              help="Folder of .py files to train on [the running interpreter's stdlib].")
+@click.option("--corpus", "sources", multiple=True,
+              help="Corpus source to train on (repeatable): a folder of .py files, stdlib, site-packages, a JSONL/"
+                   "Parquet file, a saved datasets folder, a URL (see `codenas corpus build --help`) [stdlib].")
 @click.option("--out", type=click.Path(dir_okay=False), default="tokenizer.json", show_default=True,
               help="Where to write the tokenizer JSON.")
 @options(Part(TokenizerSettings))
 @click.pass_context
-def tokenizer_train(ctx: click.Context, corpus: str | None, out: str, config_file: str | None, **_) -> None:
-    """Train a byte-level BPE tokenizer on .py files; print chars/token on held-out files."""
+def tokenizer_train(ctx: click.Context, sources: tuple[str, ...], out: str, config_file: str | None, **_) -> None:
+    """Train a byte-level BPE tokenizer on the clean training documents of a corpus build of the sources (built
+    into the cache with --config's [corpus] settings, reused by `train pretrain --corpus` with this tokenizer's
+    corpus); print chars/token on its validation documents."""
     from pathlib import Path
 
-    from codenas.model.tokenizer import build_tokenizer
+    from codenas.corpus.build import tokenizer_from_sources
 
     s = from_command(ctx, "tokenizer", Part(TokenizerSettings), config_file=config_file)[TokenizerSettings]
-    r = build_tokenizer(corpus and Path(corpus), s.vocab_size, Path(out), max_files=s.max_files,
-                        val_fraction=s.val_fraction)
-    click.echo(f"wrote {r['path']}: vocab {r['vocab_size']}, trained on {r['train_files']} files "
-               f"({r['skipped_not_utf8']} skipped: not UTF-8)")
+    r = tokenizer_from_sources(list(sources) or ["stdlib"], s.vocab_size, Path(out),
+                               settings=from_config_file("corpus", Part(CorpusSettings), config_file))
+    click.echo(f"wrote {r['path']}: vocab {r['vocab_size']}, trained on {r['train_documents']:,} clean training "
+               f"documents of the corpus {r['corpus']}")
     if r["val_chars_per_token"] is not None:
-        click.echo(f"held-out chars/token: {r['val_chars_per_token']:.3f} on {r['val_files']} files")
+        click.echo(f"held-out chars/token: {r['val_chars_per_token']:.3f} on {r['val_documents']:,} documents")
 
 
 PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
@@ -219,9 +224,10 @@ PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
               help="tokenizer.json from `codenas tokenizer train` (or a checkpoint folder) [a built corpus's own "
                    "tokenizer.json, else ./tokenizer.json].")
 @click.option("--corpus", default=None,
-              help="A corpus built by `codenas corpus build` (shards streamed from disk); a folder of .py files; or "
-                   "any corpus source (stdlib, site-packages, a JSONL/Parquet file, a saved datasets folder, a "
-                   "URL), built into the cache first [the running interpreter's stdlib, as .py files].")
+              help="A corpus built by `codenas corpus build` (shards streamed from disk), or a corpus source (a "
+                   "folder of .py files, stdlib, site-packages, a JSONL/Parquet file, a saved datasets folder, a "
+                   "URL) built first with --tokenizer and --config's [corpus] settings into the cache, where later "
+                   "runs find it [stdlib].")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run folder: checkpoint_last/, checkpoint_best/, metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint_last.")
@@ -229,10 +235,10 @@ PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
 @click.pass_context
 def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str | None, out: str, resume: bool,
                    config_file: str | None, **_) -> None:
-    """Pretrain a GPT on a built corpus or on .py files (run under `torchrun --nproc_per_node N` for DDP)."""
+    """Pretrain a GPT on a built corpus or a corpus source (run under `torchrun --nproc_per_node N` for DDP)."""
     from pathlib import Path
 
-    from codenas.train.corpus import is_built_corpus
+    from codenas.corpus.build import is_built_corpus
     from codenas.train.pretrain import pretrain
 
     s = from_command(ctx, "pretrain", *PRETRAIN, config_file=config_file)
@@ -243,7 +249,8 @@ def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str |
             raise click.BadParameter(f"{tokenizer_path} not found; name one with --tokenizer",
                                      param_hint="--tokenizer")
     r = pretrain(s[PretrainSettings], s[TrainSettings], tokenizer=Path(tokenizer_path), out=Path(out),
-                 corpus=corpus, resume=resume)
+                 corpus=corpus, corpus_settings=from_config_file("corpus", Part(CorpusSettings), config_file),
+                 resume=resume)
     if not _is_main_process():
         return  # under torchrun only rank 0 reports
     best = "n/a" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}"
@@ -484,9 +491,9 @@ def corpus_build(ctx: click.Context, sources: tuple[str, ...], out: str, tokeniz
                             settings=from_command(ctx, "corpus", Part(CorpusSettings),
                                                   config_file=config_file)[CorpusSettings],
                             benchmarks=[Path(b) for b in benchmark_files], mbpp=mbpp and Path(mbpp))
-    for line in corpus_summary(manifest):
-        click.echo(line)
     click.echo(f"wrote {out}/manifest.json")
+    for line in corpus_summary(manifest):  # the split last
+        click.echo(line)
 
 
 # --- run --------------------------------------------------------------------------------------------
@@ -530,9 +537,11 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output folder: trials.jsonl, pareto.png, best_arch.json, study.db, trials/.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
-              help="tokenizer.json to use [train one on the corpus once, kept as OUT/tokenizer.json].")
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder of .py files [the running interpreter's stdlib].")
+              help="tokenizer.json to use [a built corpus's own; else the corpus build trains one of --vocab-size].")
+@click.option("--corpus", default=None,
+              help="The corpus the trials train on: a built corpus (a run's OUT/corpus/built, or `codenas corpus "
+                   "build`'s output), or a corpus source (a folder of .py files, stdlib, site-packages, a file, a "
+                   "URL) built once into the cache the same way [stdlib].")
 @click.option("--n-layer", default=None, help="Range of layers, low:high [2:8].")
 @click.option("--n-head", default=None, help="Choices of heads, comma-separated [2,4,8].")
 @click.option("--d-model", default=None, help="Choices of model width [128,192,256,384,512].")
@@ -566,7 +575,7 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
                          "mlp": mlp, "qk_norm": qk_norm, "n_kv_head": n_kv_head, "optimizer": optimizer})
     settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
-                                corpus=corpus and Path(corpus), space=space, **dataclasses.asdict(settings)))
+                                corpus=corpus, space=space, **dataclasses.asdict(settings)))
     Console().print(rows_table(r["rows"]))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
     click.echo(f"{r['trials_run']} trials run now; study {r['study']!r} ({r['storage']}): {counts}")
@@ -576,7 +585,7 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
         b = r["best"]
         click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters, "
                    f"optimizer {b['optimizer']} -> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch "
-                   f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']})")
+                   f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']} --corpus {r['corpus']})")
 
 
 def main() -> None:

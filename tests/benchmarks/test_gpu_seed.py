@@ -53,7 +53,7 @@ def test_smoke_runs_every_step_and_writes_the_figures(tmp_path):
             row = table["eval"][model][bench]
             assert row["problems"] == 2 and row["samples"] == 20
             assert 0 <= row["pass@1"] <= row["pass@10"] <= 1
-    assert set(table["stages"]) >= {"data", "tokenizer", "pretrain", "lora", "report"}
+    assert set(table["stages"]) >= {"data", "corpus", "pretrain", "lora", "report"}
     assert all(wall is not None and wall > 0 for wall in table["stages"].values())
     assert (out / "run" / "report.md").is_file() and (out / "run" / "report.html").is_file()
     summary = json.loads((out / "summary.json").read_text())

@@ -1,7 +1,7 @@
 """`codenas run --preset tiny`, reduced by overrides, through the REAL stages: data build (HumanEval only first,
-so mbpp-test is skipped with a note), tokenizer, pretrain, LoRA, eval, report; then a second run that is a cache
-hit for every stage, a third with a changed eval setting that reruns only the evaluations and the report, and
-(when the checkout sits beside ../shared's MBPP) a fourth with MBPP that reruns only what MBPP changes.
+so mbpp-test is skipped with a note), corpus (with its tokenizer), pretrain, LoRA, eval, report; then a second run
+that is a cache hit for every stage, a third with a changed eval setting that reruns only the evaluations and the
+report, and (when the checkout sits beside ../shared's MBPP) a fourth with MBPP that reruns only what MBPP changes.
 
 The first run's console is not a terminal: it must show a compact training line per log_interval.
 """
@@ -25,7 +25,7 @@ from codenas.run.stages import RESULT
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 
 REDUCED = [
-    "tokenizer.vocab_size=512", "tokenizer.max_files=20",
+    "tokenizer.vocab_size=512",
     "pretrain.max_steps=4", "pretrain.eval_interval=2", "pretrain.eval_batches=1", "pretrain.batch_size=4",
     "corpus.max_files=20", "corpus.val_fraction=0.2", "corpus.workers=1", "corpus.tasks=2",
     "pretrain.warmup_steps=1", "pretrain.log_interval=1",
@@ -59,8 +59,12 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
     evals = [f"eval/{model}/mini" for model in ("base", "lora")]
 
     first, console = _run(out, quiet=False)
-    assert list(first) == ["data", "tokenizer", "corpus", "pretrain", "lora", *evals, "report"]
-    assert (out / "corpus" / "built" / "manifest.json").is_file()
+    assert list(first) == ["data", "corpus", "pretrain", "lora", *evals, "report"]
+    manifest = read_json(out / "corpus" / "built" / "manifest.json")
+    assert manifest["tokenizer"]["trained_here"] and manifest["tokenizer"]["vocab_size"] <= 512
+    checkpoint_tokenizer = out / "pretrain" / "checkpoint_last" / "tokenizer.json"
+    assert checkpoint_tokenizer.read_bytes() == (out / "corpus" / "built" / "tokenizer.json").read_bytes()
+    assert manifest["documents"]["val"] >= 1 and "corpus: split: " in console
     assert all(s["status"] == "ran" and s["wall_s"] > 0 for s in first.values())
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     for section in SECTIONS:
@@ -115,7 +119,7 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
         return
     fourth, _ = _run(out, "eval.limit=2", mbpp=True)
     status = {name: s["status"] for name, s in fourth.items()}
-    assert status["tokenizer"] == "cached"  # MBPP changes the data, the corpus (decontamination) and what follows
+    # MBPP changes the data, the corpus (decontamination) and what follows
     assert [n for n, s in status.items() if s == "ran"] == [
         "data", "corpus", "pretrain", "lora", *evals, "eval/base/mbpp-test", "eval/lora/mbpp-test", "report"]
     md = (out / "report.md").read_text()

@@ -661,8 +661,10 @@ def _corpus(run: RunView) -> list[Block]:
     sources = manifest["sources"]
     found = {rule for s in sources.values() for rule in s["dropped"]}
     rules = [r for r in CORPUS_RULES if r in found] + sorted(found - set(CORPUS_RULES))  # pipeline order
-    rows = [["files"] + [_fmt(s["files"]) for s in sources.values()],
-            ["documents in"] + [_fmt(s["in"]["docs"]) for s in sources.values()]]
+    rows = [["files"] + [_fmt(s["files"]) for s in sources.values()]]
+    if any(s.get("unreadable") for s in sources.values()):
+        rows.append(["unreadable files skipped"] + [_fmt(len(s.get("unreadable", []))) for s in sources.values()])
+    rows.append(["documents in"] + [_fmt(s["in"]["docs"]) for s in sources.values()])
     rows += [[f"dropped: {rule}"] + [_fmt(s["dropped"].get(rule, {}).get("docs")) for s in sources.values()]
              for rule in rules]
     rows += [["documents kept"] + [_fmt(s["out"]["docs"]) for s in sources.values()],

@@ -3,13 +3,12 @@ function it calls. ``plan`` turns a resolved config into the ordered list of sta
 
 Every stage writes only inside its own folder, and its cache key covers exactly what decides that output:
 its ``params`` (the config values it reads), its ``upstream`` stages and its ``inputs`` (hashes of files from
-outside the run folder: MBPP, HumanEval, the stdlib listing, the corpus sources' listing).
+outside the run folder: MBPP, HumanEval, the corpus sources' listing).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ from codenas.settings import (
 )
 
 BASE_MODEL = "base"
-TOKENIZER_INFO = "tokenizer_info.json"
 BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
 TRAIN_STAGES = ("pretrain", "sft", "lora")
@@ -47,7 +45,7 @@ PLOTS_DIR = "plots"  # the report stage's folder (report.md and report.html sit 
 
 @dataclass
 class Stage:
-    name: str  # "data", "tokenizer", "pretrain", "sft", "lora", "eval/<model>/<benchmark>", "report"
+    name: str  # "data", "corpus", "pretrain", "sft", "lora", "eval/<model>/<benchmark>", "report"
     folder: Path
     action: Callable[[Path, bool], None]  # (folder, resume) -> None; writes only inside folder
     params: dict[str, Any]
@@ -61,8 +59,8 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
     from codenas.data.mbpp import resolve_mbpp_path
 
     mbpp_path = resolve_mbpp_path(mbpp)
-    stages = [_data_stage(config, out, mbpp_path), _tokenizer_stage(config, out),
-              _corpus_stage(config, out, mbpp_path), _pretrain_stage(config, out)]
+    stages = [_data_stage(config, out, mbpp_path), _corpus_stage(config, out, mbpp_path),
+              _pretrain_stage(config, out)]
     methods = finetune_stages(config)
     stages += [_finetune_stage(config, out, method) for method in methods]
     models = (BASE_MODEL, *methods)
@@ -93,7 +91,7 @@ def _benchmarks(config: dict[str, dict[str, Any]], mbpp_path: Path | None) -> li
     return chosen
 
 
-# --- data and tokenizer --------------------------------------------------------------------------------------------
+# --- data and corpus -----------------------------------------------------------------------------------------------
 
 
 def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
@@ -113,29 +111,6 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
                       holdout=settings.holdout)
 
     return Stage("data", out / "data", action, params, inputs=inputs)
-
-
-@functools.cache
-def _stdlib_listing() -> str:
-    """The content digest of the stdlib .py files (the tokenizer's and pretraining's corpus)."""
-    from codenas.model.tokenizer import files_digest, list_py_files, stdlib_dir
-
-    root = stdlib_dir()
-    return files_digest(root, list_py_files(root))
-
-
-def _tokenizer_stage(config: dict, out: Path) -> Stage:
-    params = dict(config["tokenizer"])
-    settings = settings_of(config, "tokenizer")[TokenizerSettings]
-
-    def action(folder: Path, resume: bool) -> None:
-        from codenas.model.tokenizer import build_tokenizer
-
-        info = build_tokenizer(None, settings.vocab_size, folder / "tokenizer.json", max_files=settings.max_files,
-                               val_fraction=settings.val_fraction)
-        atomic_write_json(folder / TOKENIZER_INFO, info)
-
-    return Stage("tokenizer", out / "tokenizer", action, params, inputs={"stdlib": _stdlib_listing()})
 
 
 # --- training ------------------------------------------------------------------------------------------------------
@@ -167,13 +142,13 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
         from codenas.model.tokenizer import load_tokenizer
         from codenas.train.pretrain import pretrain
 
-        tokenizer = out / "tokenizer" / "tokenizer.json"
+        tokenizer = run_tokenizer(out)
         arch = dataclasses.replace(load_arch(settings.arch), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
         result = pretrain(settings, training, arch=arch, tokenizer=tokenizer, out=folder, corpus=corpus_folder(out),
                           resume=_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
-    return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer", "corpus"),
+    return Stage("pretrain", out / "pretrain", action, params, upstream=("corpus",),
                  inputs={"arch": arch_sha, "world_size": _world_size()}, distributed=True)
 
 
@@ -182,26 +157,37 @@ def corpus_folder(out: Path) -> Path:
     return out / "corpus" / "built"
 
 
+def run_tokenizer(out: Path) -> Path:
+    """The run's tokenizer: the one its corpus build trained."""
+    from codenas.model.tokenizer import TOKENIZER_FILE
+
+    return corpus_folder(out) / TOKENIZER_FILE
+
+
 def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     """The pretraining corpus (``codenas.corpus``): the sources of ``[corpus]``, filtered, deduplicated,
-    decontaminated against the benchmarks and tokenized with the tokenizer stage's tokenizer."""
+    decontaminated against the benchmarks, a BPE of ``tokenizer.vocab_size`` tokens trained on its clean training
+    documents, and tokenized with it."""
     from codenas.corpus.sources import listing_digest, resolve_sources
 
     objects = settings_of(config, "corpus")
     sources, settings = list(objects[CorpusSourcesSettings].sources), objects[CorpusSettings]
-    params = {"sources": sources, **settings.output_settings()}  # workers change nothing in the output
+    vocab_size = settings_of(config, "tokenizer")[TokenizerSettings].vocab_size
+    # workers change nothing in the output
+    params = {"sources": sources, **settings.output_settings(), "vocab_size": vocab_size}
     inputs = {"sources": listing_digest(resolve_sources(sources, settings.max_files)),
               "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
 
     def action(folder: Path, resume: bool) -> None:
-        from codenas.corpus.build import build_corpus
+        from codenas.corpus.build import build_corpus, split_line
 
-        manifest = build_corpus(sources, corpus_folder(out), tokenizer=out / "tokenizer" / "tokenizer.json",
-                                settings=settings, mbpp=mbpp_path)
+        manifest = build_corpus(sources, corpus_folder(out), vocab_size=vocab_size, settings=settings,
+                                mbpp=mbpp_path)
+        say(f"corpus: {split_line(manifest)}")
         atomic_write_json(folder / RESULT, {"documents": manifest["documents"], "tokens": manifest["tokens"],
                                             "rules": manifest["rules"], "contaminated": len(manifest["contaminated"])})
 
-    return Stage("corpus", out / "corpus", action, params, upstream=("tokenizer",), inputs=inputs)
+    return Stage("corpus", out / "corpus", action, params, inputs=inputs)
 
 
 def _world_size() -> str:

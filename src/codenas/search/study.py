@@ -2,10 +2,12 @@
 
 Each trial samples a shape (``codenas.search.space``), counts its parameters exactly, times its generation
 latency (``codenas.search.latency``) and, when it fits both budgets, pretrains it on about ``budget_tokens``
-tokens with the shared ``codenas.train.pretrain.pretrain``. The held-out loss at each of the ``evals`` evenly
-spaced evaluations is reported to Optuna (step = evaluation index, so trials of different context lengths compare
-at the same fraction of the token budget) and the pruner (Hyperband by default) stops weak trials early. The
-trial's score is the final held-out loss. Shapes over a budget are recorded as infeasible without training.
+tokens with the shared ``codenas.train.pretrain.pretrain`` on one built corpus: the one given, or the corpus
+source built once into the cache the way every pretraining corpus is (``codenas.corpus.build.build_cached``;
+without ``tokenizer``, the build trains a BPE of ``vocab_size`` tokens on it). The held-out loss at each of the
+``evals`` evenly spaced evaluations is reported to Optuna (step = evaluation index, so trials of different context
+lengths compare at the same fraction of the token budget) and the pruner (Hyperband by default) stops weak trials
+early. The trial's score is the final held-out loss. Shapes over a budget are recorded as infeasible without training.
 
 The study lives in an Optuna RDB storage: ``sqlite:///OUT/study.db`` by default, or any SQLAlchemy URL such as
 ``postgresql://user@host/db`` so several machines share one search. ``trials`` is the total for the study, so a
@@ -41,12 +43,12 @@ from sqlalchemy.engine import make_url
 from codenas.io import CodenasError, check_writable, sha256_file
 from codenas.model.config import ArchConfig
 from codenas.model.loading import resolve_device
-from codenas.model.tokenizer import build_tokenizer, load_tokenizer, tokenizer_file
+from codenas.model.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
 from codenas.search.report import best_row, write_outputs
 from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
-from codenas.settings import PretrainSettings, SearchSettings, TrainSettings
+from codenas.settings import CorpusSettings, PretrainSettings, SearchSettings, TrainSettings
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -62,8 +64,8 @@ class SearchConfig(SearchSettings):
 
     out: Path
     space: SearchSpace = field(default_factory=SearchSpace)
-    tokenizer: Path | None = None  # default: trained on the corpus once, kept as OUT/tokenizer.json
-    corpus: Path | None = None  # default: the stdlib
+    tokenizer: Path | None = None  # default: a built corpus's own, else the one its build trains
+    corpus: str | Path | None = None  # a built corpus folder or a corpus source; default: the stdlib
 
     def _check(self) -> None:
         if self.max_params is None:
@@ -142,24 +144,30 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], cfg: SearchCo
                            f"settings ({'; '.join(diffs)}); use the same flags or another --study-name")
 
 
-def _ensure_tokenizer(cfg: SearchConfig) -> Path:
-    """The given tokenizer (a checkpoint folder means its copy), else OUT/tokenizer.json (trained on the corpus's
-    training split the first time)."""
+def prepare_corpus(cfg: SearchConfig) -> tuple[Path, Path]:
+    """``(built corpus folder, tokenizer)`` the trials train on: ``cfg.corpus`` when it is a built corpus (with
+    its own tokenizer unless one is given), else the source built once into the cache with ``cfg.tokenizer`` or,
+    without one, with a BPE of ``cfg.vocab_size`` tokens trained by the build."""
+    from codenas.corpus.build import build_cached, is_built_corpus
+
+    if cfg.corpus is not None and is_built_corpus(cfg.corpus):
+        folder = Path(cfg.corpus)
+        return folder, tokenizer_file(cfg.tokenizer) if cfg.tokenizer is not None else folder / TOKENIZER_FILE
+    settings = CorpusSettings(max_files=cfg.max_files)
+    source = str(cfg.corpus) if cfg.corpus is not None else "stdlib"
     if cfg.tokenizer is not None:
-        path = Path(cfg.tokenizer)
-        return tokenizer_file(path)
-    path = Path(cfg.out) / "tokenizer.json"
-    if not path.is_file():
-        say(f"training a {cfg.vocab_size}-token tokenizer for the search -> {path}")
-        build_tokenizer(cfg.corpus, cfg.vocab_size, path, max_files=cfg.max_files)
-    return path
+        tokenizer = tokenizer_file(cfg.tokenizer)
+        return build_cached([source], tokenizer=tokenizer, settings=settings), tokenizer
+    say(f"building the search's corpus from {source} with a {cfg.vocab_size}-token tokenizer")
+    folder = build_cached([source], vocab_size=cfg.vocab_size, settings=settings)
+    return folder, folder / TOKENIZER_FILE
 
 
 class _Objective:
     """Scores one trial: feasibility checks, then a proxy pretraining run reporting to the pruner."""
 
-    def __init__(self, cfg: SearchConfig, tokenizer: Path, vocab_size: int):
-        self.cfg, self.tokenizer, self.vocab_size = cfg, tokenizer, vocab_size
+    def __init__(self, cfg: SearchConfig, corpus: Path, tokenizer: Path, vocab_size: int):
+        self.cfg, self.corpus, self.tokenizer, self.vocab_size = cfg, corpus, tokenizer, vocab_size
         self.device = str(resolve_device(cfg.device))
         self.trials_run = 0
 
@@ -211,8 +219,8 @@ class _Objective:
             f"{arch.d_model}, d_ff {arch.d_ff}, context {arch.context_length}, dropout {arch.dropout:g}, "
             f"{arch.position}/{arch.norm}/{arch.mlp}{'/qk_norm' if arch.qk_norm else ''}, "
             f"{train_cfg.optimizer}; {steps} steps")
-        result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=cfg.max_files), training=train_cfg,
-                          arch=arch, tokenizer=self.tokenizer, out=trial_dir, corpus=cfg.corpus, on_eval=on_eval,
+        result = pretrain(settings=PretrainSettings(arch=arch.name), training=train_cfg, arch=arch,
+                          tokenizer=self.tokenizer, out=trial_dir, corpus=self.corpus, on_eval=on_eval,
                           save_checkpoints=False, desc=f"trial {trial.number}")
         return result["final_val_loss"]
 
@@ -232,13 +240,14 @@ def _after_trial(cfg: SearchConfig):
 def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """Run the missing trials of the study (``cfg.trials`` in total), then write its outputs into ``cfg.out``.
 
-    Returns ``{"study", "storage", "trials_run", "counts", "best", "rows", "out"}`` where ``trials_run`` is the
-    number of trials this call ran, ``counts`` maps states to trial counts and ``best`` is the best row (or None).
+    Returns ``{"study", "storage", "trials_run", "counts", "best", "rows", "out", "corpus"}`` where ``trials_run``
+    is the number of trials this call ran, ``counts`` maps states to trial counts, ``best`` is the best row (or
+    None) and ``corpus`` the built corpus the trials trained on.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
     out = check_writable(Path(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _ensure_tokenizer(cfg)
+    corpus, tokenizer = prepare_corpus(cfg)
     vocab_size = load_tokenizer(tokenizer).get_vocab_size()
     smallest = count_params(smallest_arch(cfg.space, vocab_size))
     if smallest > cfg.max_params:
@@ -247,7 +256,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     study = open_study(cfg)
     _check_settings(study, comparability(cfg, sha256_file(tokenizer)), cfg)
     done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
-    objective = _Objective(cfg, tokenizer, vocab_size)
+    objective = _Objective(cfg, corpus, tokenizer, vocab_size)
     if cfg.trials > done:
         say(f"study {cfg.study_name!r}: {done} of {cfg.trials} trials done, running the rest")
         study.optimize(objective, n_trials=cfg.trials - done,
@@ -261,4 +270,5 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         "best": best_row(rows),
         "rows": rows,
         "out": str(out),
+        "corpus": str(corpus),
     }

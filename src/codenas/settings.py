@@ -296,6 +296,7 @@ class BenchmarkSettings(Settings):
 
 
 PRUNERS = ("hyperband", "halving", "none")
+SEARCH_OBJECTIVES = ("loss", "params", "flops", "latency")
 
 
 @dataclass(frozen=True)
@@ -322,9 +323,19 @@ class SearchSettings(Settings):
     muon_lr: float = _h(0.02, "Peak learning rate of the Muon-updated matrices in trials that pick muon.", gt=0)
     evals: int = _h(4, "Evaluations per trial (the pruner decides after each).", min=1)
     eval_batches: int = _h(8, "Fixed validation batches per evaluation.", min=1)
-    pruner: str = _h("hyperband", "Stop weak trials early: Hyperband, successive halving, or never.",
+    pruner: str = _h("hyperband", "Stop weak trials early: Hyperband, successive halving, or never (with several "
+                                  "objectives any but none stops a trial dominated at an evaluation).",
                      choices=PRUNERS)
     device: str = _h("auto", "cpu, cuda, cuda:1... (auto: CUDA if present).")
+    objectives: tuple[str, ...] = _h(("loss",), "What the search minimises: loss, then optionally params, flops "
+                                                "(per token) and/or latency (a multi-objective search).",
+                                     choices=SEARCH_OBJECTIVES)
+
+    def _check(self) -> None:
+        if not self.objectives or self.objectives[0] != "loss":
+            raise CodenasError(f"objectives must start with loss, got {','.join(self.objectives) or 'nothing'}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise CodenasError(f"objectives must not repeat, got {','.join(self.objectives)}")
 
 
 # --- parts, sections and commands ------------------------------------------------------------------------------

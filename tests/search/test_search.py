@@ -107,19 +107,30 @@ def test_a_trial_whose_process_died_is_retried_with_the_same_shape(tiny_config, 
     assert retried["n_layer"] == 2 and retried["context_length"] == 32 and retried["dropout"] == 0.05
 
 
-def test_budgets_make_trials_infeasible_without_training(tiny_config, pretrain_calls):
+def test_infeasible_shapes_are_sampled_again_and_do_not_count(tiny_config, pretrain_calls):
     result = run_search(tiny_config(max_params=12_000, trials=4))
     rows = result["rows"]
     infeasible = [r for r in rows if r["state"] == "infeasible"]
     assert infeasible and all(r["params"] > 12_000 and "max 12,000" in r["reason"] for r in infeasible)
-    assert all(r["d_model"] == 16 for r in rows if r["state"] != "infeasible")
-    assert pretrain_calls["n"] == len(rows) - len(infeasible)
+    trained = [r for r in rows if r["state"] != "infeasible"]
+    assert len(trained) == 4 == pretrain_calls["n"] == result["trials_run"]
+    assert result["infeasible_run"] == len(infeasible)
+    assert all(r["d_model"] == 16 and r["params"] <= 12_000 for r in trained)
+    again = run_search(tiny_config(max_params=12_000, trials=4))  # the study is complete: 4 trained shapes
+    assert again["trials_run"] == 0 and pretrain_calls["n"] == 4
 
-    slow = run_search(tiny_config(out=tiny_config().out / "slow", max_latency_ms=1e-6, trials=2))
-    assert [r["state"] for r in slow["rows"]] == ["infeasible", "infeasible"]
-    assert all(r["latency_ms"] > 1e-6 and "ms/token" in r["reason"] for r in slow["rows"])
-    assert pretrain_calls["n"] == len(rows) - len(infeasible)
-    assert slow["best"] is None and not (tiny_config().out / "slow" / "best_arch.json").exists()
+
+def test_a_search_that_finds_no_shape_that_fits_stops(tiny_config, pretrain_calls, monkeypatch):
+    with pytest.raises(CodenasError, match="no shape of the search space fits max_latency_ms 1e-06"):
+        run_search(tiny_config(out=tiny_config().out / "slow", max_latency_ms=1e-6, trials=2))
+    # the smallest shape fits, but no shape the sampler proposes does: it gives up after a while
+    monkeypatch.setattr(study_module, "MAX_INFEASIBLE_IN_A_ROW", 3)
+    monkeypatch.setattr(study_module, "sample_arch", lambda *a, **k: (None, "never valid"))
+    with pytest.raises(CodenasError, match="3 shapes in a row broke --max-params"):
+        run_search(tiny_config(trials=2))
+    rows = _rows(tiny_config().out)
+    assert [r["state"] for r in rows] == ["infeasible"] * 3 and pretrain_calls["n"] == 0
+    assert not (tiny_config().out / "best_arch.json").exists()
 
 
 def test_an_impossible_parameter_budget_fails_fast(tiny_config, pretrain_calls):

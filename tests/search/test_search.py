@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 
+import optuna
 import pytest
 from click.testing import CliRunner
+from optuna.trial import TrialState
 
 from codenas.cli import cli
 from codenas.io import CodenasError, read_jsonl
@@ -14,7 +16,8 @@ from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
 from codenas.search import study as study_module
-from codenas.search.study import open_study, proxy_schedule, run_search
+from codenas.search.report import dominates
+from codenas.search.study import _dominating_trial, open_study, proxy_schedule, run_search
 
 
 @pytest.fixture
@@ -177,3 +180,53 @@ def test_trial_logs_are_kept_per_trial(tiny_config):
     assert settings["arch"]["n_layer"] == result["rows"][0]["n_layer"]
     assert any("val_loss" in row for _, row in read_jsonl(trial_dir / "metrics.jsonl"))
     assert not (trial_dir / "checkpoint_last").exists()
+
+
+@pytest.mark.slow
+def test_cli_trials_means_trained_shapes_under_a_tight_budget(tiny_tokenizer, tiny_corpus, tmp_path, monkeypatch,
+                                                              pretrain_calls):
+    """The default space (up to 8 layers of d_model 512) under 2M parameters: most shapes are too big, yet
+    --trials 3 trains 3 of them."""
+    monkeypatch.setenv("CODENAS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "--quiet", "search", "--max-params", "2000000", "--trials", "3", "--budget-tokens", "1000", "--out",
+        str(out), "--tokenizer", str(tiny_tokenizer), "--corpus", str(tiny_corpus), "--batch-size", "1",
+        "--evals", "1", "--eval-batches", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    trained = [r for r in rows if r["state"] in ("complete", "pruned")]
+    infeasible = [r for r in rows if r["state"] == "infeasible"]
+    assert len(trained) == 3 == pretrain_calls["n"]
+    assert all(r["params"] <= 2_000_000 for r in trained)
+    assert infeasible and all(r["params"] > 2_000_000 for r in infeasible)
+    assert f"3 trials run now ({len(infeasible)} infeasible shapes sampled again)" in result.output
+
+
+def test_a_multi_objective_search_resumes_and_writes_its_front(tiny_config, pretrain_calls):
+    objectives = ("loss", "params")
+    first = run_search(tiny_config(objectives=objectives, trials=2))
+    assert first["trials_run"] == 2
+    second = run_search(tiny_config(objectives=objectives, trials=4))
+    assert second["trials_run"] == 2 and pretrain_calls["n"] == 4
+    assert sorted(r["trial"] for r in second["rows"] if r["state"] in ("complete", "pruned")) == [0, 1, 2, 3]
+    complete = [(r["trial"], [r["val_loss"], r["params"]]) for r in second["rows"] if r["state"] == "complete"]
+    expected = {n for n, v in complete if not any(dominates(other, v) for _, other in complete)}
+    assert expected and {e["number"] for e in second["front"]} == expected
+    assert all(e["values"] == dict(complete)[e["number"]] for e in second["front"])
+    assert run_search(tiny_config(objectives=objectives, trials=4))["trials_run"] == 0
+    with pytest.raises(CodenasError, match="has 2 objective"):
+        run_search(tiny_config(trials=4))
+
+
+def test_with_several_objectives_a_trial_dominated_at_an_evaluation_stops():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for loss, params, curve in ((2.0, 100, [3.0, 2.0]), (1.5, 900, [2.5, 1.5])):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[loss, params],
+                                                  user_attrs={"params": params, "curve": curve}))
+    trial = study.ask()
+    objectives = ("loss", "params")
+    assert _dominating_trial(trial, 0, [3.1, 200], objectives) == 0  # bigger and worse than trial 0 at eval 1
+    assert _dominating_trial(trial, 0, [2.9, 200], objectives) is None  # better than 0, smaller than 1
+    assert _dominating_trial(trial, 1, [2.9, 200], objectives) == 0  # trial 0 had 2.0 at eval 2
+    assert _dominating_trial(trial, 2, [9.9, 999], objectives) is None  # nobody reached eval 3

@@ -36,7 +36,7 @@ from pathlib import Path
 
 # preset -> defaults of the flags left unset: the CPU default, a GPU scale, and a smoke run of seconds
 PRESETS = {
-    "default": {"archs": 10, "max_params": 1_000_000, "proxy_tokens": 100_000, "full_factor": 8, "batch_size": 16,
+    "default": {"archs": 10, "max_params": 2_000_000, "proxy_tokens": 96_000, "full_factor": 8, "batch_size": 8,
                 "evals": 4, "eval_batches": 8, "vocab_size": 2048, "max_files": 300, "device": "cpu"},
     "scale": {"archs": 24, "max_params": 20_000_000, "proxy_tokens": 4_000_000, "full_factor": 8, "batch_size": 32,
               "evals": 4, "eval_batches": 16, "vocab_size": 8192, "max_files": 0, "device": "auto"},
@@ -120,6 +120,7 @@ def sample_archs(k: int, max_params: int, vocab_size: int, seed: int, space) -> 
 
     from codenas.search.space import count_params, optimizer_of, sample_arch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     chosen, seen = [], set()
     for _ in range(100_000):
@@ -143,10 +144,12 @@ def main() -> None:
     size.add_argument("--scale", action="store_true", help="Bigger: more shapes, 20M parameters, 4M-token proxy.")
     size.add_argument("--smoke", action="store_true", help="Seconds: three tiny shapes (a test runs this).")
     parser.add_argument("--archs", type=int, help="Shapes drawn (K) [10].")
-    parser.add_argument("--max-params", type=int, help="Parameter budget of the drawn shapes [1,000,000].")
-    parser.add_argument("--proxy-tokens", type=int, help="The proxy's token budget B [100,000].")
+    parser.add_argument("--max-params", type=int, help="Parameter budget of the drawn shapes [2,000,000].")
+    parser.add_argument("--proxy-tokens", type=int, help="The proxy's token budget B [96,000].")
     parser.add_argument("--full-factor", type=int, help="Full budget = this times B, at least 8 [8].")
-    parser.add_argument("--batch-size", type=int, help="Sequences per step, every run [16].")
+    parser.add_argument("--batch-size", type=int, help="Sequences per step, every run (the search's --batch-size) "
+                                                       "[8: at B/4 the search's 16 would leave one step per "
+                                                       "evaluation at context 512].")
     parser.add_argument("--evals", type=int, help="Evaluations per run (the search's --evals) [4].")
     parser.add_argument("--eval-batches", type=int, help="Fixed validation batches per evaluation [8].")
     parser.add_argument("--vocab-size", type=int, help="Tokenizer trained on the corpus sample [2048].")
@@ -201,7 +204,9 @@ def main() -> None:
         row = {"name": arch.name, "arch": arch.to_dict(), "optimizer": optimizer, "params": count_params(arch),
                "non_embedding_params": count_params(arch, non_embedding=True), "flops_per_token": flops_per_token(arch)}
         for budget_name, tokens in budgets.items():
-            training = dataclasses.replace(proxy_training(search, arch, optimizer, tokens), dtype=args.dtype)
+            training = proxy_training(search, arch, optimizer, tokens)
+            # the search's schedule; only the final evaluation is needed here (evaluations do not change training)
+            training = dataclasses.replace(training, dtype=args.dtype, eval_interval=training.max_steps)
             start, cpu = time.perf_counter(), time.process_time()
             result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=data.max_files), training=training,
                               arch=arch, tokenizer=data.tokenizer, corpus=data.corpus,

@@ -99,7 +99,7 @@ def main() -> None:
           f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens", flush=True)
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
-                                     max_files=data.max_files, space=space, device=args.device))
+                                     max_files=data.max_files, space=space, device=args.device, dtype=args.dtype))
     best = search["best"]
     winner = dataclasses.replace(ArchConfig.from_json(out / "search" / "best_arch.json"), name="searched")
     print(f"search: {search['counts']}, winner trial {best['trial']} ({winner.n_layer}L d{winner.d_model} "

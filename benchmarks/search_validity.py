@@ -191,6 +191,7 @@ def main() -> None:
         space = SearchSpace(n_layer=(1, 2), n_head=(2,), d_model=(16, 32), d_ff_ratio=(2,), context_length=(16, 32))
     search = SearchSettings(max_params=args.max_params, budget_tokens=args.proxy_tokens, batch_size=args.batch_size,
                             evals=args.evals, eval_batches=args.eval_batches, seed=args.seed, device=args.device,
+                            dtype=args.dtype,
                             **{k: v for k, v in (("lr", args.lr), ("muon_lr", args.muon_lr)) if v is not None})
     shapes = sample_archs(args.archs, args.max_params, vocab, args.seed, space)
     budgets = {"proxy_quarter": args.proxy_tokens // 4, "proxy_half": args.proxy_tokens // 2,
@@ -206,7 +207,7 @@ def main() -> None:
         for budget_name, tokens in budgets.items():
             training = proxy_training(search, arch, optimizer, tokens)
             # the search's schedule; only the final evaluation is needed here (evaluations do not change training)
-            training = dataclasses.replace(training, dtype=args.dtype, eval_interval=training.max_steps)
+            training = dataclasses.replace(training, eval_interval=training.max_steps)
             start, cpu = time.perf_counter(), time.process_time()
             result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=data.max_files), training=training,
                               arch=arch, tokenizer=data.tokenizer, corpus=data.corpus,

@@ -76,7 +76,7 @@ MAX_INFEASIBLE_IN_A_ROW = 500  # shapes sampled in a row without one that fits: 
 class SearchConfig(SearchSettings):
     """Everything a search needs: its settings (``SearchSettings``, checked by their field rules) and the run's
     paths and space. Fixed for the life of a study (``comparability``): the budgets, space, corpus, max_files,
-    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches, pruner and objectives."""
+    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches, pruner, objectives and dtype."""
 
     out: Path
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -108,7 +108,7 @@ def proxy_training(settings: SearchSettings, arch: ArchConfig, optimizer: str,
     return TrainSettings(max_steps=steps, batch_size=settings.batch_size, lr=settings.lr, min_lr=settings.lr / 10,
                          warmup_steps=max(1, steps // 10), eval_interval=interval,
                          eval_batches=settings.eval_batches, log_interval=min(10, interval), seed=settings.seed,
-                         device=settings.device, optimizer=optimizer, muon_lr=settings.muon_lr)
+                         device=settings.device, dtype=settings.dtype, optimizer=optimizer, muon_lr=settings.muon_lr)
 
 
 def is_trained(trial: FrozenTrial) -> bool:
@@ -172,6 +172,7 @@ def comparability(cfg: SearchConfig, tokenizer_sha256: str) -> dict[str, Any]:
         "corpus": str(cfg.corpus) if cfg.corpus is not None else "stdlib", "max_files": cfg.max_files,
         "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "muon_lr": cfg.muon_lr, "evals": cfg.evals,
         "eval_batches": cfg.eval_batches, "pruner": cfg.pruner, "objectives": list(cfg.objectives),
+        "dtype": cfg.dtype,
     }
     return json.loads(json.dumps(settings))
 
@@ -182,7 +183,7 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], cfg: SearchCo
     if stored is None:
         study.set_user_attr("codenas_settings", settings)
         return
-    stored = {"objectives": ["loss"], **stored}  # studies from before objectives were a setting
+    stored = {"objectives": ["loss"], "dtype": "auto", **stored}  # studies from before these were settings
     diffs = [f"{k}: study has {stored.get(k)!r}, now {v!r}" for k, v in settings.items() if stored.get(k) != v]
     if diffs:
         raise CodenasError(f"study {cfg.study_name!r} in {redact(cfg.storage_url())} was created with other "

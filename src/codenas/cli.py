@@ -535,7 +535,7 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 
 @cli.command("search")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Output folder: trials.jsonl, pareto.png, best_arch.json, study.db, trials/.")
+              help="Output folder: trials.jsonl, pareto.json, pareto.png, best_arch.json, study.db, trials/.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
               help="tokenizer.json to use [a built corpus's own; else the corpus build trains one of --vocab-size].")
 @click.option("--corpus", default=None,
@@ -576,9 +576,13 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
                                 corpus=corpus, space=space, **dataclasses.asdict(settings)))
-    Console().print(rows_table(r["rows"]))
+    Console().print(rows_table(r["rows"], objectives=settings.objectives))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
-    click.echo(f"{r['trials_run']} trials run now; study {r['study']!r} ({r['storage']}): {counts}")
+    click.echo(f"{r['trials_run']} trials run now ({r['infeasible_run']} infeasible shapes sampled again); study "
+               f"{r['study']!r} ({r['storage']}): {counts}")
+    if len(settings.objectives) > 1:
+        click.echo(f"Pareto front ({','.join(settings.objectives)}): {len(r['front'])} trials -> "
+                   f"{Path(out) / 'pareto.json'}")
     if r["best"] is None:
         click.echo("no trial completed yet: no best_arch.json")
     else:

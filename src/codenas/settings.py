@@ -358,17 +358,19 @@ class BenchmarkSettings(Settings):
 
 
 PRUNERS = ("hyperband", "halving", "none")
+SEARCH_OBJECTIVES = ("loss", "params", "flops", "latency")
 
 
 @dataclass(frozen=True)
 class SearchSettings(Settings):
     """The budgets and proxy runs of `codenas search` (its search space has its own flags: ``parse_space``)."""
 
-    max_params: int | None = _h(None, "Parameter budget: larger shapes are recorded as infeasible and never trained.",
-                                min=1, required=True)
+    max_params: int | None = _h(None, "Parameter budget: larger shapes are recorded as infeasible, never trained, and "
+                                      "sampled again.", min=1, required=True)
     max_latency_ms: float | None = _h(None, "Generation-latency budget in ms per token (batch 1, KV cache, measured "
                                             "here); unset: no limit.", gt=0)
-    trials: int = _h(20, "Trials in total for the study; a rerun runs only the missing ones.", min=0)
+    trials: int = _h(20, "Shapes trained in total for the study (infeasible ones do not count); a rerun trains only "
+                         "the missing ones.", min=0)
     budget_tokens: int = _h(2_000_000, "Training tokens per trial (the proxy run).", min=1)
     vocab_size: int = _h(8192, "Vocabulary of the tokenizer trained when --tokenizer is not given.", min=258)
     max_files: int | None = _h(None, "Build the corpus from at most this many files per source, a deterministic "
@@ -384,9 +386,21 @@ class SearchSettings(Settings):
     muon_lr: float = _h(0.02, "Peak learning rate of the Muon-updated matrices in trials that pick muon.", gt=0)
     evals: int = _h(4, "Evaluations per trial (the pruner decides after each).", min=1)
     eval_batches: int = _h(8, "Fixed validation batches per evaluation.", min=1)
-    pruner: str = _h("hyperband", "Stop weak trials early: Hyperband, successive halving, or never.",
+    pruner: str = _h("hyperband", "Stop weak trials early: Hyperband, successive halving, or never (with several "
+                                  "objectives any but none stops a trial dominated at an evaluation).",
                      choices=PRUNERS)
     device: str = _h("auto", "cpu, cuda, cuda:1... (auto: CUDA if present).")
+    dtype: str = _h("auto", "Proxy runs in bf16 autocast or fp32; auto = bf16 where the hardware has native bf16 "
+                            "(fp32 is often much faster on CPUs).", choices=("auto", "bf16", "fp32"))
+    objectives: tuple[str, ...] = _h(("loss",), "What the search minimises: loss, then optionally params, flops "
+                                                "(per token) and/or latency (a multi-objective search).",
+                                     choices=SEARCH_OBJECTIVES)
+
+    def _check(self) -> None:
+        if not self.objectives or self.objectives[0] != "loss":
+            raise CodenasError(f"objectives must start with loss, got {','.join(self.objectives) or 'nothing'}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise CodenasError(f"objectives must not repeat, got {','.join(self.objectives)}")
 
 
 # --- parts, sections and commands ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import functools
 import hashlib
 import importlib.util
 import symtable
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -117,10 +118,12 @@ def is_test_file(path: str) -> bool:
 @functools.cache
 def is_installed(module: str) -> bool:
     """Whether the top-level package of ``module`` can be imported here (found without importing it)."""
-    try:
-        return importlib.util.find_spec(module.split(".")[0]) is not None
-    except (ImportError, ValueError):
-        return False
+    with warnings.catch_warnings():  # finding some packages imports a hook that warns (setuptools' distutils)
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.util.find_spec(module.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            return False
 
 
 def extract(text: str, source_file: str, limits: Limits = Limits(), module: str | None = None
@@ -439,14 +442,18 @@ class _Module:
         source = ast.get_source_segment(self.text, stmt) or ""
         if not source or len(source) > self.limits.max_constant_chars or ("\n" in source and stmt.col_offset):
             return False
-        visiting.add(name)
         for sub in ast.walk(stmt.value):
             if isinstance(sub, ast.Lambda | ast.NamedExpr | ast.Await | ast.Yield):
                 return False
             if isinstance(sub, ast.Call) and not (isinstance(sub.func, ast.Name) and sub.func.id in _LITERAL_CALLS):
                 return False
-            if isinstance(sub, ast.Name) and sub.id != name and not self._resolve(sub.id, out, visiting):
+        visiting.add(name)  # the constants being resolved: a cycle cannot be copied
+        try:
+            if not all(self._resolve(sub.id, out, visiting) for sub in ast.walk(stmt.value)
+                       if isinstance(sub, ast.Name) and sub.id != name):
                 return False
+        finally:
+            visiting.discard(name)
         out.setdefault(stmt.lineno, []).append(source)
         return True
 

@@ -51,7 +51,8 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
 
 
 COMMANDS = list(_commands("", dict.fromkeys(["samples", "checkpoint", "adapter", "tokenizer"], "")))
-LONG_COMMANDS = ["data build", "data mine", "eval samples", "eval model", "train pretrain", "train sft", "train lora", "run"]
+LONG_COMMANDS = ["data build", "data mine", "eval samples", "eval model", "train pretrain", "train sft", "train lora",
+                 "run"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -36,6 +36,7 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
     return {
         "data build": ["data", "build", "--out", out],
         "data download": ["data", "download", "--out", f"{out}/mbpp.jsonl"],
+        "data mine": ["data", "mine", "stdlib", "--out", out],
         "eval samples": ["eval", "samples", inputs["samples"], "--problems", "mini", "--out", out, "--partial"],
         "eval model": ["eval", "model", "--checkpoint", inputs["checkpoint"], "--out", out],
         "tokenizer train": ["tokenizer", "train", "--out", f"{out}/tokenizer.json"],
@@ -52,7 +53,7 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
 
 
 COMMANDS = list(_commands("", dict.fromkeys(["samples", "checkpoint", "adapter", "tokenizer"], "")))
-LONG_COMMANDS = ["data build", "eval samples", "eval model", "train pretrain", "train sft", "train lora",
+LONG_COMMANDS = ["data build", "data mine", "eval samples", "eval model", "train pretrain", "train sft", "train lora",
                  "train improve", "run"]
 
 

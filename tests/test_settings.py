@@ -20,6 +20,7 @@ from codenas.run.config import SCHEMA, dumps_toml, load_run_config
 COMMANDS = {
     ("data", "build"): ("data", (S.Part(S.DataSettings),)),
     ("corpus", "build"): ("corpus", (S.Part(S.CorpusSettings),)),
+    ("data", "mine"): ("mine", (S.Part(S.MineSettings),)),
     ("tokenizer", "train"): ("tokenizer", (S.Part(S.TokenizerSettings),)),
     ("train", "pretrain"): ("pretrain", (S.Part(S.PretrainSettings), S.Part(S.TrainSettings))),
     ("train", "sft"): ("finetune", S.TRAIN_FINETUNE),
@@ -34,7 +35,8 @@ OTHER_COMMANDS = {
 }
 SETTINGS_CLASSES = [S.DataSettings, S.CorpusSettings, S.TokenizerSettings, S.PretrainSettings, S.TrainSettings,
                     S.LoraSettings, S.SamplingSettings, S.JudgeSettings, S.EvalSettings, S.FinetuneSettings,
-                    S.BenchmarkSettings, S.ImproveSettings]
+                    S.BenchmarkSettings, S.ImproveSettings, S.MineSourcesSettings, S.MineSettings,
+                    S.MixSettings]
 
 
 def _command(path: tuple[str, ...]) -> click.Command:

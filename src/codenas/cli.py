@@ -24,6 +24,7 @@ from codenas.settings import (
     DataSettings,
     ImproveSettings,
     JudgeSettings,
+    MineSettings,
     Part,
     PretrainSettings,
     SearchSettings,
@@ -72,7 +73,7 @@ def cli(quiet: bool) -> None:
 
 @cli.group(cls=_Group)
 def data() -> None:
-    """Build supervised records from HumanEval and MBPP, with benchmarks held out."""
+    """Build supervised records from HumanEval and MBPP (benchmarks held out), or mine them from code."""
 
 
 @cli.group(cls=_Group)
@@ -124,6 +125,34 @@ def data_build(ctx: click.Context, mbpp: str | None, out: str, config_file: str 
     console = Console()
     console.print(summary_table(manifest))
     console.print(f"wrote {out}/: " + ", ".join(f"{name} ({n})" for name, n in manifest["sizes"].items()))
+
+
+@data.command("mine")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output folder: records.jsonl and manifest.json (complete or absent; rerun to resume).")
+@click.option("--mbpp", type=click.Path(dir_okay=False), default=None,
+              help="MBPP jsonl for decontamination [$CODENAS_MBPP, else the downloaded copy; without: HumanEval].")
+@options(Part(MineSettings))
+@click.pass_context
+def data_mine(ctx: click.Context, sources: tuple[str, ...], out: str, mbpp: str | None, config_file: str | None,
+              **_) -> None:
+    """Mine function-level records (prompt = context, signature and docstring; solution = body) from SOURCES.
+
+    SOURCES are those of `corpus build`: folders of .py files, `stdlib`, `site-packages`, JSONL/Parquet/Arrow
+    files or folders, saved `datasets` folders, fsspec URLs. Doctests are proven in the sandbox (failing ones
+    dropped); functions matching a held-out benchmark and duplicates are dropped; every drop is counted in
+    manifest.json. Rerun the same command to resume an interrupted build.
+    """
+    from pathlib import Path
+
+    from codenas.corpus.mine import mine, summary
+
+    settings = from_command(ctx, "mine", Part(MineSettings), config_file=config_file)[MineSettings]
+    manifest = mine(list(sources), Path(out), settings=settings, mbpp=mbpp and Path(mbpp))
+    for line in summary(manifest):
+        click.echo(line)
+    click.echo(f"wrote {out}/records.jsonl and {out}/manifest.json")
 
 
 @data.command("download")

@@ -202,6 +202,60 @@ class CorpusSettings(Settings):
 
 
 @dataclass(frozen=True)
+class MineSourcesSettings(Settings):
+    """Whether `codenas run` mines function-level records for fine-tuning, and from what (`codenas data mine`
+    takes the sources as arguments)."""
+
+    enabled: bool = _h(False, "Run the mine stage (fine-tuning mixes its records in with finetune.mined_share).")
+    sources: tuple[str, ...] = _h(("stdlib",), "Sources to mine: folders, files, stdlib, site-packages, fsspec URLs "
+                                               "(as `codenas corpus build` takes them).")
+
+    def _check(self) -> None:
+        if self.enabled and not self.sources:
+            raise CodenasError("sources must name at least one source (e.g. [\"stdlib\"]) when mining is enabled")
+
+
+@dataclass(frozen=True)
+class MineSettings(Settings):
+    """`codenas data mine`: which functions become records (docs/mining.md lists every rule)."""
+
+    max_files: int | None = _h(None, "Read at most this many files per source, a deterministic sample (0: all).",
+                               min=1)
+    text_field: str = _h("content", "Field holding the code in JSONL, Parquet and saved `datasets` sources.")
+    min_body_lines: int = _h(1, "Shortest body kept, in code lines (blank and comment lines do not count).", min=1)
+    max_body_lines: int = _h(12, "Longest body kept, in code lines.", min=1)
+    min_docstring_chars: int = _h(20, "Shortest docstring kept, in characters.", min=0)
+    max_docstring_chars: int = _h(1500, "Longest docstring kept, in characters (the prompt must fit a context).",
+                                  min=1)
+    max_constant_chars: int = _h(200, "A module-level constant the function reads is copied into the prompt when "
+                                      "its assignment is at most this long (else imported from its module).", min=0)
+    keep_private: bool = _h(False, "Keep _private functions (helpers of their module).")
+    keep_generators: bool = _h(False, "Keep generators and async functions.")
+    decontaminate: bool = _h(True, "Drop functions sharing a 13-gram with a held-out benchmark problem or repeating "
+                                   "one's normalised body.")
+    dedup_near: bool = _h(True, "Drop near duplicates of a kept function's body (MinHash LSH).")
+    near_threshold: float = _h(0.8, "Estimated Jaccard similarity (5-grams of code words) of two bodies above which "
+                                    "they are near duplicates.", gt=0, lt=1)
+    proof_timeout: float = _h(10.0, "CPU seconds per doctest proof in the judge.", gt=0)
+    seed: int = _h(0, "Seed of the MinHash functions.")
+    tasks: int = _h(8, "Shards the reading and cutting is split into (the output does not depend on it).", min=1)
+    workers: int | None = _h(None, "Processes cutting functions and judging doctests at once (0: one per core).",
+                             min=1)
+
+    def _check(self) -> None:
+        if self.min_body_lines > self.max_body_lines:
+            raise CodenasError(f"min_body_lines ({self.min_body_lines}) must not exceed max_body_lines "
+                               f"({self.max_body_lines})")
+        if self.min_docstring_chars > self.max_docstring_chars:
+            raise CodenasError(f"min_docstring_chars ({self.min_docstring_chars}) must not exceed "
+                               f"max_docstring_chars ({self.max_docstring_chars})")
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that decide the output (all but ``workers`` and ``tasks``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("workers", "tasks")}
+
+
+@dataclass(frozen=True)
 class TokenizerSettings(Settings):
     """The byte-level BPE tokenizer, trained by the corpus build on its clean training documents."""
 
@@ -346,6 +400,15 @@ class ImproveSettings(Settings):
 
 
 @dataclass(frozen=True)
+class MixSettings(Settings):
+    """What `codenas run` fine-tunes on besides the data stage's train.jsonl: mined records (the mine stage)."""
+
+    mined_share: float = _h(0.0, "Share of the fine-tuning examples that are mined records (all of train.jsonl is "
+                                 "always used; 0: none). Needs mine.enabled.", min=0, lt=1)
+    mined_proven_only: bool = _h(False, "Mix in only mined records proven by their doctests.")
+
+
+@dataclass(frozen=True)
 class BenchmarkSettings(Settings):
     """The held-out benchmarks `codenas run` evaluates every model on."""
 
@@ -434,9 +497,10 @@ EVAL = (Part(SamplingSettings), Part(JudgeSettings), Part(EvalSettings))
 SECTIONS: dict[str, tuple[Part, ...]] = {
     "data": (Part(DataSettings),),
     "corpus": (Part(CorpusSourcesSettings), Part(CorpusSettings)),
+    "mine": (Part(MineSourcesSettings), Part(MineSettings)),
     "tokenizer": (Part(TokenizerSettings),),
     "pretrain": (Part(PretrainSettings), Part(TrainSettings)),
-    "finetune": (Part(FinetuneSettings), *TRAIN_FINETUNE, LORA),
+    "finetune": (Part(FinetuneSettings), *TRAIN_FINETUNE, LORA, Part(MixSettings)),
     "improve": (Part(ImproveSettings),),
     "eval": (Part(BenchmarkSettings), *EVAL),
 }

@@ -126,3 +126,53 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
     assert re.search(r"\| mbpp-test \| MBPP's test split \(task ids 11-510\), held out of training \| 2 of \d{3} \|",
                      md)
     assert "was skipped" not in md
+
+
+MINE = ["mine.enabled=true", "mine.max_files=60", "mine.workers=1", "mine.tasks=2", "finetune.mined_share=0.5",
+        'eval.benchmarks=["mini"]']
+
+
+@pytest.mark.slow
+def test_tiny_preset_with_the_mine_stage(tmp_path, monkeypatch):
+    """The run mines 60 stdlib files and fine-tunes on train.jsonl plus the mined records; val stays the data
+    stage's. A changed mix reruns fine-tuning, not mining."""
+    from codenas.records import read_records
+    from codenas.run.config import load_run_config
+    from codenas.run.pipeline import stage_keys
+    from codenas.run.stages import mined_folder, plan
+
+    monkeypatch.setenv("CODENAS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CODENAS_MBPP", raising=False)
+    out = tmp_path / "run"
+    stages, _ = _run(out, *MINE)
+    assert list(stages) == ["data", "tokenizer", "corpus", "mine", "pretrain", "lora", "eval/base/mini",
+                            "eval/lora/mini", "report"]
+    assert all(s["status"] == "ran" for s in stages.values())
+    mined = read_records(mined_folder(out) / "records.jsonl")
+    assert mined and all(r.source == "mined" and r.proven is not None for r in mined)
+    assert read_json(out / "mine" / RESULT)["records"] == len(mined)
+
+    result = read_json(out / "lora" / RESULT)
+    train_file, mined_file = result["train_files"]
+    n_train = len(read_records(out / "data" / "train.jsonl"))
+    assert train_file == {"path": str((out / "data" / "train.jsonl").resolve()), "records": n_train}
+    assert mined_file["from"] == str((mined_folder(out) / "records.jsonl").resolve())
+    assert mined_file["records"] == min(len(mined), n_train) > 0  # a share of 0.5: as many as train.jsonl holds
+    assert {r.id for r in read_records(mined_file["path"])} <= {r.id for r in mined}
+    assert len(read_records(mined_file["path"])) == mined_file["records"]
+    assert read_json(out / "lora" / "finetune.json")["val_path"] == str((out / "data" / "val.jsonl").resolve())
+
+    keys = {share: stage_keys(plan(load_run_config("tiny", None, REDUCED + MINE + [f"finetune.mined_share={share}"]),
+                                   out, None)) for share in (0.5, 0.25)}
+    assert keys[0.5]["mine"] == keys[0.25]["mine"] and keys[0.5]["lora"] != keys[0.25]["lora"]
+    assert keys[0.5] == {name: s["key"] for name, s in stages.items()}
+
+
+def test_a_mined_share_needs_the_mine_stage(tmp_path):
+    from codenas.io import CodenasError
+    from codenas.run.config import load_run_config
+    from codenas.run.stages import plan
+
+    with pytest.raises(CodenasError, match="finetune.mined_share > 0 needs the mine stage"):
+        plan(load_run_config("tiny", None, ["finetune.mined_share=0.3"]), tmp_path / "run", None)
+    assert "mine" not in [s.name for s in plan(load_run_config("tiny"), tmp_path / "run", None)]

@@ -27,6 +27,10 @@ from codenas.settings import (
     CorpusSourcesSettings,
     DataSettings,
     ImproveSettings,
+    MineSettings,
+    MineSourcesSettings,
+    MixSettings,
+    Part,
     PretrainSettings,
     TokenizerSettings,
     TrainSettings,
@@ -40,6 +44,7 @@ IMPROVE = "improve"  # the expert-iteration stage (and the name of its model in 
 MINE = "mine"  # the mined-records stage, when the plan has one: its proven records join the improve pool
 RESULT = "result.json"  # what a training stage's library call returned
 EVAL_DIR = "eval"
+MINED_RECORDS = "records.jsonl"  # codenas.corpus.mine.RECORDS (not imported here: it loads datatrove)
 PLOTS_DIR = "plots"  # the report stage's folder (report.md and report.html sit beside it, in the run folder)
 
 
@@ -59,8 +64,10 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
     from codenas.data.mbpp import resolve_mbpp_path
 
     mbpp_path = resolve_mbpp_path(mbpp)
-    stages = [_data_stage(config, out, mbpp_path), _corpus_stage(config, out, mbpp_path),
-              _pretrain_stage(config, out)]
+    stages = [_data_stage(config, out, mbpp_path), _corpus_stage(config, out, mbpp_path)]
+    if config["mine"]["enabled"]:
+        stages.append(_mine_stage(config, out, mbpp_path))
+    stages.append(_pretrain_stage(config, out))
     methods = finetune_stages(config)
     stages += [_finetune_stage(config, out, method) for method in methods]
     models = (BASE_MODEL, *methods)
@@ -190,6 +197,33 @@ def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     return Stage("corpus", out / "corpus", action, params, inputs=inputs)
 
 
+def mined_folder(out: Path) -> Path:
+    """The mine stage's output (`codenas data mine`'s records.jsonl and manifest.json) inside a run folder."""
+    return out / "mine" / "built"
+
+
+def _mine_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
+    """Function-level records mined from the sources of ``[mine]`` (``codenas.corpus.mine``), decontaminated
+    against the benchmarks; fine-tuning mixes them in (``finetune.mined_share``)."""
+    from codenas.corpus.sources import listing_digest, resolve_sources
+
+    objects = settings_of(config, "mine")
+    sources, settings = list(objects[MineSourcesSettings].sources), objects[MineSettings]
+    params = {"sources": sources, **settings.output_settings()}  # workers and tasks change nothing in the output
+    inputs = {"sources": listing_digest(resolve_sources(sources, settings.max_files or 0)),
+              "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.corpus.mine import mine
+
+        manifest = mine(sources, mined_folder(out), settings=settings, mbpp=mbpp_path)
+        atomic_write_json(folder / RESULT, {**{k: manifest[k] for k in ("records", "proven", "unproven", "functions",
+                                                                          "files", "rules", "elapsed")},
+                                            "contaminated": len(manifest["contaminated"])})
+
+    return Stage("mine", out / "mine", action, params, inputs=inputs)
+
+
 def _world_size() -> str:
     """torchrun's process count: batch sizes are per process, so it changes what a training stage computes."""
     from codenas.train.distributed import context
@@ -208,13 +242,20 @@ def best_model(folder: Path) -> Path:
 
 
 def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
-    """Instruction tuning (``sft``) or LoRA of the pretrained base on the train records; pass@1 on val records
-    (sampled as the eval section says) picks the best checkpoint."""
+    """Instruction tuning (``sft``) or LoRA of the pretrained base on the train records (with a share of mined
+    records when ``finetune.mined_share`` > 0); pass@1 on val records (sampled as the eval section says) picks the
+    best checkpoint."""
     params = {k: v for k, v in config["finetune"].items() if k != "method"}
     if method == "sft":
         params = {k: v for k, v in params.items() if k not in _LORA_ONLY_KEYS}
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA) if method == "lora" else None
+    mix = part_of(config, "finetune", Part(MixSettings))
+    upstream = ("data", "pretrain")
+    if mix.mined_share > 0:
+        if not config["mine"]["enabled"]:
+            raise CodenasError("finetune.mined_share > 0 needs the mine stage: set mine.enabled = true")
+        upstream += ("mine",)
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.train.sft import finetune
@@ -222,10 +263,11 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
         result = finetune(init_checkpoint=str(best_model(out / "pretrain")), data_path=out / "data" / "train.jsonl",
                           val_path=out / "data" / "val.jsonl", out=folder, training=training, lora=lora,
                           sampling=sampling, judge=judge, evaluation=evaluation,
+                          mined=mined_folder(out) / MINED_RECORDS if mix.mined_share > 0 else None, mix=mix,
                           resume=_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
-    return Stage(method, out / method, action, params, upstream=("data", "pretrain"),
+    return Stage(method, out / method, action, params, upstream=upstream,
                  inputs={"world_size": _world_size()}, distributed=True)
 
 
@@ -243,7 +285,7 @@ def _improve_stage(config: dict, out: Path, source: str, mined: bool) -> Stage:
     params = {**config[IMPROVE], "finetune": finetune_params}
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA)
-    pool = [out / "data" / "train.jsonl"] + ([out / MINE] if mined else [])
+    pool = [out / "data" / "train.jsonl"] + ([mined_folder(out)] if mined else [])
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.train.improve import improve

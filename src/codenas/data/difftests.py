@@ -43,10 +43,10 @@ from typing import Any
 
 from codenas.data.proof import PROOF_MEMORY_MB
 from codenas.eval.execution import ExecResult, check_isolation, iter_programs
+from codenas.eval.scoring import DIFF_TESTS
 from codenas.progress import progress
 from codenas.records import Record
 
-DIFF_TESTS = "diff_tests"  # the meta key of a record's differential tests (read by the judge under this name)
 MAX_INPUTS = 30
 CANDIDATE_FACTOR = 1.5  # inputs made per input wanted: some are dropped (the reference raises, ...)
 LINE_EVENTS_PER_INPUT = 100_000

@@ -26,10 +26,11 @@ literal (``ascii`` then ``ast.literal_eval`` gives back a value of the same type
 through). Inputs are kept in the order they were made while the reference's events stay within
 ``LINE_EVENTS_PER_PROBLEM`` in all (so a correct sample runs them well within the judge's time limit).
 
-Stability: the kept inputs are run a second time, in fresh worker processes (another hash seed, another state
-of ``random``). A problem where any output differs (floats beyond the tolerance) gets no differential tests and
-is listed as unstable. Outputs compare as ``==`` does, but floats within rel 1e-6 / abs 1e-9, recursively in
-lists, tuples and dicts (``SAME_SOURCE``, the same code in the tests and here).
+Stability: the reference is then judged against its own differential tests, as a sample would be, in fresh
+worker processes (another hash seed, another state of ``random``) under the judge's default time limit. A
+problem whose reference fails them (an output that differs, floats beyond the tolerance, or too slow) gets no
+differential tests and is listed as unstable. Outputs compare as ``==`` does, but floats within rel 1e-6 /
+abs 1e-9, recursively in lists, tuples and dicts (``SAME_SOURCE``, the code of the tests).
 """
 
 from __future__ import annotations
@@ -45,15 +46,15 @@ from codenas.data.proof import PROOF_MEMORY_MB
 from codenas.eval.execution import ExecResult, check_isolation, iter_programs
 from codenas.eval.scoring import DIFF_TESTS
 from codenas.progress import progress
-from codenas.records import Record
+from codenas.records import Record, program
+from codenas.settings import JudgeSettings
 
 MAX_INPUTS = 30
-CANDIDATE_FACTOR = 1.5  # inputs made per input wanted: some are dropped (the reference raises, ...)
+CANDIDATE_FACTOR = 1.25  # inputs made per input wanted: some are dropped (the reference raises, ...)
 LINE_EVENTS_PER_INPUT = 100_000
 LINE_EVENTS_PER_PROBLEM = 500_000
 OUTPUT_CHARS = 200  # longest output text kept (with its event count), within the judge's 300-character detail
 PAYLOAD_CHARS = 280  # what one program reports at most: 300 less the name of the exception that carries it
-SLICE = 8  # inputs per reference program in the first round; the rest of a slice follows in later rounds
 RUN_TIMEOUT_S = 20.0  # CPU seconds of one reference program (it traces every Python event it runs)
 _OUT = "_CodenasOut"
 _REASONS = {"E": "raised", "S": "too_slow", "N": "not_literal", "L": "too_long", "T": "timeout"}
@@ -144,7 +145,7 @@ class DiffResult:
     inputs: dict[str, int] = field(default_factory=dict)  # id -> differential inputs kept
     no_literal_inputs: list[str] = field(default_factory=list)  # asserts call the function with no literal input
     none_kept: list[str] = field(default_factory=list)  # every new input was dropped (or none could be made)
-    unstable: list[str] = field(default_factory=list)  # the reference gave other outputs on a second run
+    unstable: list[str] = field(default_factory=list)  # the reference failed its own tests in a fresh process
     dropped_inputs: dict[str, int] = field(default_factory=dict)  # reason -> inputs dropped (see _REASONS)
 
     def counts(self, ids: list[str]) -> dict[str, Any]:
@@ -163,7 +164,7 @@ class DiffResult:
 
 def _same_function():
     scope: dict[str, Any] = {}
-    exec(SAME_SOURCE, scope)  # the tests' own comparison, so the stability check judges as the tests will
+    exec(SAME_SOURCE, scope)  # the tests' own comparison, for callers that compare outputs as the tests do
     return scope["_codenas_same"]
 
 
@@ -496,13 +497,13 @@ def run_reference(tasks: dict[str, tuple[Record, list[tuple]]], *, desc: str,
     """Each problem's reference on each of its inputs, in the sandbox: id -> one item per input, ``"<line
     events> <output literal>"`` or a one-letter reason it cannot be used (``_REASONS``).
 
-    A program runs a slice of a problem's inputs and reports as many outputs as fit in the judge's detail; the
-    rest of the slice goes to the next round. A program that does not report (a timeout, a crash) has its
-    inputs run one by one in the next round; an input that fails alone is ``T``. Every round starts fresh
-    worker processes."""
+    A program runs a slice of a problem's inputs and reports as many outputs as fit in the judge's detail. The
+    first round runs one program per problem on all its inputs; the rest of a slice goes to the next round, cut
+    into slices of as many inputs as the last report held (outputs of one problem are alike in length). A
+    program that does not report (a timeout, a crash) has its inputs run one by one in the next round; an input
+    that fails alone is ``T``. Every round starts fresh worker processes."""
     out = {pid: [""] * len(inputs) for pid, (_, inputs) in tasks.items()}
-    pending = [(pid, start, min(start + SLICE, len(inputs)))
-               for pid, (_, inputs) in tasks.items() for start in range(0, len(inputs), SLICE)]
+    pending = [(pid, 0, len(inputs)) for pid, (_, inputs) in tasks.items()]
     with progress(total=sum(len(v) for v in out.values()), desc=desc, unit="input") as bar:
         while pending:
             programs = [(_reference_program(tasks[pid][0], tasks[pid][1][s:e]), RUN_TIMEOUT_S)
@@ -524,8 +525,8 @@ def run_reference(tasks: dict[str, tuple[Record, list[tuple]]], *, desc: str,
                 items = items[: e - s] or ["L"]  # a report always moves on by at least one input
                 out[pid][s:s + len(items)] = items
                 bar.update(len(items))
-                if s + len(items) < e:
-                    following.append((pid, s + len(items), e))
+                step = len(items)
+                following += [(pid, start, min(start + step, e)) for start in range(s + step, e, step)]
             pending = following
     return out
 
@@ -539,6 +540,22 @@ def _parse(item: str) -> tuple[int, Any] | None:
         return int(events), ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
+
+
+def _stable(tasks: dict[str, tuple[Record, list[tuple]]], codes: dict[str, str],
+            workers: int | None) -> set[str]:
+    """The problems whose reference passes its differential tests when judged as a sample is, in fresh workers
+    (they were made in others: another hash seed, another state of ``random``)."""
+    ids = list(codes)
+    programs = [program(tasks[pid][0].prompt, tasks[pid][0].solution, codes[pid]) for pid in ids]
+    passed = set()
+    with progress(total=len(ids), desc="differential tests: stability", unit="problem") as bar:
+        for j, result in iter_programs(programs, timeout=JudgeSettings().timeout, memory_mb=PROOF_MEMORY_MB,
+                                       workers=workers, isolation_checked=True):
+            if result.passed:
+                passed.add(ids[j])
+            bar.update()
+    return passed
 
 
 def diff_test_code(entry_point: str, cases: list[tuple[tuple, Any]]) -> str:
@@ -572,7 +589,7 @@ def add_diff_tests(records: list[Record], *, max_inputs: int = MAX_INPUTS, seed:
         return result
     check_isolation()
     first = run_reference(tasks, desc="differential tests: reference outputs", workers=workers)
-    chosen: dict[str, list[tuple[tuple, Any, str]]] = {}
+    chosen: dict[str, list[tuple[tuple, Any]]] = {}
     dropped: Counter = Counter()
     for pid, items in first.items():
         kept, events = [], 0
@@ -581,25 +598,22 @@ def add_diff_tests(records: list[Record], *, max_inputs: int = MAX_INPUTS, seed:
             if parsed is None:
                 dropped[_REASONS.get(item, "not_literal")] += 1
             elif len(kept) < max_inputs and events + parsed[0] <= LINE_EVENTS_PER_PROBLEM:
-                kept.append((args, parsed[1], item))
+                kept.append((args, parsed[1]))
                 events += parsed[0]
         if kept:
             chosen[pid] = kept
         else:
             result.none_kept.append(pid)
     result.dropped_inputs = {reason: dropped[reason] for reason in _REASONS.values()}
-    again = run_reference({pid: (tasks[pid][0], [args for args, _, _ in kept]) for pid, kept in chosen.items()},
-                          desc="differential tests: stability", workers=workers)
+    codes = {pid: diff_test_code(tasks[pid][0].entry_point, kept) for pid, kept in chosen.items()}
+    stable = _stable(tasks, codes, workers)
     by_id = {}
     for pid, kept in chosen.items():
-        second = [_parse(item) for item in again[pid]]
-        if any(b is None or not same(b[1], value) or not same(value, b[1])
-               for (_, value, _), b in zip(kept, second, strict=True)):
+        if pid not in stable:
             result.unstable.append(pid)
             continue
         record = tasks[pid][0]
-        code = diff_test_code(record.entry_point, [(args, value) for args, value, _ in kept])
-        by_id[pid] = replace(record, meta={**record.meta, DIFF_TESTS: code})
+        by_id[pid] = replace(record, meta={**record.meta, DIFF_TESTS: codes[pid]})
         result.inputs[pid] = len(kept)
     result.records = [by_id.get(r.id, r) for r in records]
     for names in (result.no_literal_inputs, result.none_kept, result.unstable):

@@ -22,9 +22,10 @@ problem id: the same records and seed give the same tests.
 An input is dropped when the reference raises, exceeds ``LINE_EVENTS_PER_INPUT`` traced Python events (a
 deterministic stand-in for "too slow", so builds stay byte-identical) or times out, or when its output is not a
 literal (``ascii`` then ``ast.literal_eval`` gives back a value of the same types) or has a text longer than
-``OUTPUT_CHARS`` (the judge reports 300 characters of detail per program, the channel the outputs come back
-through). Inputs are kept in the order they were made while the reference's events stay within
-``LINE_EVENTS_PER_PROBLEM`` in all (so a correct sample runs them well within the judge's time limit).
+``OUTPUT_CHARS``. The outputs come back through the judge's verdict detail (300 characters per program), as
+the message of an exception, compressed (zlib, base85). Inputs are kept in the order they were made while the
+reference's events stay within ``LINE_EVENTS_PER_PROBLEM`` in all (so a correct sample runs them well within
+the judge's time limit).
 
 Stability: the reference is then judged against its own differential tests, as a sample would be, in fresh
 worker processes (another hash seed, another state of ``random``) under the judge's default time limit. A
@@ -36,8 +37,10 @@ abs 1e-9, recursively in lists, tuples and dicts (``SAME_SOURCE``, the code of t
 from __future__ import annotations
 
 import ast
+import base64
 import math
 import random
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,8 +56,9 @@ MAX_INPUTS = 30
 CANDIDATE_FACTOR = 1.25  # inputs made per input wanted: some are dropped (the reference raises, ...)
 LINE_EVENTS_PER_INPUT = 100_000
 LINE_EVENTS_PER_PROBLEM = 500_000
-OUTPUT_CHARS = 200  # longest output text kept (with its event count), within the judge's 300-character detail
-PAYLOAD_CHARS = 280  # what one program reports at most: 300 less the name of the exception that carries it
+OUTPUT_CHARS = 400  # longest output text kept (with its event count)
+PAYLOAD_CHARS = 280  # what one program reports at most: the judge's 300 characters of detail, less the name of
+# the exception that carries it
 RUN_TIMEOUT_S = 20.0  # CPU seconds of one reference program (it traces every Python event it runs)
 _OUT = "_CodenasOut"
 _REASONS = {"E": "raised", "S": "too_slow", "N": "not_literal", "L": "too_long", "T": "timeout"}
@@ -98,10 +102,16 @@ def _codenas_exact(a, b):
     return a == b
 
 
+def _codenas_pack(items):
+    import base64
+    import zlib
+    return base64.b85encode(zlib.compress(ascii(items).encode(), 9)).decode()
+
+
 def _codenas_outputs(function, inputs):
     import ast
     import sys
-    items, size = [], 2
+    items = []
     for args in inputs:
         count = [0]
 
@@ -129,11 +139,13 @@ def _codenas_outputs(function, inputs):
                     item = "N"
                 if len(ascii(item)) > __ITEM__:
                     item = "L"
-        size += len(ascii(item)) + 2
-        if size > __PAYLOAD__:
+        if len(_codenas_pack(items + [item])) <= __PAYLOAD__:
+            items.append(item)
+        elif items:
             break
-        items.append(item)
-    raise _CodenasOut(ascii(items))
+        else:
+            items.append("L")
+    raise _CodenasOut(_codenas_pack(items))
 '''
 
 
@@ -486,8 +498,9 @@ def _items(result: ExecResult) -> list[str] | None:
     if result.status != "error" or not result.detail.startswith(prefix):
         return None
     try:
-        items = ast.literal_eval(result.detail[len(prefix):])
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        packed = base64.b85decode(result.detail[len(prefix):])
+        items = ast.literal_eval(zlib.decompressobj().decompress(packed, 1 << 20).decode("ascii"))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, zlib.error, UnicodeDecodeError):
         return None
     return items if isinstance(items, list) and all(isinstance(i, str) for i in items) else None
 

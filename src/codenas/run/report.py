@@ -634,7 +634,8 @@ def _copying(run: RunView) -> list[Block]:
                         f"are compared after the data stage's normalisation (code tokens: no layout, no comments; "
                         f"`data.decontam`) as sets of token {COPY_NGRAM}-grams (Jaccard similarity, which picks the "
                         f"nearest record) and as token sequences (difflib's ratio). 1.0 means the same normalised "
-                        f"body; a copied answer would score near it."))
+                        f"body; a copied answer would score near it, but so may a body of a few tokens "
+                        f"(`return min(xs)`) that many problems share, so read the code beside the figures."))
     rows, shown = [], []
     for model, bench, task in solved:
         paths, what = run.training_files(model)

@@ -23,7 +23,7 @@ An input is dropped when the reference raises, exceeds ``LINE_EVENTS_PER_INPUT``
 deterministic stand-in for "too slow", so builds stay byte-identical) or times out, or when its output is not a
 literal (``ascii`` then ``ast.literal_eval`` gives back a value of the same types) or has a text longer than
 ``OUTPUT_CHARS``. The outputs come back through the judge's verdict detail (300 characters per program), as
-the message of an exception, compressed (zlib, base85). Inputs are kept in the order they were made while the
+the message of an exception, compressed (zlib, base64). Inputs are kept in the order they were made while the
 reference's events stay within ``LINE_EVENTS_PER_PROBLEM`` in all (so a correct sample runs them well within
 the judge's time limit).
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import binascii
 import math
 import random
 import zlib
@@ -103,13 +104,12 @@ def _codenas_exact(a, b):
 
 
 def _codenas_pack(items):
-    import base64
+    import binascii
     import zlib
-    return base64.b85encode(zlib.compress(ascii(items).encode(), 9)).decode()
+    return binascii.b2a_base64(zlib.compress(ascii(items).encode(), 9), newline=False).decode()
 
 
 def _codenas_outputs(function, inputs):
-    import ast
     import sys
     items = []
     for args in inputs:
@@ -134,7 +134,10 @@ def _codenas_outputs(function, inputs):
             if count[0] <= __LIMIT__:
                 try:
                     text = ascii(value)
-                    item = "%d %s" % (count[0], text) if _codenas_exact(ast.literal_eval(text), value) else "N"
+                    # the text must give back the value, types and all (``ast.literal_eval`` in the caller then
+                    # checks that it is a literal: importing ``ast`` here would cost each program milliseconds)
+                    again = eval(text, {"__builtins__": {}, "set": set})
+                    item = "%d %s" % (count[0], text) if _codenas_exact(again, value) else "N"
                 except BaseException:
                     item = "N"
                 if len(ascii(item)) > __ITEM__:
@@ -498,9 +501,9 @@ def _items(result: ExecResult) -> list[str] | None:
     if result.status != "error" or not result.detail.startswith(prefix):
         return None
     try:
-        packed = base64.b85decode(result.detail[len(prefix):])
+        packed = base64.b64decode(result.detail[len(prefix):], validate=True)
         items = ast.literal_eval(zlib.decompressobj().decompress(packed, 1 << 20).decode("ascii"))
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, zlib.error, UnicodeDecodeError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, zlib.error, binascii.Error):
         return None
     return items if isinstance(items, list) and all(isinstance(i, str) for i in items) else None
 

@@ -77,6 +77,23 @@ def test_mutation_keeps_types_and_ranges_and_is_seeded(fixture_set):
                        for a, b in new)
 
 
+def _record(tests: str, entry_point: str = "f") -> Record:
+    return Record(id="t_1", source="t", prompt=f"def {entry_point}(*args):\n", solution="    return 0\n",
+                  tests=tests, entry_point=entry_point)
+
+
+def test_mutants_keep_relations_between_arguments_and_the_shape_of_rows():
+    originals, new = mutated_inputs(_record("assert f([1, 2, 3], 3) == 6\nassert f([4, 5], 2) == 9\n"), 30, seed=1)
+    assert len(new) >= 10 and all(n == len(arr) for arr, n in new)  # n stays the length of arr
+    assert any(len(arr) != 3 and len(arr) != 2 for arr, _ in new)  # the two still change together
+    matrices = "assert f([[1, 2], [3, 4]]) == 10\nassert f([[1, 2, 3], [4, 5, 6]]) == 21\n"
+    _, new = mutated_inputs(_record(matrices), 30, seed=1)
+    assert new and all(len({len(row) for row in m}) == 1 for (m,) in new)  # rows of one length, as the asserts'
+    pairs = "assert f(((1, 3), (4, 5)), ((6, 7), (3, 9))) == 1\nassert f(((2, 2), (8, 1)), ((1, 1), (0, 7))) == 2\n"
+    _, new = mutated_inputs(_record(pairs), 30, seed=1)
+    assert new and all(len(t) == 2 and all(len(p) == 2 for p in t) for args in new for t in args)
+
+
 def test_comparison_tolerates_float_noise_only():
     assert same(0.1 + 0.2, 0.3) and same([1.0, (2.0,)], [1.0000001, (2.0,)]) and same({"a": 1e-12}, {"a": 0.0})
     assert not same([1.0], [1.1]) and not same((1, 2), [1, 2]) and not same({"a": 1}, {"a": 1, "b": 2})
@@ -160,6 +177,14 @@ def test_unstable_reference_is_skipped_and_counted():
     counts = result.counts(["t_noisy", "t_steady", "t_bare"])
     assert counts == {"problems": 3, "with_diff_tests": 1, "inputs": 5, "mean_inputs": 5.0,
                       "no_literal_inputs": ["t_bare"], "none_kept": [], "unstable": ["t_noisy"]}
+
+
+def test_dict_subclass_outputs_become_dicts():
+    record = Record(id="t_count", source="t", prompt="from collections import Counter\n\ndef count(xs):\n",
+                    solution="    return Counter(xs)\n", tests="assert count([1, 1, 2]) == {1: 2, 2: 1}\n",
+                    entry_point="count")
+    result = add_diff_tests([record], max_inputs=5, seed=0)
+    assert result.inputs == {"t_count": 5} and "Counter(" not in result.records[0].meta[DIFF_TESTS]
 
 
 def test_raising_slow_and_non_literal_outputs_are_dropped():

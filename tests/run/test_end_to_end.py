@@ -89,6 +89,9 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
         rows, scored = read_results(folder), read_summary(folder)
         assert len(rows) == scored["n_samples"] == 3 and all(r["verdict"] in VERDICTS for r in rows)
         assert sum(scored["verdicts"].values()) == scored["n_samples"]
+        # mini comes from the data stage with its differential tests: every row says whether it passed them too
+        assert all(r["diff_passed"] is (False if not r["passed"] else r["diff_passed"]) for r in rows)
+        assert scored["diff_problems"] == 3 and "pass@1" in scored["diff_pass_at_k"]
         assert scored["verdicts"] == {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
         cells = " | ".join(f"{scored['verdicts'][v]} ({100 * scored['verdicts'][v] / 3:.1f}%)" for v in VERDICTS)
         assert f"| mini | {model} | 3 | {100 * scored['parse_rate']:.1f}% | {cells} |" in md

@@ -115,7 +115,7 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
         # started marker has no use here (without it, a killed build is started afresh next time).
         (folder / cache.STARTED).unlink(missing_ok=True)
         build_dataset(mbpp=mbpp_path, out=folder, seed=settings.seed, val_size=settings.val_size,
-                      holdout=settings.holdout)
+                      holdout=settings.holdout, diff_inputs=settings.diff_inputs)
 
     return Stage("data", out / "data", action, params, inputs=inputs)
 

@@ -56,7 +56,8 @@ for minor in $(seq 17 28); do platforms+=(--platform "manylinux_2_${minor}_x86_6
 "$python" -m pip download --quiet --no-deps --only-binary=:all: --implementation cp --python-version "$pyver" \
     "${platforms[@]}" -d "$stage/wheels" -r "$stage/requirements.txt"
 
-cp "$here/gpu_seed.py" "$here/gpu_run.sh" "$stage/"
+chmod 755 "$stage"
+cp "$here/gpu_seed.py" "$here/sampling_throughput.py" "$here/gpu_run.sh" "$stage/"
 mv "$stage/gpu_run.sh" "$stage/run.sh"
 cp -r "$repo/configs" "$stage/configs"
 if [ -n "$mbpp" ]; then

@@ -394,7 +394,8 @@ def run_seed(run_dir: Path, plan: list[dict], mbpp: str | None, deadline: float,
     cmd += [p["override"] for p in plan]
     log("  $ " + " ".join(cmd))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its lines reach run.log as they come
     stopped = []
 
     def stop() -> None:

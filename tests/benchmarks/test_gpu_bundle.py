@@ -91,11 +91,17 @@ def test_run_sh_outside_a_bundle_says_how_to_build_one(tmp_path):
 def image_venv(tmp_path_factory) -> Path:
     """A venv with only the GPU image's packages (docs/gpu.md), torch being this machine's CPU build."""
     venv = tmp_path_factory.mktemp("image") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300, env=_clean_env())
     image = [str(r) for r in _bundle_module().image_packages() if r.name != "torch"]
+    # --no-compile: byte-compiling torch takes minutes on 2 busy cores; imports compile what they use
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "torch==2.13.0", *image], check=True, timeout=1200)
+                    "--no-compile", "torch==2.13.0", *image], check=True, timeout=1800, env=_clean_env())
     return venv
+
+
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what points at the checkout (its src/ on PYTHONPATH, its configs)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CODENAS_MBPP", "CODENAS_CONFIGS")}
 
 
 def _offline() -> list[str]:
@@ -108,7 +114,7 @@ def _offline() -> list[str]:
 
 def _freeze(python: Path) -> str:
     return subprocess.run([str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
-                          check=True, timeout=120).stdout
+                          check=True, timeout=120, env=_clean_env()).stdout
 
 
 @pytest.mark.slow
@@ -121,6 +127,7 @@ def test_rehearsal_bundle_runs_offline_in_the_image_venv(image_venv, tmp_path):
     if MBPP.is_file():
         cmd += ["--mbpp", str(MBPP)]
     env = {k: v for k, v in os.environ.items() if k not in ("CODENAS_MBPP", "CODENAS_CONFIGS")}
+    # this checkout's environment prepares (its src/ may be on PYTHONPATH: gpu_bundle.py reads installed metadata)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHON": sys.executable}, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())

@@ -422,6 +422,16 @@ def run_seed(run_dir: Path, plan: list[dict], mbpp: str | None, deadline: float,
             "interrupted_after_s": stopped[0] if stopped else None}
 
 
+def seed_run_parts(stages: dict[str, float | None]) -> dict[str, float]:
+    """The seed run's stage wall times summed into the plan's parts (``eval/base/mini`` -> ``eval``, ...)."""
+    part_of = {"data": "data+tokenizer", "tokenizer": "data+tokenizer", "sft": "lora"}
+    parts: dict[str, float] = {}
+    for name, wall in stages.items():
+        part = part_of.get(name, name.split("/")[0])
+        parts[part] = round(parts.get(part, 0) + (wall or 0), 1)
+    return parts
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     if proc.poll() is None:
         try:
@@ -562,8 +572,8 @@ def write_report(out: Path, summary: dict, run_dir: Path, work: Path) -> None:
     if plan.get("allowance_s"):
         blocks += [("h2", "Plan: seconds allowed and spent"),
                    ("table", ["part", "allowed s", "spent s"],
-                    [[part, f"{allowed:.0f}", _fmt(plan.get("spent_s", {}).get(part), ".1f")]
-                     for part, allowed in plan["allowance_s"].items()])]
+                    [[part, _fmt(plan["allowance_s"].get(part), ".0f"), _fmt(plan["spent_s"].get(part), ".1f")]
+                     for part in dict.fromkeys([*plan["allowance_s"], *plan["spent_s"]])])]
     rows = []
     for name, layout in (summary.get("throughput") or {}).get("layouts", {}).items():
         for mode in ("eager", "compile"):
@@ -587,7 +597,8 @@ def write_report(out: Path, summary: dict, run_dir: Path, work: Path) -> None:
                       _fmt(r.get("pass@10"), ".1%")] for m, rows_ in seed["eval"].items() for b, r in rows_.items()])]
     samp = summary.get("sampling") or {}
     if samp.get("rows"):
-        blocks += [("h2", "Sampling throughput"), ("p", samp["compile"] + ". " + samp["tokens_counted"] + "."),
+        blocks += [("h2", "Sampling throughput"),
+                   ("p", f"Compiled decode step: {samp['compile']}. Tokens counted: {samp['tokens_counted']}."),
                    ("table", ["benchmark", "n", "method", "tokens", "s", "tokens/s", "first call s"],
                     [[r["benchmark"], str(r["n"]), r["method"], str(r["tokens"]), _fmt(r["seconds"], ".2f"),
                       _fmt(r["tokens_per_s"], ",.0f"), _fmt(r.get("first_call_s"), ".1f")] for r in samp["rows"]]),
@@ -690,13 +701,13 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    plan = {"budget_s": budget, "allowance_s": {"install": allowed["install"]}, "spent_s": {"install": args.spent_s}}
-    plan["allowance_s"].update((k, v) for k, v in allowed.items() if k != "install")
+    plan = {"budget_s": budget, "allowance_s": dict(allowed), "spent_s": {"install": round(args.spent_s, 1)}}
     summary: dict = {"smoke": args.smoke, "budget_s": budget, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "work": str(work), "plan": plan, "errors": {}}
 
     def save() -> None:
         summary["total_wall_s"] = args.spent_s + time.perf_counter() - t0
+        plan["spent_s"].update(seed_run_parts((summary.get("seed") or {}).get("stages", {})))
         write_json(out / "plan.json", plan)
         write_json(out / "summary.json", summary)
 
@@ -745,7 +756,9 @@ def main(argv: list[str] | None = None) -> int:
         user = [f"pretrain.peak_flops={peak:.6g}", f"finetune.peak_flops={peak:.6g}", *user]
     overrides, pretrain_s = plan_overrides(sizes, args.smoke, remaining, measured, user, allowed)
     plan.update(remaining_s=round(remaining, 1), overrides=overrides)
-    plan["allowance_s"]["pretrain"] = round(pretrain_s, 1)
+    parts = list(plan["allowance_s"].items())
+    at = [p for p, _ in parts].index("corpus") + 1
+    plan["allowance_s"] = dict(parts[:at] + [("pretrain", round(pretrain_s, 1))] + parts[at:])
     write_json(out / "plan.json", plan)
     for item in overrides:
         log(f"  {item['override']:38s} {item['why']}")

@@ -6,8 +6,9 @@
 # The bundle (at most 48 MiB) holds: wheels/ (the codenas wheel of this checkout, and a wheel for the target Python
 # on x86_64 manylinux of every runtime dependency the GPU image lacks, as benchmarks/gpu_bundle.py derives them from
 # pyproject.toml and the image's list in docs/gpu.md), data/mbpp.jsonl (from --mbpp or $CODENAS_MBPP; without one
-# mbpp-test is skipped and bundle.json says so), configs/, gpu_seed.py, run.sh and bundle.json (what is in it and
-# why). There, `bash gpu_bundle/run.sh --out OUT [--smoke] [section.key=value ...]` runs it offline.
+# mbpp-test is skipped and bundle.json says so), configs/, gpu_seed.py and sampling_throughput.py, run.sh (a copy of
+# benchmarks/gpu_run.sh) and bundle.json (what is in it and why). There,
+# `bash gpu_bundle/run.sh --out OUT [--smoke] [section.key=value ...]` runs it offline.
 #
 # PYTHON: the interpreter of this checkout's environment (default python3); its pip downloads the wheels.
 set -euo pipefail
@@ -16,7 +17,7 @@ repo="$(dirname "$here")"
 python="${PYTHON:-python3}"
 max_mib=48
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 out="" pyver="" mbpp="${CODENAS_MBPP:-}"
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -35,6 +35,7 @@ trap 'rm -rf "$tmp"' EXIT
 now() { "$python" -c 'import time; print(f"{time.time():.3f}")'; }
 
 main() {
+    set -euo pipefail  # main runs in the pipeline's subshell, after the caller's set +e
     local start site installed
     start="$(now)"
     site="$tmp/site"

@@ -84,6 +84,17 @@ def test_run_sh_outside_a_bundle_says_how_to_build_one(tmp_path):
     assert proc.returncode == 2 and "--out" in proc.stderr
 
 
+def test_run_sh_stops_when_the_install_fails_and_logs_why(tmp_path):
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "codenas-0.0-py3-none-any.whl").write_bytes(b"not a zip")
+    shutil.copy(REPO / "benchmarks" / "gpu_run.sh", tmp_path / "run.sh")
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(tmp_path / "run.sh"), "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    assert proc.returncode != 0
+    assert "invalid" in (out / "run.log").read_text() and not (out / "summary.json").exists()
+
+
 # --- the rehearsal ----------------------------------------------------------------------------------------------
 
 

@@ -41,8 +41,9 @@ main() {
     site="$tmp/site"
     echo "bundle: $bundle ($(ls "$bundle"/wheels/*.whl | wc -l) wheels); python: $("$python" -c 'import sys; print(sys.version.split()[0], sys.executable)')"
     if "$python" -m pip --version >/dev/null 2>&1; then
+        # --no-compile: byte-compiling every module up front costs more than compiling the imported ones on import
         PIP_NO_INDEX=1 "$python" -m pip install --no-index --no-deps --target "$site" --quiet --disable-pip-version-check \
-            --no-warn-script-location "$bundle"/wheels/*.whl
+            --no-compile --no-warn-script-location "$bundle"/wheels/*.whl
     else  # no pip in the image: a wheel's files are its install (nothing here needs its scripts or data files)
         echo "no pip for $python: unpacking the wheels"
         "$python" - "$site" "$bundle"/wheels/*.whl <<'EOF'

@@ -54,8 +54,8 @@ SMOKE_BUDGET_S = 3600.0  # --smoke on a small shared CPU: the same plan, scaled,
 # Seconds each part may take at the GPU budget (estimates for one H200 with 16 cores; no GPU figure has been taken
 # yet); pretraining gets the rest. Steps 2 and 4 stop measuring past theirs; the seed run is interrupted past its
 # end (everything up to the sampling step's allowance).
-ALLOWANCE_S = {"install": 15, "environment": 15, "throughput": 100, "data+tokenizer": 45, "corpus": 45, "lora": 60,
-               "eval": 75, "report": 5, "sampling": 60, "margin": 20}
+ALLOWANCE_S = {"install": 20, "environment": 15, "throughput": 100, "data+tokenizer": 45, "corpus": 45, "lora": 60,
+               "eval": 75, "report": 5, "sampling": 60, "margin": 15}
 AFTER_STEP_2 = ("data+tokenizer", "corpus", "lora", "eval", "report", "sampling", "margin")  # besides pretraining
 
 

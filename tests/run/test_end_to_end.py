@@ -148,7 +148,7 @@ def test_tiny_preset_with_the_mine_stage(tmp_path, monkeypatch):
     monkeypatch.delenv("CODENAS_MBPP", raising=False)
     out = tmp_path / "run"
     stages, _ = _run(out, *MINE)
-    assert list(stages) == ["data", "tokenizer", "corpus", "mine", "pretrain", "lora", "eval/base/mini",
+    assert list(stages) == ["data", "corpus", "mine", "pretrain", "lora", "eval/base/mini",
                             "eval/lora/mini", "report"]
     assert all(s["status"] == "ran" for s in stages.values())
     mined = read_records(mined_folder(out) / "records.jsonl")

@@ -1,9 +1,10 @@
 """Model quality per token: the GPT-2 layout with AdamW (baseline) vs the modern layout with AdamW and with Muon.
 
-Every setting pretrains on the same tokenized corpus (the stdlib sample of the `tiny` preset, its 2,048-token
-tokenizer), the same token budget, the same seed (same initialisation stream and batch order) and the same fixed
-validation windows. The two layouts come from `configs/`: `tiny` (GPT-2's layout) and `tiny_modern` (rope,
-rmsnorm, swiglu, qk_norm, no biases; its SwiGLU width keeps the non-embedding parameter count within 1%).
+Every setting pretrains on the same built corpus (the stdlib sample of the `tiny` preset built as its corpus stage
+builds it: filtered, deduplicated, decontaminated, with the 2,048-token tokenizer the build trains), the same token
+budget, the same seed (same initialisation stream and batch order) and the same fixed validation windows. The two
+layouts come from `configs/`: `tiny` (GPT-2's layout) and `tiny_modern` (rope, rmsnorm, swiglu, qk_norm, no
+biases; its SwiGLU width keeps the non-embedding parameter count within 1%).
 
 Each setting gets its own learning-rate sweep: short runs (``--sweep-fraction`` of the budget) at each of its
 candidate peak lrs (AdamW: ``--adamw-lrs`` for both layouts; Muon: ``--muon-lrs`` for the hidden matrices, with
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 
-def _run(name: str, arch, tokenizer: Path, out: Path, *, tokens: int, lr: float, optimizer: str, muon_lr: float,
+def _run(name: str, arch, corpus: Path, out: Path, *, tokens: int, lr: float, optimizer: str, muon_lr: float,
          args: argparse.Namespace) -> dict:
     """One pretraining run; returns its curve ``[(tokens, val_loss)]``, final loss, tokens/s and wall time."""
     from codenas.settings import PretrainSettings, TrainSettings
@@ -46,8 +47,8 @@ def _run(name: str, arch, tokenizer: Path, out: Path, *, tokens: int, lr: float,
                              muon_lr=muon_lr)
     curve: list[tuple[int, float]] = []
     start = time.perf_counter()
-    result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=args.max_files), training=training,
-                      arch=arch, tokenizer=tokenizer, out=out / name, desc=name,
+    result = pretrain(settings=PretrainSettings(arch=arch.name), training=training, arch=arch,
+                      tokenizer=corpus / "tokenizer.json", corpus=corpus, out=out / name, desc=name,
                       on_eval=lambda step, m: curve.append((step * tokens_per_step, m["val_loss"])),
                       save_checkpoints=False)
     wall = time.perf_counter() - start
@@ -91,19 +92,20 @@ def main() -> None:
 
     import torch
 
+    from codenas.corpus.build import build_cached
     from codenas.model.config import load_arch
     from codenas.model.model import GPT
-    from codenas.model.tokenizer import build_tokenizer, load_tokenizer
+    from codenas.model.tokenizer import load_tokenizer
     from codenas.progress import set_quiet
+    from codenas.settings import CorpusSettings
 
     set_quiet(args.quiet)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    tokenizer = args.out / "tokenizer.json"
-    if not tokenizer.is_file():
-        build_tokenizer(None, args.vocab_size, tokenizer, max_files=args.max_files)
-    vocab = load_tokenizer(tokenizer).get_vocab_size()
+    corpus = build_cached(["stdlib"], vocab_size=args.vocab_size,
+                          settings=CorpusSettings(max_files=args.max_files, val_fraction=0.02, tasks=4))
+    vocab = load_tokenizer(corpus / "tokenizer.json").get_vocab_size()
     archs = {kind: dataclasses.replace(load_arch(name), vocab_size=vocab)
              for kind, name in (("gpt2", args.baseline_arch), ("modern", args.modern_arch))}
     sizes = {kind: GPT(a).num_params(non_embedding=True) for kind, a in archs.items()}
@@ -120,7 +122,7 @@ def main() -> None:
         scores = []
         for lr, muon_lr in candidates:
             tag = f"muon_lr {muon_lr:g} (adamw lr {lr:g})" if optimizer == "muon" else f"lr {lr:g}"
-            r = _run(f"sweep_{setting}_{lr:g}_{muon_lr:g}", arch, tokenizer, runs_dir, tokens=sweep_tokens, lr=lr,
+            r = _run(f"sweep_{setting}_{lr:g}_{muon_lr:g}", arch, corpus, runs_dir, tokens=sweep_tokens, lr=lr,
                      optimizer=optimizer, muon_lr=muon_lr, args=args)
             print(f"  sweep {setting}: {tag}: val loss {r['final_val_loss']:.4f} after {r['tokens']:,} tokens "
                   f"({r['wall_s']:.0f} s)", flush=True)
@@ -137,7 +139,7 @@ def main() -> None:
         else:
             adamw_lr = settings["modern_adamw"]["lr"]
             lr, muon_lr = sweep(setting, arch, [(adamw_lr, m) for m in muon_lrs], optimizer)
-        r = _run(setting, arch, tokenizer, runs_dir, tokens=args.budget_tokens, lr=lr, optimizer=optimizer,
+        r = _run(setting, arch, corpus, runs_dir, tokens=args.budget_tokens, lr=lr, optimizer=optimizer,
                  muon_lr=muon_lr, args=args)
         r["non_embedding_params"] = sizes[arch_kind]
         settings[setting] = r

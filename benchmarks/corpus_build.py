@@ -55,12 +55,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from codenas.corpus.build import build_corpus
-    from codenas.corpus.settings import CorpusSettings
     from codenas.corpus.sources import resolve_sources
+    from codenas.settings import CorpusSettings
 
     workers = args.workers or os.cpu_count() or 1
     tasks = args.tasks or 2 * workers
-    settings = CorpusSettings(max_files=args.max_files, workers=workers, tasks=tasks)
+    settings = CorpusSettings(max_files=args.max_files or None, workers=workers, tasks=tasks)
     tmp = None if args.out else Path(tempfile.mkdtemp(prefix="corpus_bench."))
     out = args.out or tmp / "corpus"
     try:

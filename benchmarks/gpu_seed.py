@@ -1,27 +1,34 @@
 """The seed experiment on one GPU within a wall-time budget, as one command; ``--smoke`` runs the same steps tiny.
 
-Three steps, in order, everything written under ``--out`` (docs/gpu.md says how to prepare an offline machine):
+Four steps, in order (docs/gpu.md says how to carry them to an offline GPU machine as a bundle). ``--out`` gets at
+most 8 plain files and no folders; the seed run's stages and checkpoints go to ``--work``:
 
 1. ``environment.json``: torch / CUDA versions, device name and count, bf16 support, the measured bf16 matmul
-   TFLOP/s (a square matmul timed after warm-up), the table's peak for the device (``codenas.train.mfu``), and how
-   fast the pretraining batch source draws batches (tokens/s; it must stay well above what the GPU trains).
+   TFLOP/s (a square matmul timed after warm-up), the table's peak for the device (``codenas.train.mfu``), how
+   fast the pretraining batch source draws batches (tokens/s; it must stay well above what the GPU trains), and
+   where codenas was imported from.
 2. ``throughput.json``: training throughput and MFU (6·N·tokens/s over the peak) at the seed shape for the GPT-2
    layout (``codenas_l8h512_regularized``) and, where its config exists, the modern layout
    (``codenas_l8h512_modern``): bf16 autocast, the loop's own optimizer (fused AdamW on CUDA) and loss, eager and
-   ``torch.compile``. Batch sizes 32, 64, 128, 256 are probed (3 s each, eager) until one does not fit or stops
-   paying (<5% more tokens/s); the best is then measured for ``--bench-seconds`` (15) in both modes.
-3. ``run/``: ``codenas run --preset seed`` in a child process with overrides that fit the remaining budget
-   (``plan.json`` lists each override and why): pretraining steps from the throughput measured in step 2, LoRA
-   with the seed's settings for as many 2,000-step evaluation intervals as fit, evaluation of the base and the
-   LoRA model on ``mini`` and ``mbpp-test`` with 20 samples per problem at temperature 0.8 (pass@1, pass@10), the
-   report (``run/report.md``, ``run/report.html``). ``seed.json`` holds the table: val loss after pretraining,
-   pretraining tokens/s and MFU as the loop logged them, pass@k of each model on each benchmark, wall time per
-   stage.
+   ``torch.compile``. Batch sizes 32, 64, 128, 256 are probed (2 s each, eager) until one does not fit or stops
+   paying (<5% more tokens/s); the best is then measured for ``--bench-seconds`` (8) in both modes.
+3. ``seed.json``: ``codenas run --preset seed`` in a child process with overrides that fit the remaining budget
+   (``plan.json`` lists each override and why, and the seconds allowed and spent per part): pretraining steps
+   from the throughput measured in step 2, LoRA with the seed's settings for one 2,000-step evaluation interval,
+   evaluation of the base and the LoRA model on ``mini`` and ``mbpp-test`` with 20 samples per problem at
+   temperature 0.8 (pass@1, pass@10), the report. The table: val loss after pretraining, pretraining tokens/s
+   and MFU as the loop logged them, pass@k of each model on each benchmark, wall time per stage. Past its
+   allowance the run is interrupted, so that step 4 still runs.
+4. ``sampling.json``: codenas' batched sampler against transformers' ``generate`` on the pretrained model, in
+   tokens/s, with the evaluation's settings and the judge's stop strings, n = 1 and n = 20, over each evaluated
+   benchmark; the sampler also with its compiled decode step where CUDA is (skipped, and said so, on a CPU).
 
-``summary.json`` gathers the three; the last printed line is ``seed_wall_s: X``.
+``summary.json`` gathers everything and is rewritten after each step (and every ~15 s of the seed run), so a run
+cut short still returns what it measured; ``report.html`` shows the figures with the seed run's own report (plots
+inlined); ``run.log`` has everything printed. The last printed line is ``seed_wall_s: X``.
 
-    python benchmarks/gpu_seed.py --out results/h200            # on the GPU machine (9-minute budget)
-    python benchmarks/gpu_seed.py --smoke --out /tmp/smoke      # the same steps, tiny, on a CPU (about 2 min)
+    bash gpu_bundle/run.sh --out $OUT                            # on the GPU machine, from the bundle (9 minutes)
+    python benchmarks/gpu_seed.py --smoke --out /tmp/smoke      # the same steps, tiny, on a CPU (a few minutes)
 """
 
 from __future__ import annotations
@@ -31,14 +38,25 @@ import dataclasses
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 GPT2_LAYOUT = "codenas_l8h512_regularized"
 MODERN_LAYOUT = "codenas_l8h512_modern"
 SEED_BATCH = 32  # the seed preset's pretraining batch (sequences of 512 tokens)
+SAMPLING_NS = (1, 20)  # samples per prompt in the sampling step: pass@1 alone, and the evaluation's 20
+GPU_BUDGET_S = 540.0  # the whole run on the GPU machine, the bundle's install included
+SMOKE_BUDGET_S = 3600.0  # --smoke on a small shared CPU: the same plan, scaled, never binding in practice
+# Seconds each part may take at the GPU budget (estimates for one H200 with 16 cores; no GPU figure has been taken
+# yet); pretraining gets the rest. Steps 2 and 4 stop measuring past theirs; the seed run is interrupted past its
+# end (everything up to the sampling step's allowance).
+ALLOWANCE_S = {"install": 20, "environment": 15, "throughput": 100, "data+tokenizer": 45, "corpus": 45, "lora": 60,
+               "eval": 75, "report": 5, "sampling": 60, "margin": 15}
+AFTER_STEP_2 = ("data+tokenizer", "corpus", "lora", "eval", "report", "sampling", "margin")  # besides pretraining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +74,7 @@ class Sizes:
 
 
 GPU = Sizes(layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink=None, seq_len=None, batch_sizes=(32, 64, 128, 256),
-            probe_seconds=3.0, matmul_n=8192, compile_backend="inductor", run_overrides=())
+            probe_seconds=2.0, matmul_n=8192, compile_backend="inductor", run_overrides=())
 SMOKE = Sizes(
     layouts=(GPT2_LAYOUT, MODERN_LAYOUT), shrink={"n_layer": 2, "n_head": 4, "d_model": 128, "vocab_size": 512},
     seq_len=64, batch_sizes=(2, 4), probe_seconds=0.3, matmul_n=256,
@@ -64,18 +82,24 @@ SMOKE = Sizes(
     # backward through dynamo and AOTAutograd, so graph breaks and tracing errors show up in the smoke run
     compile_backend="aot_eager",
     run_overrides=(
-        "tokenizer.vocab_size=512", "tokenizer.max_files=20",
+        "tokenizer.vocab_size=512",
         "corpus.max_files=20", "corpus.val_fraction=0.2", "corpus.tasks=2",
         "pretrain.arch=\"tiny\"", "pretrain.batch_size=4", "pretrain.eval_batches=1",
         "pretrain.warmup_steps=1", "pretrain.log_interval=1",
         "finetune.batch_size=4", "finetune.eval_problems=1",
-        "eval.limit=2", "eval.max_new_tokens=16",
+        "eval.limit=2", "eval.max_new_tokens=16", "improve.rounds=0",
     ),
 )
 
 
+_LOG_FILE = None  # --log: everything printed also goes here
+
+
 def log(message: str) -> None:
     print(message, flush=True)
+    if _LOG_FILE is not None:
+        _LOG_FILE.write(message + "\n")
+        _LOG_FILE.flush()
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -140,11 +164,13 @@ def data_loading_tokens_per_s(device, batch_size: int, context_length: int, seco
 def environment(device, sizes: Sizes, peak_override: float | None) -> dict:
     import torch
 
+    import codenas
     from codenas.train.loop import has_fast_bf16
     from codenas.train.mfu import device_peak_flops
 
     env = {
         "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "codenas": str(Path(codenas.__file__).parent), "torch_path": str(Path(torch.__file__).parent),
         "device": str(device), "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "bf16_native": has_fast_bf16(device),
     }
@@ -225,7 +251,8 @@ def measure_training(arch, batch_size: int, seq_len: int, *, compile_model: bool
     return result
 
 
-def throughput(device, sizes: Sizes, seconds: float, peak: float | None) -> dict:
+def throughput(device, sizes: Sizes, seconds: float, peak: float | None, deadline: float = math.inf) -> dict:
+    """Step 2 for every layout; past ``deadline`` (a ``time.perf_counter()`` value) what is left is skipped."""
     import torch
 
     from codenas.model.config import ArchConfig, load_arch
@@ -233,6 +260,10 @@ def throughput(device, sizes: Sizes, seconds: float, peak: float | None) -> dict
 
     layouts = {}
     for name in sizes.layouts:
+        if layouts and time.perf_counter() > deadline:
+            log(f"  {name}: skipped, the step's time allowance is spent")
+            layouts[name] = {"skipped": "the throughput step's time allowance was spent"}
+            continue
         try:
             resolve_config(name, ".json")
         except Exception:  # noqa: BLE001 - a layout this checkout does not have yet is reported, not fatal
@@ -271,6 +302,9 @@ def throughput(device, sizes: Sizes, seconds: float, peak: float | None) -> dict
             best = r
         runs = {}
         for compiled in (False, True):
+            if compiled and time.perf_counter() > deadline:
+                log(f"  {name} compile: skipped, the step's time allowance is spent")
+                continue
             r = measure_training(arch, best["batch_size"], seq_len, compile_model=compiled, seconds=seconds,
                                  device=device, peak=peak, backend=sizes.compile_backend)
             r["compile_backend"] = sizes.compile_backend if compiled else None
@@ -280,18 +314,32 @@ def throughput(device, sizes: Sizes, seconds: float, peak: float | None) -> dict
                 f"{r['tokens_per_s']:,.0f} tokens/s{mfu_text} (warm-up {r['warmup_s']:.1f} s)")
         seed_batch = next((p for p in probes if p.get("batch_size") == sizes.batch_sizes[0] and "oom" not in p), None)
         layouts[name] = {"arch": arch.to_dict(), "probes": probes, "best_batch_size": best["batch_size"], **runs,
+                         **({} if "compile" in runs else {"compile_skipped": "time allowance spent"}),
                          "best": max(runs.values(), key=lambda r: r["tokens_per_s"]), "seed_batch_probe": seed_batch}
     return {"bench_seconds": seconds, "peak_flops": peak, "layouts": layouts}
 
 
-# --- 3. the seed experiment --------------------------------------------------------------------------------------
+# --- the plan: seconds allowed per part of the run -------------------------------------------------------------
 
 
-def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict, user: list[str]) -> list[dict]:
-    """Overrides of the seed preset that fit ``remaining_s``, each with its reason."""
+def allowances(budget_s: float) -> dict[str, float]:
+    """Seconds each part of the run may take at this budget (``ALLOWANCE_S`` scaled to it); pretraining gets the
+    rest, decided once steps 1-2 have measured the device."""
+    scale = budget_s / GPU_BUDGET_S
+    return {part: round(seconds * scale, 1) for part, seconds in ALLOWANCE_S.items()}
+
+
+def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict, user: list[str],
+                   allowed: dict[str, float]) -> tuple[list[dict], float]:
+    """Overrides of the seed preset that fit ``remaining_s``, each with its reason; and pretraining's seconds."""
     gpt2 = measured["layouts"].get(sizes.layouts[0], {})
     plan = [{"override": o, "why": "smoke: tiny sizes so that every step runs on a CPU in seconds"}
             for o in sizes.run_overrides]
+    # what is left after the other stages' allowances: data build and tokenizer, the corpus stage capped at 4,000
+    # files (all of stdlib + site-packages: ~3 min on 16 cores, estimated from benchmarks/corpus_build.py on 2
+    # cores), LoRA (one 2,000-step evaluation interval), four evaluations (mini and 50 mbpp-test problems, 20
+    # samples each), the report, then the sampling step and a margin
+    pretrain_s = max(30.0, remaining_s - sum(allowed[p] for p in AFTER_STEP_2))
     if smoke:
         plan += [{"override": "pretrain.max_steps=4", "why": "smoke"},
                  {"override": "pretrain.eval_interval=2", "why": "smoke: an evaluation and checkpoint mid-run"},
@@ -299,12 +347,6 @@ def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict
                  {"override": "finetune.eval_interval=2", "why": "smoke: one LoRA evaluation"},
                  {"override": "eval.samples=10", "why": "smoke: pass@10 needs 10 samples"}]
     else:
-        # what is left after the other stages' allowance: data build and tokenizer (~60 s on 16 cores), the corpus
-        # stage capped at 4,000 files (all of stdlib + site-packages: ~3 min on 16 cores, estimated from
-        # benchmarks/corpus_build.py on 2 cores), LoRA (one 2,000-step evaluation interval), four evaluations
-        # (mini and 50 mbpp-test problems, 20 samples each), the report
-        fixed_s = 60 + 60 + 60 + 90 + 10
-        pretrain_s = max(30.0, remaining_s - fixed_s)
         # compile when the time it saves over the pretraining run exceeds its compilation time (as in step 2)
         eager, compiled = gpt2.get("eager", {}), gpt2.get("compile", {})
         speedup = compiled.get("tokens_per_s", 0) / eager.get("tokens_per_s", math.inf)
@@ -313,18 +355,19 @@ def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict
         plan.append({"override": f"pretrain.compile={'true' if compile_wins else 'false'}",
                      "why": f"torch.compile ran {speedup:.2f}x eager in step 2 and took {compile_cost:.0f} s "
                             f"to compile: {'worth' if compile_wins else 'not worth'} it for {pretrain_s:.0f} s"})
-        if compile_wins:
-            pretrain_s -= compile_cost
-        else:
+        train_s = pretrain_s - compile_cost if compile_wins else pretrain_s
+        if not compile_wins:
             speedup = 1.0
         probe = gpt2.get("seed_batch_probe") or gpt2.get("best") or {}
         tokens_per_s = probe.get("tokens_per_s", 0) * speedup * 0.9  # the loop also evaluates and checkpoints
-        steps = int(min(20000, max(200, pretrain_s * tokens_per_s / (SEED_BATCH * 512))))
+        steps = int(min(20000, max(200, train_s * tokens_per_s / (SEED_BATCH * 512))))
         plan.append({"override": f"pretrain.max_steps={steps}",
-                     "why": f"{pretrain_s:.0f} s of pretraining at the ~{tokens_per_s:,.0f} tokens/s measured at "
+                     "why": f"{train_s:.0f} s of pretraining at the ~{tokens_per_s:,.0f} tokens/s measured at "
                             f"batch {SEED_BATCH} in step 2 (the preset's 20,000 steps do not fit)"})
         plan.append({"override": f"pretrain.eval_interval={max(100, steps // 4)}",
                      "why": "four evaluations and checkpoints in the shortened run"})
+        plan.append({"override": "improve.rounds=0",
+                     "why": "expert iteration (the seed preset's 3 rounds of 2,000 LoRA steps) does not fit"})
         plan.insert(0, {"override": "corpus.max_files=4000",
                         "why": "a deterministic sample of 4,000 stdlib + site-packages files: building all of them "
                                "(filter, dedup, decontaminate, tokenize) is estimated at ~3 min on 16 cores"})
@@ -337,24 +380,66 @@ def plan_overrides(sizes: Sizes, smoke: bool, remaining_s: float, measured: dict
                      "stop by 192 tokens rarely pass; this halves the slowest samples' cost"})
     plan += [{"override": o, "why": "peak FLOP/s for the logged MFU" if "peak_flops" in o else "given on the command "
               "line"} for o in user]
-    return plan
+    return plan, pretrain_s
 
 
-def run_seed(out: Path, plan: list[dict], mbpp: str | None) -> dict:
-    """``codenas run --preset seed`` with the plan's overrides in a child process; its output goes to run.log."""
-    cmd = [sys.executable, "-m", "codenas.cli", "run", "--preset", "seed", "--out", str(out / "run")]
+# --- 3. the seed experiment --------------------------------------------------------------------------------------
+
+
+def run_seed(run_dir: Path, plan: list[dict], mbpp: str | None, deadline: float, refresh=None) -> dict:
+    """``codenas run --preset seed`` with the plan's overrides in a child process, its output logged. Past
+    ``deadline`` (``time.perf_counter()``) it is interrupted (as Ctrl-C does; killed 15 s later), so that the steps
+    after it still run; ``refresh()`` is called every ~15 s while it runs (to rewrite summary.json)."""
+    cmd = [sys.executable, "-m", "codenas.cli", "run", "--preset", "seed", "--out", str(run_dir)]
     if mbpp:
         cmd += ["--mbpp", mbpp]
     cmd += [p["override"] for p in plan]
     log("  $ " + " ".join(cmd))
     start = time.perf_counter()
-    with open(out / "run.log", "w") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its lines reach run.log as they come
+    stopped = []
+
+    def stop() -> None:
+        stopped.append(time.perf_counter() - start)
+        log(f"  the seed run passed its allowance ({stopped[0]:.0f} s): interrupted")
+        _signal_group(proc, signal.SIGINT)
+        time.sleep(15)
+        _signal_group(proc, signal.SIGKILL)
+
+    timer = threading.Timer(max(0.0, deadline - time.perf_counter()), stop)
+    timer.daemon = True
+    timer.start()
+    last = time.perf_counter()
+    try:
         for line in proc.stdout:
-            f.write(line)
-            sys.stdout.write("    " + line)
+            log("    " + line.rstrip("\n"))
+            if refresh and time.perf_counter() - last > 15:
+                last = time.perf_counter()
+                refresh()
         rc = proc.wait()
-    return {"command": cmd, "returncode": rc, "wall_s": time.perf_counter() - start}
+    finally:
+        timer.cancel()
+    return {"command": cmd, "returncode": rc, "wall_s": time.perf_counter() - start,
+            "interrupted_after_s": stopped[0] if stopped else None}
+
+
+def seed_run_parts(stages: dict[str, float | None]) -> dict[str, float]:
+    """The seed run's stage wall times summed into the plan's parts (``eval/base/mini`` -> ``eval``, ...)."""
+    part_of = {"data": "data+tokenizer", "tokenizer": "data+tokenizer", "sft": "lora"}
+    parts: dict[str, float] = {}
+    for name, wall in stages.items():
+        part = part_of.get(name, name.split("/")[0])
+        parts[part] = round(parts.get(part, 0) + (wall or 0), 1)
+    return parts
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def seed_table(run_dir: Path) -> dict:
@@ -362,7 +447,9 @@ def seed_table(run_dir: Path) -> dict:
     from codenas.io import read_json, read_jsonl
     from codenas.run.cache import read_stages
 
-    table: dict = {"stages": {name: s.get("wall_s") for name, s in read_stages(run_dir / "stages.json").items()}}
+    stages = run_dir / "stages.json"
+    table: dict = {"stages": {name: s.get("wall_s") for name, s in read_stages(stages).items()}
+                   if stages.is_file() else {}}
     result = run_dir / "pretrain" / "result.json"
     if result.is_file():
         r = read_json(result)
@@ -381,37 +468,233 @@ def seed_table(run_dir: Path) -> dict:
     return table
 
 
+# --- 4. sampling throughput --------------------------------------------------------------------------------------
+
+
+def sampling(run_dir: Path, overrides: list[str], device, deadline: float, hf_dir: Path) -> dict:
+    """Tokens/s of codenas' batched sampler and of transformers' ``generate`` on the pretrained model, with the
+    evaluation's settings and the judge's stop strings, n = 1 and n = 20, over each evaluated benchmark (its first
+    ``eval.limit`` problems); the sampler also with its compiled decode step where CUDA is. Settings whose time
+    would pass ``deadline`` are skipped and say so."""
+    import torch
+    from sampling_throughput import run_codenas, run_hf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from codenas.data.benchmarks import load_problems
+    from codenas.eval.postprocess import STOP_SEQUENCES
+    from codenas.model.export_hf import export_hf
+    from codenas.model.loading import load_model
+    from codenas.model.tokenizer import encode_texts
+    from codenas.run.config import load_run_config
+    from codenas.run.stages import best_model
+
+    hf_logging.set_verbosity_error()
+    ev = load_run_config("seed", overrides=overrides)["eval"]
+    checkpoint = best_model(run_dir / "pretrain")
+    loaded = load_model(str(checkpoint), device=device)
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    export_hf(checkpoint, hf_dir, overwrite=True)
+    dtype = next(model.parameters()).dtype
+    hf_model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True, dtype=dtype).to(device).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True, padding_side="left")
+    context, max_new = model.config.context_length, ev["max_new_tokens"]
+    compiled = device.type == "cuda"
+    result: dict = {"checkpoint": str(checkpoint), "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                    "settings": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": max_new,
+                                 "stop": list(STOP_SEQUENCES), "ns": list(SAMPLING_NS)},
+                    "tokens_counted": "the tokens of each answer up to its stop string (the same count for both)",
+                    "compile": "measured (torch.compile of the decode step, CUDA graphs; first_call_s includes "
+                               "compilation)" if compiled else f"skipped: the compiled decode step is CUDA only "
+                               f"(this run is on {device.type})", "rows": [], "skipped": []}
+    workloads = []
+    for bench in ev["benchmarks"]:
+        try:
+            problems = load_problems(bench, run_dir / "data")[: ev["limit"] or None]
+        except Exception as e:  # noqa: BLE001 - mbpp-test without an MBPP file: reported, the others measured
+            result["skipped"].append(f"{bench}: {e}")
+            continue
+        prompts = [p.prompt for p in problems]
+        fits = [p for p, ids in zip(prompts, encode_texts(tokenizer, prompts), strict=True)
+                if len(ids) + max_new <= context]
+        workloads += [(bench, len(problems), fits, n) for n in SAMPLING_NS]
+    if not workloads:
+        return result
+    warm = workloads[0][2][:2]  # first calls pay one-off costs (kernels, allocator): not timed
+    run_codenas(model, tokenizer, warm, n=1, max_new=4, forced=True, max_batch_size=None)
+    run_hf(hf_model, hf_tokenizer, tokenizer, warm, n=1, max_new=4, forced=True)
+    methods = [("codenas", False), ("hf_generate", None)] + ([("codenas_compiled", True)] if compiled else [])
+    last_s: dict[str, float] = {}
+    for method, compile_step in methods:
+        for bench, n_problems, prompts, n in workloads:
+            left = deadline - time.perf_counter()
+            if left < 2 * last_s.get(method, 0) + 1:
+                result["skipped"].append(f"{method} {bench} n={n}: the step's time allowance is spent")
+                log(f"  {method} {bench} n={n}: skipped, the step's time allowance is spent")
+                continue
+            row = {"benchmark": bench, "problems": n_problems, "prompts": len(prompts), "n": n, "method": method}
+            if method == "hf_generate":
+                tokens, seconds = run_hf(hf_model, hf_tokenizer, tokenizer, prompts, n=n, max_new=max_new,
+                                         forced=False)
+            else:
+                kwargs = dict(n=n, max_new=max_new, forced=False, max_batch_size=None, compile=compile_step)
+                if compile_step:
+                    row["first_call_s"] = round(run_codenas(model, tokenizer, prompts, **kwargs)[1], 2)
+                tokens, seconds = run_codenas(model, tokenizer, prompts, **kwargs)
+            last_s[method] = seconds + row.get("first_call_s", 0)
+            row.update(tokens=tokens, seconds=round(seconds, 3), tokens_per_s=tokens / seconds)
+            result["rows"].append(row)
+            log(f"  {method:16s} {bench:9s} n={n:<3} {row['tokens_per_s']:10,.0f} tokens/s "
+                f"({tokens} tokens, {seconds:.1f} s)")
+    by = {(r["benchmark"], r["n"], r["method"]): r["tokens_per_s"] for r in result["rows"]}
+    result["speedup_vs_hf_generate"] = {
+        f"{method} {bench} n={n}": by[(bench, n, method)] / by[(bench, n, "hf_generate")]
+        for bench, n, method in by if method != "hf_generate" and (bench, n, "hf_generate") in by}
+    del hf_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+# --- report.html ---------------------------------------------------------------------------------------------------
+
+
+def write_report(out: Path, summary: dict, run_dir: Path, work: Path) -> None:
+    """``out/report.html``: this run's figures (the plan, throughput, the seed table, sampling, a plot of sampling
+    tokens/s), then the seed run's own report (its plots inlined), all in one file."""
+    from codenas.run.report import render_html
+
+    env, plan = summary.get("environment") or {}, summary.get("plan") or {}
+    facts = (f"device **{env.get('device_name', '?')}** ({env.get('device', '?')}), torch {env.get('torch', '?')}, "
+             f"Python {env.get('python', '?')}; budget {summary['budget_s']:.0f} s, wall "
+             f"{summary.get('total_wall_s', 0):.0f} s (the bundle's install included)")
+    blocks: list = [("h1", "GPU seed run"), ("p", facts + ("; **smoke run**" if summary.get("smoke") else ""))]
+    if summary.get("errors"):
+        blocks.append(("p", "**errors**: " + "; ".join(f"{k}: {v}" for k, v in summary["errors"].items())))
+    if plan.get("allowance_s"):
+        blocks += [("h2", "Plan: seconds allowed and spent"),
+                   ("table", ["part", "allowed s", "spent s"],
+                    [[part, _fmt(plan["allowance_s"].get(part), ".0f"), _fmt(plan["spent_s"].get(part), ".1f")]
+                     for part in dict.fromkeys([*plan["allowance_s"], *plan["spent_s"]])])]
+    rows = []
+    for name, layout in (summary.get("throughput") or {}).get("layouts", {}).items():
+        for mode in ("eager", "compile"):
+            if mode in layout:
+                r = layout[mode]
+                rows.append([name, mode, str(r["batch_size"]), _fmt(r["tokens_per_s"], ",.0f"), _fmt(r["mfu"], ".1%"),
+                             _fmt(r.get("peak_memory_gib"), ".1f")])
+    if rows:
+        blocks += [("h2", "Training throughput"),
+                   ("table", ["layout", "mode", "batch", "tokens/s", "MFU", "peak GiB"], rows)]
+    seed = summary.get("seed") or {}
+    if seed.get("pretrain") or seed.get("eval"):
+        pre = seed.get("pretrain", {})
+        blocks += [("h2", "Seed experiment"),
+                   ("p", f"pretraining: {pre.get('steps')} steps, best val loss "
+                         f"{_fmt(pre.get('best_val_loss'), '.3f')}, "
+                         f"{_fmt(pre.get('logged_tokens_per_s'), ',.0f')} tokens/s, MFU "
+                         f"{_fmt(pre.get('logged_mfu'), '.1%')}"),
+                   ("table", ["model", "benchmark", "problems", "samples", "pass@1", "pass@10"],
+                    [[m, b, str(r["problems"]), str(r["samples"]), _fmt(r.get("pass@1"), ".1%"),
+                      _fmt(r.get("pass@10"), ".1%")] for m, rows_ in seed["eval"].items() for b, r in rows_.items()])]
+    samp = summary.get("sampling") or {}
+    if samp.get("rows"):
+        blocks += [("h2", "Sampling throughput"),
+                   ("p", f"Compiled decode step: {samp['compile']}. Tokens counted: {samp['tokens_counted']}."),
+                   ("table", ["benchmark", "n", "method", "tokens", "s", "tokens/s", "first call s"],
+                    [[r["benchmark"], str(r["n"]), r["method"], str(r["tokens"]), _fmt(r["seconds"], ".2f"),
+                      _fmt(r["tokens_per_s"], ",.0f"), _fmt(r.get("first_call_s"), ".1f")] for r in samp["rows"]]),
+                   ("img", _sampling_plot(samp["rows"], work / "sampling.png"), "sampling tokens/s")]
+    page = render_html(blocks, title="GPU seed run")
+    run_report = run_dir / "report.html"
+    if run_report.is_file():  # the seed run's own report follows, in the same page
+        body = run_report.read_text(encoding="utf-8")
+        body = body[body.index("<body>") + len("<body>"):body.rindex("</body>")]
+        page = page.replace("\n</body>", "\n<hr>" + body + "</body>")
+    _write_text(out / "report.html", page)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _sampling_plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    groups = list(dict.fromkeys(f"{r['benchmark']} n={r['n']}" for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig = Figure(figsize=(max(5.0, 1.6 * len(groups) + 2), 3.6), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        rate = {f"{r['benchmark']} n={r['n']}": r["tokens_per_s"] for r in rows if r["method"] == method}
+        xs = [g + (i - (len(methods) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [rate.get(g, 0) for g in groups], width, label=method)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("tokens/s")
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    from codenas.io import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
 # --- main --------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="folder for every result (created; files in it are replaced)")
+    p.add_argument("--out", required=True, help="folder for the results: at most 8 plain files (created; files in it "
+                   "are replaced)")
+    p.add_argument("--work", default=None, help="folder for the seed run's stages and checkpoints (default: "
+                   "OUT.work beside OUT)")
+    p.add_argument("--log", default=None, help="file that gets everything printed (default: OUT/run.log; - for none)")
     p.add_argument("--smoke", action="store_true", help="the same steps with tiny sizes, on the CPU, in minutes")
     p.add_argument("--device", default=None, help="default: cuda when present, else cpu")
-    p.add_argument("--budget-s", type=float, default=540.0,
-                   help="wall time for all three steps; the seed run's pretraining gets what the others leave")
+    p.add_argument("--budget-s", type=float, default=None, help="wall time for everything, --spent-s included "
+                   f"(default {GPU_BUDGET_S:.0f}; --smoke {SMOKE_BUDGET_S:.0f}); every part's allowance scales with "
+                   "it and pretraining gets what the others leave")
+    p.add_argument("--spent-s", type=float, default=0.0, help="seconds already spent before this script (run.sh: "
+                   "the bundle's install), counted against the budget")
     p.add_argument("--bench-seconds", type=float, default=None, help="timed seconds per throughput setting "
-                   "(default 15, so that the seed run keeps its share of the budget; --smoke 0.5)")
+                   "(default 8, so that the seed run keeps its share of the budget; --smoke 0.5)")
     p.add_argument("--peak-flops", type=float, default=None,
                    help="device peak bf16 FLOP/s for MFU (default: the table in codenas.train.mfu; H100/H200 989e12)")
     p.add_argument("--mbpp", default=None, help="mbpp.jsonl for the data stage (default: $CODENAS_MBPP or the "
                    "copy `codenas data download` saved; without it mbpp-test is skipped)")
-    p.add_argument("--skip", default="", help="comma list of steps to skip: environment,throughput,run")
+    p.add_argument("--skip", default="", help="comma list of steps to skip: environment,throughput,run,sampling")
     p.add_argument("override", nargs="*", help="extra section.key=value overrides of the seed preset (last wins)")
     args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work).resolve() if args.work else out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = work / "run"
+    global _LOG_FILE
+    if args.log != "-":
+        _LOG_FILE = open(args.log or out / "run.log", "w", encoding="utf-8")  # noqa: SIM115 - open for the run
 
     import torch
 
     from codenas.train.mfu import device_peak_flops
 
-    t0 = time.perf_counter()
     sizes = SMOKE if args.smoke else GPU
+    budget = args.budget_s or (SMOKE_BUDGET_S if args.smoke else GPU_BUDGET_S)
+    allowed = allowances(budget)
+    end = t0 + budget - args.spent_s  # every deadline below is a time.perf_counter() value
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu"))
-    seconds = args.bench_seconds or (0.5 if args.smoke else 15.0)
+    seconds = args.bench_seconds or (0.5 if args.smoke else 8.0)
     skip = {s for s in args.skip.split(",") if s}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
         # one thread: on a small shared CPU, OpenMP's barriers under contention cost far more than a second
         # core gives (10x slower steps measured with 2 threads on 2 busy cores)
@@ -420,50 +703,99 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    summary: dict = {"smoke": args.smoke, "budget_s": args.budget_s, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    plan = {"budget_s": budget, "allowance_s": dict(allowed), "spent_s": {"install": round(args.spent_s, 1)}}
+    summary: dict = {"smoke": args.smoke, "budget_s": budget, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "work": str(work), "plan": plan, "errors": {}}
 
-    log("[1/3] environment")
-    env = environment(device, sizes, args.peak_flops) if "environment" not in skip else {}
+    def save() -> None:
+        summary["total_wall_s"] = args.spent_s + time.perf_counter() - t0
+        plan["spent_s"].update(seed_run_parts((summary.get("seed") or {}).get("stages", {})))
+        write_json(out / "plan.json", plan)
+        write_json(out / "summary.json", summary)
+
+    def step(name: str, part: str, fn):
+        """Run one step; a failure is logged and recorded, and the steps after it still run."""
+        started = time.perf_counter()
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - the figures of the other steps must still come back
+            import traceback
+
+            log(traceback.format_exc().rstrip())
+            summary["errors"][name] = f"{type(e).__name__}: {e}"
+            return None
+        finally:
+            plan["spent_s"][part] = round(plan["spent_s"].get(part, 0) + time.perf_counter() - started, 1)
+            save()
+
+    save()
+    log("[1/4] environment")
+    env = (step("environment", "environment", lambda: environment(device, sizes, args.peak_flops))
+           if "environment" not in skip else None) or {}
     write_json(out / "environment.json", env)
     summary["environment"] = env
     for key in ("torch", "cuda", "device_name", "bf16_supported", "matmul_bf16_tflops", "peak_bf16_flops",
-                "data_loading_tokens_per_s"):
+                "data_loading_tokens_per_s", "codenas"):
         log(f"  {key}: {env.get(key)}")
     peak = env.get("peak_bf16_flops") or args.peak_flops
     if not peak and env.get("matmul_bf16_tflops"):  # no table entry (a CPU): MFU against the measured matmul rate
         peak = env["matmul_bf16_tflops"] * 1e12
         log(f"  no peak known for this device: MFU is measured against the matmul rate ({peak:.3g} FLOP/s)")
 
-    log(f"[2/3] training throughput ({seconds:g} s per setting)")
-    measured = throughput(device, sizes, seconds, peak) if "throughput" not in skip else {"layouts": {}}
+    log(f"[2/4] training throughput ({seconds:g} s per setting)")
+    deadline = t0 + allowed["environment"] + allowed["throughput"] - args.spent_s + allowed["install"]
+    measured = (step("throughput", "throughput", lambda: throughput(device, sizes, seconds, peak, deadline))
+                if "throughput" not in skip else None) or {"layouts": {}}
     write_json(out / "throughput.json", measured)
     summary["throughput"] = measured
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    log("[3/3] the seed experiment: codenas run --preset seed")
-    remaining = args.budget_s - (time.perf_counter() - t0)
+    log("[3/4] the seed experiment: codenas run --preset seed")
+    remaining = end - time.perf_counter()
     user = list(args.override)
     if peak and peak != device_peak_flops(device):  # the loop's MFU against the same peak as step 2
         user = [f"pretrain.peak_flops={peak:.6g}", f"finetune.peak_flops={peak:.6g}", *user]
-    plan = plan_overrides(sizes, args.smoke, remaining, measured, user)
-    write_json(out / "plan.json", {"remaining_s": remaining, "overrides": plan})
-    for item in plan:
+    overrides, pretrain_s = plan_overrides(sizes, args.smoke, remaining, measured, user, allowed)
+    plan.update(remaining_s=round(remaining, 1), overrides=overrides)
+    parts = list(plan["allowance_s"].items())
+    at = [p for p, _ in parts].index("corpus") + 1
+    plan["allowance_s"] = dict(parts[:at] + [("pretrain", round(pretrain_s, 1))] + parts[at:])
+    write_json(out / "plan.json", plan)
+    for item in overrides:
         log(f"  {item['override']:38s} {item['why']}")
+    run_args = [o["override"] for o in overrides]
     if "run" not in skip:
-        run = run_seed(out, plan, args.mbpp)
-        summary["run"] = {k: v for k, v in run.items() if k != "command"} | {"command": " ".join(run["command"])}
-        table = seed_table(out / "run")
+        def refresh() -> None:
+            summary["seed"] = seed_table(run_dir)
+            save()
+
+        run_deadline = end - allowed["sampling"] - allowed["margin"]
+        run = step("run", "seed run", lambda: run_seed(run_dir, overrides, args.mbpp, run_deadline, refresh))
+        if run:
+            summary["run"] = {k: v for k, v in run.items() if k != "command"} | {"command": " ".join(run["command"])}
+            if run["returncode"] != 0:
+                summary["errors"]["run"] = f"codenas run exited {run['returncode']} (see run.log)"
+                log(f"codenas run failed (exit {run['returncode']})")
+        table = step("seed table", "seed run", lambda: seed_table(run_dir)) or {}
         write_json(out / "seed.json", table)
         summary["seed"] = table
-        if run["returncode"] != 0:
-            log(f"codenas run failed (exit {run['returncode']}); see {out / 'run.log'}")
+        save()
+
+    log("[4/4] sampling throughput: codenas' batched sampler vs transformers' generate")
+    if "sampling" not in skip:
+        sampled = step("sampling", "sampling", lambda: sampling(run_dir, run_args, device, end - allowed["margin"],
+                                                                 work / "sampling-hf")) or {}
+        write_json(out / "sampling.json", sampled)
+        summary["sampling"] = sampled
+        save()
+
+    step("report", "margin", lambda: write_report(out, summary, run_dir, work))
     summary["wall_s"] = time.perf_counter() - t0
-    write_json(out / "summary.json", summary)
-    ok = "run" in skip or summary["run"]["returncode"] == 0
-    log(f"wrote {out}/: environment.json throughput.json plan.json seed.json summary.json run/ run.log")
+    save()
+    log(f"wrote {out}/: {' '.join(sorted(p.name for p in out.iterdir()))}; the run's folders: {work}")
     log(f"seed_wall_s: {summary['wall_s']:.1f}")
-    return 0 if ok else 1
+    return 1 if summary["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -54,9 +54,10 @@ def build_model(args: argparse.Namespace, tmp: Path) -> Path:
     return tmp / "model"
 
 
-def run_codenas(model, tokenizer, prompts, *, n, max_new, forced, max_batch_size):
+def run_codenas(model, tokenizer, prompts, *, n, max_new, forced, max_batch_size, compile=False):
+    """``(tokens, seconds)`` of codenas' sampler; ``compile``: the compiled decode step (CUDA only)."""
     eot = tokenizer.token_to_id(EOT)
-    kwargs = dict(n=n, max_new_tokens=max_new, max_batch_size=max_batch_size)
+    kwargs = dict(n=n, max_new_tokens=max_new, max_batch_size=max_batch_size, compile=compile)
     if forced:  # an end-of-text id that never comes: every row runs its M tokens
         kwargs.update(temperature=0, eot_id=-1)
     else:
@@ -71,9 +72,10 @@ def run_codenas(model, tokenizer, prompts, *, n, max_new, forced, max_batch_size
 
 
 def run_hf(hf_model, hf_tokenizer, tokenizer, prompts, *, n, max_new, forced):
+    """``(tokens, seconds)`` of transformers' ``generate``, all prompts x n in one left-padded batch."""
     if forced:  # greedy decoding takes no num_return_sequences: each prompt n times in the batch
         prompts, n = [p for p in prompts for _ in range(n)], 1
-    batch = hf_tokenizer(prompts, return_tensors="pt", padding=True)
+    batch = hf_tokenizer(prompts, return_tensors="pt", padding=True).to(hf_model.device)
     kwargs = dict(max_new_tokens=max_new, num_return_sequences=n, pad_token_id=hf_tokenizer.pad_token_id)
     if forced:
         kwargs.update(do_sample=False, min_new_tokens=max_new)

@@ -36,6 +36,7 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
     return {
         "data build": ["data", "build", "--out", out],
         "data download": ["data", "download", "--out", f"{out}/mbpp.jsonl"],
+        "data mine": ["data", "mine", "stdlib", "--out", out],
         "eval samples": ["eval", "samples", inputs["samples"], "--problems", "mini", "--out", out, "--partial"],
         "eval model": ["eval", "model", "--checkpoint", inputs["checkpoint"], "--out", out],
         "tokenizer train": ["tokenizer", "train", "--out", f"{out}/tokenizer.json"],
@@ -52,7 +53,7 @@ def _commands(out: str, inputs: dict) -> dict[str, list[str]]:
 
 
 COMMANDS = list(_commands("", dict.fromkeys(["samples", "checkpoint", "adapter", "tokenizer"], "")))
-LONG_COMMANDS = ["data build", "eval samples", "eval model", "train pretrain", "train sft", "train lora",
+LONG_COMMANDS = ["data build", "data mine", "eval samples", "eval model", "train pretrain", "train sft", "train lora",
                  "train improve", "run"]
 
 
@@ -110,3 +111,25 @@ def test_ctrl_c_in_training_points_at_resume(monkeypatch, tmp_path):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 130
     assert "run the same command again with --resume" in result.output
+
+
+HEAVY = ("torch", "datatrove", "tokenizers", "numpy")
+HELP_SCRIPT = """
+import json, sys
+from codenas.cli import cli
+for args in (["--help"], ["corpus", "build", "--help"], ["train", "pretrain", "--help"], ["run", "--help"]):
+    try:
+        cli(args, prog_name="codenas")
+    except SystemExit as e:
+        assert e.code == 0, (args, e.code)
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[1])))
+print(json.dumps(heavy), file=sys.stderr)
+"""
+
+
+def test_help_imports_neither_torch_nor_datatrove():
+    proc = subprocess.run([sys.executable, "-c", HELP_SCRIPT, json.dumps(HEAVY)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: codenas" in proc.stdout and "--min-alnum-fraction" in proc.stdout
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []

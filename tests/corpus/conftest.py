@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from codenas.corpus.settings import CorpusSettings
-from codenas.model.tokenizer import stdlib_dir, train_tokenizer
+from codenas.corpus.sources import stdlib_dir
+from codenas.model.tokenizer import train_tokenizer
+from codenas.settings import CorpusSettings
 
 # Distinct, mid-sized stdlib modules (real code, no two alike).
 MODULES = ("json/decoder.py", "json/encoder.py", "json/scanner.py", "textwrap.py", "colorsys.py", "bisect.py",

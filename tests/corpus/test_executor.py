@@ -18,8 +18,8 @@ import pytest
 from codenas.corpus import build as build_module
 from codenas.corpus import executor as ex
 from codenas.corpus.build import build_corpus, work_folder
-from codenas.corpus.settings import CorpusSettings
 from codenas.io import CodenasError, read_json
+from codenas.settings import CorpusSettings
 
 
 def _shard_bytes(out: Path) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from codenas.corpus.shards import TokenShards
 from codenas.io import CodenasError, read_json
 from codenas.model.config import ArchConfig
 from codenas.model.tokenizer import train_tokenizer
-from codenas.settings import TrainSettings
+from codenas.settings import CorpusSettings, TrainSettings
 from codenas.train.corpus import prepare_corpus
 from codenas.train.loop import LAST
 from codenas.train.pretrain import pretrain
@@ -34,8 +34,6 @@ def _config(**overrides) -> TrainSettings:
 
 @pytest.fixture(scope="module")
 def built(py_dir, tokenizer, tmp_path_factory):
-    from codenas.corpus.settings import CorpusSettings
-
     out = tmp_path_factory.mktemp("built") / "corpus"
     build_corpus([str(py_dir)], out, tokenizer=tokenizer,
                  settings=CorpusSettings(tasks=3, workers=1, val_fraction=0.25, decontaminate=False,
@@ -74,9 +72,10 @@ def test_a_raw_source_is_built_into_the_cache(py_dir, tokenizer, tmp_path):
     rows = [{"content": p.read_text()} for p in sorted(py_dir.rglob("*.py"))]
     source = tmp_path / "code.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = prepare_corpus(tokenizer, str(source), val_fraction=0.25, cache=tmp_path / "cache")
+    settings = CorpusSettings(val_fraction=0.25, tasks=2, workers=1, decontaminate=False)
+    data = prepare_corpus(tokenizer, str(source), settings=settings, cache=tmp_path / "cache")
     assert isinstance(data.train, TokenShards) and str(tmp_path / "cache") in data.meta["corpus"]
-    again = prepare_corpus(tokenizer, str(source), val_fraction=0.25, cache=tmp_path / "cache")
+    again = prepare_corpus(tokenizer, str(source), settings=settings, cache=tmp_path / "cache")
     assert again.meta == data.meta
 
 

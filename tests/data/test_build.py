@@ -18,13 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from codenas.cli import cli
+from codenas.data.benchmarks import load_problems
 from codenas.data.build import build_dataset, shuffle_split
 from codenas.data.decontam import ngrams
 from codenas.data.humaneval import MINI_IDS
 from codenas.data.proof import NULL_BODY
 from codenas.eval.execution import run_programs
 from codenas.io import CodenasError, sha256_file
-from codenas.records import read_records
+from codenas.records import program, read_records
 
 from .conftest import REAL_MBPP, SAMPLE_MBPP, SHARED_MBPP
 
@@ -77,6 +78,31 @@ def test_every_output_record_passes_its_proof(built):
     results = run_programs(programs, timeout=20, memory_mb=2048)
     assert [r.id for r, res in zip(everything, results[0::2], strict=True) if not res.passed] == []
     assert [r.id for r, res in zip(everything, results[1::2], strict=True) if res.passed] == []
+
+
+def test_held_out_problems_have_differential_tests_that_their_reference_passes(built):
+    out, manifest, records = built
+    assert manifest["rules"]["diff_inputs"] == 30
+    checked = []
+    for name in ("mini", "mbpp-test"):
+        recs = records[f"benchmarks/{name}.jsonl"]
+        counts = manifest["diff_tests"]["benchmarks"][name]
+        with_tests = [r for r in recs if "diff_tests" in r.meta]
+        assert counts["problems"] == len(recs) and counts["with_diff_tests"] == len(with_tests)
+        assert manifest["benchmarks"][name]["with_diff_tests"] == len(with_tests)
+        inputs = [sum(line.startswith("assert _codenas_same(") for line in r.meta["diff_tests"].splitlines())
+                  for r in with_tests]
+        assert counts["inputs"] == sum(inputs) and all(1 <= n <= 30 for n in inputs)
+        without = counts["no_literal_inputs"] + counts["none_kept"] + counts["unstable"]
+        assert sorted(without) == sorted(r.id for r in recs if "diff_tests" not in r.meta)
+        checked += with_tests
+    assert manifest["diff_tests"]["benchmarks"]["mini"]["with_diff_tests"] == 20
+    assert not [r.id for r in records["train.jsonl"] + records["val.jsonl"] if "diff_tests" in r.meta]
+    mini = load_problems("mini", out)  # the eval commands read them from the data folder
+    assert [r.id for r in mini] == list(MINI_IDS) and all("diff_tests" in r.meta for r in mini)
+    results = run_programs([program(r.prompt, r.solution, r.meta["diff_tests"]) for r in checked], timeout=3.0,
+                           memory_mb=1024)
+    assert [r.id for r, res in zip(checked, results, strict=True) if not res.passed] == []
 
 
 def test_counts_add_up_and_filter_holds(built):

@@ -334,3 +334,82 @@ def test_an_interrupted_run_keeps_a_harness_fault_from_its_journal(problems, tmp
     assert summary["harness_faults"] == [{"task_id": problems[0].id, "sample": 1,
                                           "reason": "harness fault x4: for the test"}]
     assert summary["status_counts"] == {"passed": 2, "failed": 1, "timeout": 0, "error": 0}
+
+
+SNEAKY = "    if numbers == [9.0, 9.5]:\n        return False\n"  # wrong only where the problem's own tests never look
+
+
+def _diff_problems(problems):
+    """he_0 with differential tests (that the sneaky completion fails), he_1 and he_2 without."""
+    strict = replace(problems[0], meta={**problems[0].meta,
+                                        "diff_tests": "assert has_close_elements([9.0, 9.5], 1.0) is True\n"})
+    return [strict, *problems[1:]]
+
+
+def _diff_samples(problems):
+    out = []
+    for rec in problems:
+        second = SNEAKY + rec.solution if rec.id == "he_0" else rec.solution
+        out += [{"task_id": rec.id, "completion": c} for c in (rec.solution, second, "    return None\n")]
+    return out
+
+
+def test_differential_tests_judge_samples_that_pass_and_count_in_the_summary(problems, tmp_path):
+    problems = _diff_problems(problems)
+    summary = score_samples(_diff_samples(problems), problems, tmp_path, workers=2, ks=(1, 3))
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["passed"] for r in rows] == [True, True, False] * 3
+    assert [r["diff_passed"] for r in rows] == [True, False, False] + [None] * 6
+    assert rows[1]["diff_detail"] == "failed: AssertionError" and "diff_detail" not in rows[0]
+    assert summary["pass_at_k"]["pass@1"] == pytest.approx(2 / 3)
+    # he_0 counts its samples that pass both; he_1 and he_2 (no differential tests) count their base verdicts
+    assert summary["diff_pass_at_k"] == {"pass@1": pytest.approx((1 / 3 + 2 / 3 + 2 / 3) / 3), "pass@3": 1.0}
+    assert summary["diff_problems"] == 1 and summary["diff_missing"] == ["he_1", "he_2"]
+    assert summary["per_problem"]["he_0"]["diff_correct"] == 1 and "diff_correct" not in summary["per_problem"]["he_1"]
+    table = "\n".join(str(cell) for column in scoring.summary_table(summary).columns for cell in column._cells)
+    assert "pass@1 (+ differential tests)" in table and "1 / 3" in table
+
+
+def test_no_differential_tests_no_diff_figures(problems, tmp_path):
+    summary = score_samples(_diff_samples(problems), problems, tmp_path, workers=2, ks=(1,))
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert all(r["diff_passed"] is None for r in rows)
+    assert not {"diff_pass_at_k", "diff_problems", "diff_missing"} & set(summary)
+
+
+def test_differential_verdicts_resume_and_are_reused(problems, tmp_path, monkeypatch):
+    problems = _diff_problems(problems)
+    samples = _diff_samples(problems)
+    real = scoring.iter_programs
+    ran: list[int] = []
+
+    def killed_in_the_differential_phase(programs, **kwargs):
+        if ran:
+            raise KeyboardInterrupt
+        ran.append(len(programs))
+        return real(programs, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(scoring, "iter_programs", killed_in_the_differential_phase)
+        with pytest.raises(KeyboardInterrupt):
+            score_samples(samples, problems, tmp_path, workers=2, ks=(1,))
+    assert ran == [len(samples)] and not (tmp_path / "results.jsonl").exists()
+
+    def counting(programs, **kwargs):
+        ran.append(len(programs))
+        return real(programs, **kwargs)
+
+    ran.clear()
+    monkeypatch.setattr(scoring, "iter_programs", counting)
+    resumed = score_samples(samples, problems, tmp_path, workers=2, ks=(1,))
+    assert ran == [0, 2]  # the base verdicts come from the journal; the two passing he_0 samples run again
+    first_rows = (tmp_path / "results.jsonl").read_bytes()
+    ran.clear()
+    assert score_samples(samples, problems, tmp_path, workers=2, ks=(1,)) == resumed
+    assert ran == [0] and (tmp_path / "results.jsonl").read_bytes() == first_rows
+    # other differential tests: nothing of the old verdicts is reused
+    ran.clear()
+    looser = [replace(problems[0], meta={**problems[0].meta, "diff_tests": "assert True\n"}), *problems[1:]]
+    assert score_samples(samples, looser, tmp_path, workers=2, ks=(1,))["diff_pass_at_k"]["pass@1"] == \
+        pytest.approx(2 / 3)
+    assert ran == [len(samples), 2]

@@ -60,7 +60,7 @@ def test_editing_the_arch_file_reruns_pretraining_and_everything_downstream(stan
     third = run_pipeline(**run)
     rerun = [name for name, status in _statuses(third).items() if status == "ran"]
     assert rerun == ["pretrain", "lora", "eval/base/mini", "eval/lora/mini", "report"]
-    assert _statuses(third)["data"] == _statuses(third)["tokenizer"] == "cached"
+    assert _statuses(third)["data"] == _statuses(third)["corpus"] == "cached"
     assert stand_in_actions == rerun
 
 
@@ -78,15 +78,27 @@ def test_a_bad_arch_edit_fails_before_any_stage_runs(stand_in_actions, tmp_path)
     assert stand_in_actions == []
 
 
-def test_the_stdlib_listing_is_hashed_by_content(tmp_path):
-    from codenas.model.tokenizer import files_digest, list_py_files
+def test_the_corpus_sources_are_hashed_by_content(tmp_path):
+    from codenas.corpus.sources import listing_digest, resolve_sources
 
     root = tmp_path / "corpus"
     root.mkdir()
     (root / "a.py").write_text("x = 1\n")
     (root / "b.py").write_text("y = 2\n")
-    before = files_digest(root, list_py_files(root))
+    before = listing_digest(resolve_sources([str(root)]))
     (root / "a.py").write_text("x = 1\n")  # rewritten with the same content: same digest
-    assert files_digest(root, list_py_files(root)) == before
+    assert listing_digest(resolve_sources([str(root)])) == before
     (root / "a.py").write_text("x = 3\n")  # same size, new content
-    assert files_digest(root, list_py_files(root)) != before
+    assert listing_digest(resolve_sources([str(root)])) != before
+
+
+def test_editing_a_corpus_source_reruns_the_corpus_and_what_follows(stand_in_actions, tmp_path):
+    root = tmp_path / "code"
+    root.mkdir()
+    (root / "a.py").write_text("def f():\n    return 1\n")
+    run = dict(preset="tiny", out=tmp_path / "run", overrides=[f"corpus.sources=[{str(root)!r}]"])
+    run_pipeline(**run)
+    assert set(_statuses(run_pipeline(**run)).values()) == {"cached"}
+    (root / "a.py").write_text("def f():\n    return 2\n")
+    rerun = [name for name, status in _statuses(run_pipeline(**run)).items() if status == "ran"]
+    assert rerun == ["corpus", "pretrain", "lora", "eval/base/mini", "eval/lora/mini", "report"]

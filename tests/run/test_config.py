@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -10,10 +11,24 @@ from codenas.io import CodenasError
 from codenas.run.config import SCHEMA, dumps_toml, finetune_stages, load_run_config, parse_override
 
 
-@pytest.mark.parametrize("preset", ["tiny", "seed"])
+@pytest.mark.parametrize("preset", ["tiny", "seed", "cpu"])
 def test_presets_set_every_key(preset):
     config = load_run_config(preset)
     assert {s: set(v) for s, v in config.items()} == {s: set(keys) for s, keys in SCHEMA.items()}
+
+
+def test_cpu_preset_mines_fine_tunes_improves_and_evaluates_every_problem():
+    from codenas.model.config import load_arch
+    from codenas.run.stages import plan
+
+    config = load_run_config("cpu")
+    assert config["mine"]["enabled"] and config["finetune"]["mined_share"] > 0 and config["improve"]["rounds"] > 0
+    assert (config["eval"]["samples"], config["eval"]["limit"], config["eval"]["temperature"]) == (10, 0, 0.8)
+    assert config["eval"]["benchmarks"] == ["mini", "mbpp-test"] and config["eval"]["ks"] == [1, 10]
+    assert load_arch(config["pretrain"]["arch"]).n_layer == 4
+    names = [s.name for s in plan(config, Path("run"), Path("../shared/data/mbpp/mbpp.jsonl"))]
+    assert names[:6] == ["data", "corpus", "mine", "pretrain", "sft", "improve"]
+    assert {"eval/base/mbpp-test", "eval/sft/mbpp-test", "eval/improve/mbpp-test", "eval/improve/mini"} <= set(names)
 
 
 def test_seed_preset_is_the_seed_experiment():

@@ -1,7 +1,7 @@
 """`codenas run --preset tiny`, reduced by overrides, through the REAL stages: data build (HumanEval only first,
-so mbpp-test is skipped with a note), tokenizer, pretrain, LoRA, eval, report; then a second run that is a cache
-hit for every stage, a third with a changed eval setting that reruns only the evaluations and the report, and
-(when the checkout sits beside ../shared's MBPP) a fourth with MBPP that reruns only what MBPP changes.
+so mbpp-test is skipped with a note), corpus (with its tokenizer), pretrain, LoRA, eval, report; then a second run
+that is a cache hit for every stage, a third with a changed eval setting that reruns only the evaluations and the
+report, and (when the checkout sits beside ../shared's MBPP) a fourth with MBPP that reruns only what MBPP changes.
 
 The first run's console is not a terminal: it must show a compact training line per log_interval.
 """
@@ -25,7 +25,7 @@ from codenas.run.stages import RESULT
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 
 REDUCED = [
-    "tokenizer.vocab_size=512", "tokenizer.max_files=20",
+    "tokenizer.vocab_size=512",
     "pretrain.max_steps=4", "pretrain.eval_interval=2", "pretrain.eval_batches=1", "pretrain.batch_size=4",
     "corpus.max_files=20", "corpus.val_fraction=0.2", "corpus.workers=1", "corpus.tasks=2",
     "pretrain.warmup_steps=1", "pretrain.log_interval=1",
@@ -59,8 +59,12 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
     evals = [f"eval/{model}/mini" for model in ("base", "lora")]
 
     first, console = _run(out, quiet=False)
-    assert list(first) == ["data", "tokenizer", "corpus", "pretrain", "lora", *evals, "report"]
-    assert (out / "corpus" / "built" / "manifest.json").is_file()
+    assert list(first) == ["data", "corpus", "pretrain", "lora", *evals, "report"]
+    manifest = read_json(out / "corpus" / "built" / "manifest.json")
+    assert manifest["tokenizer"]["trained_here"] and manifest["tokenizer"]["vocab_size"] <= 512
+    checkpoint_tokenizer = out / "pretrain" / "checkpoint_last" / "tokenizer.json"
+    assert checkpoint_tokenizer.read_bytes() == (out / "corpus" / "built" / "tokenizer.json").read_bytes()
+    assert manifest["documents"]["val"] >= 1 and "corpus: split: " in console
     assert all(s["status"] == "ran" and s["wall_s"] > 0 for s in first.values())
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     for section in SECTIONS:
@@ -85,6 +89,9 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
         rows, scored = read_results(folder), read_summary(folder)
         assert len(rows) == scored["n_samples"] == 3 and all(r["verdict"] in VERDICTS for r in rows)
         assert sum(scored["verdicts"].values()) == scored["n_samples"]
+        # mini comes from the data stage with its differential tests: every row says whether it passed them too
+        assert all(r["diff_passed"] is (False if not r["passed"] else r["diff_passed"]) for r in rows)
+        assert scored["diff_problems"] == 3 and "pass@1" in scored["diff_pass_at_k"]
         assert scored["verdicts"] == {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
         cells = " | ".join(f"{scored['verdicts'][v]} ({100 * scored['verdicts'][v] / 3:.1f}%)" for v in VERDICTS)
         assert f"| mini | {model} | 3 | {100 * scored['parse_rate']:.1f}% | {cells} |" in md
@@ -115,10 +122,60 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
         return
     fourth, _ = _run(out, "eval.limit=2", mbpp=True)
     status = {name: s["status"] for name, s in fourth.items()}
-    assert status["tokenizer"] == "cached"  # MBPP changes the data, the corpus (decontamination) and what follows
+    # MBPP changes the data, the corpus (decontamination) and what follows
     assert [n for n, s in status.items() if s == "ran"] == [
         "data", "corpus", "pretrain", "lora", *evals, "eval/base/mbpp-test", "eval/lora/mbpp-test", "report"]
     md = (out / "report.md").read_text()
     assert re.search(r"\| mbpp-test \| MBPP's test split \(task ids 11-510\), held out of training \| 2 of \d{3} \|",
                      md)
     assert "was skipped" not in md
+
+
+MINE = ["mine.enabled=true", "mine.max_files=60", "mine.workers=1", "mine.tasks=2", "finetune.mined_share=0.5",
+        'eval.benchmarks=["mini"]']
+
+
+@pytest.mark.slow
+def test_tiny_preset_with_the_mine_stage(tmp_path, monkeypatch):
+    """The run mines 60 stdlib files and fine-tunes on train.jsonl plus the mined records; val stays the data
+    stage's. A changed mix reruns fine-tuning, not mining."""
+    from codenas.records import read_records
+    from codenas.run.config import load_run_config
+    from codenas.run.pipeline import stage_keys
+    from codenas.run.stages import mined_folder, plan
+
+    monkeypatch.setenv("CODENAS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CODENAS_MBPP", raising=False)
+    out = tmp_path / "run"
+    stages, _ = _run(out, *MINE)
+    assert list(stages) == ["data", "corpus", "mine", "pretrain", "lora", "eval/base/mini",
+                            "eval/lora/mini", "report"]
+    assert all(s["status"] == "ran" for s in stages.values())
+    mined = read_records(mined_folder(out) / "records.jsonl")
+    assert mined and all(r.source == "mined" and r.proven is not None for r in mined)
+    assert read_json(out / "mine" / RESULT)["records"] == len(mined)
+
+    result = read_json(out / "lora" / RESULT)
+    train_file, mined_file = result["train_files"]
+    n_train = len(read_records(out / "data" / "train.jsonl"))
+    assert train_file == {"path": str((out / "data" / "train.jsonl").resolve()), "records": n_train}
+    assert mined_file["from"] == str((mined_folder(out) / "records.jsonl").resolve())
+    assert mined_file["records"] == min(len(mined), n_train) > 0  # a share of 0.5: as many as train.jsonl holds
+    assert {r.id for r in read_records(mined_file["path"])} <= {r.id for r in mined}
+    assert len(read_records(mined_file["path"])) == mined_file["records"]
+    assert read_json(out / "lora" / "finetune.json")["val_path"] == str((out / "data" / "val.jsonl").resolve())
+
+    keys = {share: stage_keys(plan(load_run_config("tiny", None, REDUCED + MINE + [f"finetune.mined_share={share}"]),
+                                   out, None)) for share in (0.5, 0.25)}
+    assert keys[0.5]["mine"] == keys[0.25]["mine"] and keys[0.5]["lora"] != keys[0.25]["lora"]
+    assert keys[0.5] == {name: s["key"] for name, s in stages.items()}
+
+
+def test_a_mined_share_needs_the_mine_stage(tmp_path):
+    from codenas.io import CodenasError
+    from codenas.run.config import load_run_config
+    from codenas.run.stages import plan
+
+    with pytest.raises(CodenasError, match="finetune.mined_share > 0 needs the mine stage"):
+        plan(load_run_config("tiny", None, ["finetune.mined_share=0.3"]), tmp_path / "run", None)
+    assert "mine" not in [s.name for s in plan(load_run_config("tiny"), tmp_path / "run", None)]

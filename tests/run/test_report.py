@@ -186,3 +186,43 @@ def test_rounds_without_passing_samples_say_what_would_be_needed(run_dir):
     _improve(run_dir, [0, 0])
     md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
     assert "No round had a passing sample to learn from" in md
+
+
+def test_solved_under_differential_tests_and_copying_check(run_dir, tmp_path):
+    from codenas.records import Record, write_records
+
+    def record(rid: str, body: str) -> Record:
+        return Record(id=rid, source="t", prompt="def f(x):\n", solution=body, tests="assert f(1)\n",
+                      entry_point="f")
+
+    write_records(run_dir / "data" / "train.jsonl", [record("mbpp_700", "    return 1\n"),
+                                                       record("mbpp_701", "    return x + 1\n")])
+    mined = tmp_path / "mined.jsonl"
+    write_records(mined, [record("mined_1", "    return sorted(x)[0]\n")])
+    atomic_write_json(run_dir / "lora" / RESULT, {"trainable_params": 8_192, "total_params": 709_504, "steps": 20,
+                                                  "train_examples": 120,
+                                                  "train_files": [{"path": str(mined), "records": 1}]})
+    outcomes = {"he_1": [("    return 0\n", False, False)] * 2,
+                "he_2": [("    return sorted(x)[0]\n", True, True), ("    return 2\n", False, False)],
+                "he_3": [("    return 1\n", True, False)] * 2}  # passes the benchmark's tests only
+    rows = []
+    for task, samples in outcomes.items():
+        for completion, passed, diff in samples:
+            rows.append({**judged_row(task, completion, "passed" if passed else "failed", ""), "diff_passed": diff})
+    folder = run_dir / "eval" / "lora" / "mini"
+    write_jsonl(folder / RESULTS, rows)
+    atomic_write_json(folder / SUMMARY, summarize([(row["task_id"], row) for row in rows], ks=(1, 10)))
+
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    solved = md.split("## Solved problems")[1].split("## ")[0]
+    assert "| benchmark | model | problems | solved | solved under differential tests | with differential tests " \
+           "| pass@1 | diff pass@1 |" in solved
+    assert "| mini | base | 3 of 20 | 2 | - | 0 | 50.0% | - |" in solved  # older results: no differential tests
+    assert "| mini | lora | 3 of 20 | 2 | 1 | 3 | 50.0% | 16.7% |" in solved
+    assert "lora solves 2 of 3 mini problems (1 under differential tests)" in md
+    copying = md.split("## Copying check")[1].split("## ")[0]
+    assert "| he_1 | mini | base | 1/2 | 1/2 | mbpp_700 | 1.00 | 1.00 |" in copying  # base: the data stage's records
+    assert "| he_2 | mini | lora | 1/2 | 1/2 | mined_1 | 1.00 | 1.00 |" in copying  # lora: its own train_files
+    assert "| he_3 | mini | lora | 2/2 | 0/2 | - | - | - |" in copying
+    assert "# ---- passing completion (lora) ----\nreturn sorted(x)[0]" in copying.replace("    return", "return")
+    assert "# ---- nearest training record mined_1 (Jaccard 1.00, ratio 1.00) ----\ndef f(x):\n" in copying

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codenas.model.tokenizer import stdlib_dir, train_tokenizer
+from codenas.corpus.sources import stdlib_dir
+from codenas.model.tokenizer import train_tokenizer
 from codenas.search.space import SearchSpace
 from codenas.search.study import SearchConfig
 
@@ -40,9 +41,10 @@ def tiny_tokenizer(tiny_corpus, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tiny_config(tiny_corpus, tiny_tokenizer, tmp_path, monkeypatch):
-    """A factory of SearchConfigs for a search of seconds (corpus cache kept inside tmp_path)."""
-    monkeypatch.setenv("CODENAS_HOME", str(tmp_path / "home"))
+def tiny_config(tiny_corpus, tiny_tokenizer, tmp_path, tmp_path_factory, monkeypatch):
+    """A factory of SearchConfigs for a search of seconds (the corpus is built once per session, in a private
+    cache)."""
+    monkeypatch.setenv("CODENAS_HOME", str(tmp_path_factory.getbasetemp() / "codenas_home"))
 
     def make(**overrides) -> SearchConfig:
         settings = dict(out=tmp_path / "out", max_params=50_000, trials=3, budget_tokens=2 * 2 * 32 * 2,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from codenas.io import read_jsonl
 from codenas.model.config import ArchConfig
-from codenas.search.report import best_row, pareto_front, ranked_rows, rows_table, write_outputs
+from codenas.search.report import (
+    best_row,
+    dominates,
+    front_objectives,
+    pareto_front,
+    ranked_rows,
+    rows_table,
+    write_outputs,
+)
 
 DISTRIBUTIONS = {
     "n_layer": IntDistribution(1, 8), "n_head": CategoricalDistribution((2, 3)),
@@ -81,3 +91,62 @@ def test_outputs_of_a_study_without_results(tmp_path):
     write_outputs(study, tmp_path)
     assert (tmp_path / "pareto.png").is_file()
     assert not (tmp_path / "best_arch.json").exists()
+
+
+def _mo_trial(state, number_tag, values=None, *, params, latency, curve=None, infeasible=None):
+    sampled = {"n_layer": number_tag, "n_head": 2, "d_model": 32, "d_ff_ratio": 2, "context_length": 64,
+               "dropout": 0.1}
+    attrs = {"params": params, "latency_ms": latency, "flops": 2 * params,
+             "arch": ArchConfig(n_layer=number_tag, n_head=2, d_model=32, d_ff=64, context_length=64, vocab_size=300,
+                                name=f"l{number_tag}").to_dict()}
+    if curve is not None:
+        attrs["curve"] = curve
+    if infeasible:
+        attrs["infeasible"] = infeasible
+    return create_trial(state=state, values=values, params=sampled, distributions=DISTRIBUTIONS, user_attrs=attrs)
+
+
+def test_pareto_json_holds_exactly_the_non_dominated_complete_trials(tmp_path):
+    objectives = ("loss", "params", "latency")
+    study = optuna.create_study(directions=["minimize"] * 3)
+    points = [  # (loss, params, latency)
+        (3.0, 1000, 1.0),  # front: smallest and fastest
+        (2.5, 2000, 2.0),  # front
+        (2.5, 2000, 2.5),  # dominated by the one above (slower, same loss and size)
+        (2.6, 3000, 0.5),  # front: the fastest
+        (2.9, 2500, 2.0),  # dominated by (2.5, 2000, 2.0)
+        (2.0, 8000, 9.0),  # front: the lowest loss
+        (2.0, 8000, 9.0),  # front too: an equal point does not dominate
+    ]
+    for i, (loss, params, latency) in enumerate(points, start=1):
+        study.add_trial(_mo_trial(TrialState.COMPLETE, i, [loss, params, latency], params=params, latency=latency))
+    # a pruned trial whose last loss would beat everything, and an infeasible one: never on the front
+    study.add_trial(_mo_trial(TrialState.PRUNED, 8, params=10, latency=0.1, curve=[1.5, 1.0]))
+    study.add_trial(_mo_trial(TrialState.PRUNED, 8, params=10**9, latency=None, infeasible="too big"))
+    rows = write_outputs(study, tmp_path, objectives=objectives)
+    front = json.loads((tmp_path / "pareto.json").read_text())
+
+    expected = {i for i, p in enumerate(points) if not any(dominates(q, p) for q in points)}
+    assert expected == {0, 1, 3, 5, 6}
+    assert {entry["number"] for entry in front} == expected == {t.number for t in study.best_trials}
+    for entry in front:
+        assert entry["values"] == list(points[entry["number"]])
+        assert entry["arch"]["n_layer"] == entry["number"] + 1 and entry["optimizer"] == "adamw"
+    assert [e["values"][0] for e in front] == sorted(e["values"][0] for e in front)  # lowest loss first
+    assert {r["trial"] for r in rows if r["pareto"]} == expected
+    pruned = next(r for r in rows if r["trial"] == 7)
+    assert (pruned["state"], pruned["val_loss"], pruned["evals"]) == ("pruned", 1.0, 2)
+    assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert "loss, params, latency" in rows_table(rows, objectives=objectives).caption
+
+
+def test_a_loss_only_front_is_over_loss_and_params(tmp_path):
+    write_outputs(_study(), tmp_path)
+    front = json.loads((tmp_path / "pareto.json").read_text())
+    assert [(e["arch"]["n_layer"], e["values"]) for e in front] == [(2, [2.5, 2000]), (1, [3.0, 1000])]
+    assert front_objectives(("loss",)) == ("loss", "params")
+    assert front_objectives(("loss", "flops")) == ("loss", "flops")
+
+
+def test_dominates():
+    assert dominates([1, 2], [1, 3]) and not dominates([1, 3], [1, 3]) and not dominates([0, 4], [1, 3])

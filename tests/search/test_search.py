@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 
+import optuna
 import pytest
 from click.testing import CliRunner
+from optuna.trial import TrialState
 
 from codenas.cli import cli
 from codenas.io import CodenasError, read_jsonl
@@ -14,7 +16,8 @@ from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
 from codenas.search import study as study_module
-from codenas.search.study import open_study, proxy_schedule, run_search
+from codenas.search.report import dominates
+from codenas.search.study import _dominating_trial, open_study, proxy_schedule, run_search
 
 
 @pytest.fixture
@@ -107,19 +110,30 @@ def test_a_trial_whose_process_died_is_retried_with_the_same_shape(tiny_config, 
     assert retried["n_layer"] == 2 and retried["context_length"] == 32 and retried["dropout"] == 0.05
 
 
-def test_budgets_make_trials_infeasible_without_training(tiny_config, pretrain_calls):
+def test_infeasible_shapes_are_sampled_again_and_do_not_count(tiny_config, pretrain_calls):
     result = run_search(tiny_config(max_params=12_000, trials=4))
     rows = result["rows"]
     infeasible = [r for r in rows if r["state"] == "infeasible"]
     assert infeasible and all(r["params"] > 12_000 and "max 12,000" in r["reason"] for r in infeasible)
-    assert all(r["d_model"] == 16 for r in rows if r["state"] != "infeasible")
-    assert pretrain_calls["n"] == len(rows) - len(infeasible)
+    trained = [r for r in rows if r["state"] != "infeasible"]
+    assert len(trained) == 4 == pretrain_calls["n"] == result["trials_run"]
+    assert result["infeasible_run"] == len(infeasible)
+    assert all(r["d_model"] == 16 and r["params"] <= 12_000 for r in trained)
+    again = run_search(tiny_config(max_params=12_000, trials=4))  # the study is complete: 4 trained shapes
+    assert again["trials_run"] == 0 and pretrain_calls["n"] == 4
 
-    slow = run_search(tiny_config(out=tiny_config().out / "slow", max_latency_ms=1e-6, trials=2))
-    assert [r["state"] for r in slow["rows"]] == ["infeasible", "infeasible"]
-    assert all(r["latency_ms"] > 1e-6 and "ms/token" in r["reason"] for r in slow["rows"])
-    assert pretrain_calls["n"] == len(rows) - len(infeasible)
-    assert slow["best"] is None and not (tiny_config().out / "slow" / "best_arch.json").exists()
+
+def test_a_search_that_finds_no_shape_that_fits_stops(tiny_config, pretrain_calls, monkeypatch):
+    with pytest.raises(CodenasError, match="no shape of the search space fits max_latency_ms 1e-06"):
+        run_search(tiny_config(out=tiny_config().out / "slow", max_latency_ms=1e-6, trials=2))
+    # the smallest shape fits, but no shape the sampler proposes does: it gives up after a while
+    monkeypatch.setattr(study_module, "MAX_INFEASIBLE_IN_A_ROW", 3)
+    monkeypatch.setattr(study_module, "sample_arch", lambda *a, **k: (None, "never valid"))
+    with pytest.raises(CodenasError, match="3 shapes in a row broke --max-params"):
+        run_search(tiny_config(trials=2))
+    rows = _rows(tiny_config().out)
+    assert [r["state"] for r in rows] == ["infeasible"] * 3 and pretrain_calls["n"] == 0
+    assert not (tiny_config().out / "best_arch.json").exists()
 
 
 def test_an_impossible_parameter_budget_fails_fast(tiny_config, pretrain_calls):
@@ -166,3 +180,53 @@ def test_trial_logs_are_kept_per_trial(tiny_config):
     assert settings["arch"]["n_layer"] == result["rows"][0]["n_layer"]
     assert any("val_loss" in row for _, row in read_jsonl(trial_dir / "metrics.jsonl"))
     assert not (trial_dir / "checkpoint_last").exists()
+
+
+@pytest.mark.slow
+def test_cli_trials_means_trained_shapes_under_a_tight_budget(tiny_tokenizer, tiny_corpus, tmp_path, monkeypatch,
+                                                              pretrain_calls):
+    """The default space (up to 8 layers of d_model 512) under 2M parameters: most shapes are too big, yet
+    --trials 3 trains 3 of them."""
+    monkeypatch.setenv("CODENAS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "--quiet", "search", "--max-params", "2000000", "--trials", "3", "--budget-tokens", "1000", "--out",
+        str(out), "--tokenizer", str(tiny_tokenizer), "--corpus", str(tiny_corpus), "--batch-size", "1",
+        "--evals", "1", "--eval-batches", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(out)
+    trained = [r for r in rows if r["state"] in ("complete", "pruned")]
+    infeasible = [r for r in rows if r["state"] == "infeasible"]
+    assert len(trained) == 3 == pretrain_calls["n"]
+    assert all(r["params"] <= 2_000_000 for r in trained)
+    assert infeasible and all(r["params"] > 2_000_000 for r in infeasible)
+    assert f"3 trials run now ({len(infeasible)} infeasible shapes sampled again)" in result.output
+
+
+def test_a_multi_objective_search_resumes_and_writes_its_front(tiny_config, pretrain_calls):
+    objectives = ("loss", "params")
+    first = run_search(tiny_config(objectives=objectives, trials=2))
+    assert first["trials_run"] == 2
+    second = run_search(tiny_config(objectives=objectives, trials=4))
+    assert second["trials_run"] == 2 and pretrain_calls["n"] == 4
+    assert sorted(r["trial"] for r in second["rows"] if r["state"] in ("complete", "pruned")) == [0, 1, 2, 3]
+    complete = [(r["trial"], [r["val_loss"], r["params"]]) for r in second["rows"] if r["state"] == "complete"]
+    expected = {n for n, v in complete if not any(dominates(other, v) for _, other in complete)}
+    assert expected and {e["number"] for e in second["front"]} == expected
+    assert all(e["values"] == dict(complete)[e["number"]] for e in second["front"])
+    assert run_search(tiny_config(objectives=objectives, trials=4))["trials_run"] == 0
+    with pytest.raises(CodenasError, match="has 2 objective"):
+        run_search(tiny_config(trials=4))
+
+
+def test_with_several_objectives_a_trial_dominated_at_an_evaluation_stops():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for loss, params, curve in ((2.0, 100, [3.0, 2.0]), (1.5, 900, [2.5, 1.5])):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, values=[loss, params],
+                                                  user_attrs={"params": params, "curve": curve}))
+    trial = study.ask()
+    objectives = ("loss", "params")
+    assert _dominating_trial(trial, 0, [3.1, 200], objectives) == 0  # bigger and worse than trial 0 at eval 1
+    assert _dominating_trial(trial, 0, [2.9, 200], objectives) is None  # better than 0, smaller than 1
+    assert _dominating_trial(trial, 1, [2.9, 200], objectives) == 0  # trial 0 had 2.0 at eval 2
+    assert _dominating_trial(trial, 2, [9.9, 999], objectives) is None  # nobody reached eval 3

@@ -6,18 +6,21 @@ from pathlib import Path
 
 import pytest
 
+from codenas.corpus.sources import resolve_sources
 from codenas.model.config import ArchConfig
-from codenas.model.tokenizer import sample_files, stdlib_dir, stdlib_files, train_tokenizer
+from codenas.model.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> Path:
-    """About 60 stdlib modules copied into a folder (a few hundred thousand characters)."""
+    """About 60 stdlib modules copied into a folder (a few hundred thousand characters): a corpus source that
+    pretraining builds once per session into the private cache."""
     root = tmp_path_factory.mktemp("corpus")
-    for f in sample_files(stdlib_files(), stdlib_dir(), 60):
-        dest = root / f.relative_to(stdlib_dir())
+    stdlib = resolve_sources(["stdlib"], 60)[0]
+    for rel in stdlib.files:
+        dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(f.read_bytes())
+        dest.write_bytes((Path(stdlib.root) / rel).read_bytes())
     return root
 
 

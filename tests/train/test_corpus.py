@@ -1,37 +1,55 @@
-"""The tokenized corpus cache and the batch sources."""
+"""Training's corpus: a folder of .py files is built through the corpus build into the cache once (filtered,
+deduplicated, split by document) and reused by content key; the batch sources."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from codenas.model.tokenizer import eot_id, load_tokenizer, read_texts
+from codenas.corpus.build import MANIFEST
+from codenas.io import read_json
+from codenas.model.tokenizer import eot_id, load_tokenizer
+from codenas.settings import CorpusSettings
 from codenas.train.corpus import RandomWindows, fixed_windows, prepare_corpus
 
+QUICK = CorpusSettings(tasks=2, workers=1, val_fraction=0.2, decontaminate=False)
 
-def test_corpus_is_tokenized_once_and_decodes_to_the_files(small_corpus, small_tokenizer, tmp_path):
-    first = prepare_corpus(small_tokenizer, small_corpus, cache=tmp_path)
-    stamp = (Path(first.meta["cache"]) / "train.bin").stat().st_mtime_ns
-    again = prepare_corpus(small_tokenizer, small_corpus, cache=tmp_path)
-    assert again.meta == first.meta
-    assert (Path(first.meta["cache"]) / "train.bin").stat().st_mtime_ns == stamp
+
+def test_a_py_folder_is_built_once_and_decodes_to_its_files(small_corpus, small_tokenizer, tmp_path):
+    first = prepare_corpus(small_tokenizer, small_corpus, settings=QUICK, cache=tmp_path)
+    folder = Path(first.meta["corpus"])
+    manifest = read_json(folder / MANIFEST)
+    assert folder.parent == tmp_path and manifest["sources"][str(small_corpus)]["files"] == 60
+    assert sum(d["docs"] for d in manifest["rules"].values()) + first.meta["train_documents"] + \
+        first.meta["val_documents"] == 60  # every file is a document: dropped by a counted rule, or kept
+    stamp = (folder / MANIFEST).stat().st_mtime_ns
+    again = prepare_corpus(small_tokenizer, small_corpus, settings=QUICK, cache=tmp_path)
+    assert again.meta == first.meta and (folder / MANIFEST).stat().st_mtime_ns == stamp
     tok = load_tokenizer(small_tokenizer)
-    train = np.asarray(first.train)
-    assert first.train.dtype == np.uint16 and len(train) == first.meta["train_tokens"]
-    assert int((train == eot_id(tok)).sum()) == first.meta["train_files"]
-    first_doc = train[: int(np.argmax(train == eot_id(tok)))].tolist()
-    texts, _ = read_texts(sorted(p for p in small_corpus.rglob("*.py")))
-    assert tok.decode(first_doc, skip_special_tokens=False) in texts
+    train = np.asarray(first.train[0:len(first.train)])
+    assert train.dtype == np.uint16 and len(train) == first.meta["train_tokens"]
+    assert int((train == eot_id(tok)).sum()) == first.meta["train_documents"]
+    first_doc = tok.decode(train[: int(np.argmax(train == eot_id(tok)))].tolist(), skip_special_tokens=False)
+    assert first_doc in {p.read_text() for p in small_corpus.rglob("*.py")}
 
 
-def test_cache_key_follows_inputs_and_max_tokens_truncates(small_corpus, small_tokenizer, tmp_path):
-    full = prepare_corpus(small_tokenizer, small_corpus, cache=tmp_path)
-    fewer = prepare_corpus(small_tokenizer, small_corpus, cache=tmp_path, max_files=10)
-    assert fewer.meta["cache"] != full.meta["cache"] and fewer.meta["train_files"] <= 10
-    short = prepare_corpus(small_tokenizer, small_corpus, cache=tmp_path, max_tokens=1000)
-    assert short.meta["cache"] == full.meta["cache"] and len(short.train) == 1000
+def test_an_edited_source_rebuilds_and_max_tokens_truncates(small_corpus, small_tokenizer, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for p in sorted(small_corpus.rglob("*.py"))[:8]:
+        shutil.copy(p, source / p.name)
+    full = prepare_corpus(small_tokenizer, source, settings=QUICK, cache=tmp_path / "cache")
+    short = prepare_corpus(small_tokenizer, source, settings=QUICK, cache=tmp_path / "cache", max_tokens=1000)
+    assert short.meta == full.meta and len(short.train) == 1000
+    edited = sorted(source.glob("*.py"))[0]
+    edited.write_text(edited.read_text() + "\n\ndef added_here():\n    return 'a new function'\n")
+    rebuilt = prepare_corpus(small_tokenizer, source, settings=QUICK, cache=tmp_path / "cache")
+    assert rebuilt.meta["corpus"] == full.meta["corpus"] and rebuilt.meta["key"] != full.meta["key"]
+    assert rebuilt.meta["train_tokens"] + rebuilt.meta["val_tokens"] > full.meta["train_tokens"] + \
+        full.meta["val_tokens"]
 
 
 def test_random_windows_resume_and_shift():

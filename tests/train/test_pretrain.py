@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,18 +96,24 @@ def test_checkpoints_carry_arch_tokenizer_and_step(small_corpus, small_tokenizer
 def test_cli_tokenizer_train_and_pretrain(small_corpus, micro_arch, tmp_path):
     runner = CliRunner()
     tok = tmp_path / "tok.json"
+    config = tmp_path / "corpus.toml"  # how both commands build the corpus of the folder
+    config.write_text("[corpus]\nmax_files = 40\nval_fraction = 0.1\ntasks = 2\nworkers = 1\n")
     res = runner.invoke(cli, ["-q", "tokenizer", "train", "--vocab-size", "512", "--corpus", str(small_corpus),
-                              "--out", str(tok), "--max-files", "40", "--val-fraction", "0.1"])
+                              "--out", str(tok), "--config", str(config)])
     assert res.exit_code == 0, res.output
     assert "held-out chars/token:" in res.output and tok.is_file()
     arch = tmp_path / "micro.json"
     arch.write_text(__import__("json").dumps(micro_arch.to_dict()))
     res = runner.invoke(cli, ["-q", "train", "pretrain", "--arch", str(arch), "--tokenizer", str(tok),
                               "--corpus", str(small_corpus), "--out", str(tmp_path / "run"), "--max-steps", "3",
-                              "--batch-size", "4", "--eval-batches", "1", "--dtype", "fp32", "--device", "cpu"])
+                              "--batch-size", "4", "--eval-batches", "1", "--dtype", "fp32", "--device", "cpu",
+                              "--config", str(config)])
     assert res.exit_code == 0, res.output
     assert "3 steps, 384 tokens" in res.output
     assert (tmp_path / "run" / BEST / "model.safetensors").is_file()
+    corpus = read_json(tmp_path / "run" / "pretrain.json")["corpus"]
+    manifest = read_json(Path(corpus["corpus"]) / "manifest.json")  # built with the config's [corpus] settings
+    assert manifest["settings"]["max_files"] == 40 and manifest["sources"][str(small_corpus)]["files"] == 40
     res = runner.invoke(cli, ["train", "pretrain", "--arch", str(arch), "--tokenizer", str(tok),
                               "--out", str(tmp_path / "run2"), "--max-steps", "1", "--corpus", str(tmp_path / "none")])
     assert res.exit_code != 0 and "not found" in res.output

@@ -18,10 +18,12 @@ def test_torchrun_two_processes(small_corpus, small_tokenizer, micro_arch, tmp_p
     arch = tmp_path / "micro.json"
     arch.write_text(json.dumps(micro_arch.to_dict()))
     out = tmp_path / "run"
+    config = tmp_path / "corpus.toml"  # rank 0 builds the folder's corpus (small and quick), rank 1 waits for it
+    config.write_text("[corpus]\ntasks = 2\nworkers = 1\nval_fraction = 0.1\ndecontaminate = false\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "codenas.cli", "-q", "train", "pretrain", "--arch", str(arch), "--tokenizer", str(small_tokenizer),
            "--corpus", str(small_corpus), "--out", str(out), "--max-steps", "3", "--batch-size", "4",
-           "--eval-batches", "2", "--device", "cpu", "--dtype", "fp32"]
+           "--eval-batches", "2", "--device", "cpu", "--dtype", "fp32", "--config", str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from codenas.corpus.settings import EXECUTORS
 from codenas.io import CodenasError, atomic_write_json, read_json
 from codenas.progress import say
+from codenas.settings import EXECUTORS
 
 PID_FILE = "executor.pid"  # in the work folder, while a local build runs: its process group
 _PR_SET_PDEATHSIG = 1

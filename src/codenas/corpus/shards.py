@@ -4,7 +4,9 @@ training samples windows from.
 Each task tokenizes its documents (``<|endoftext|>`` after each) into ``train-<rank>.bin`` and
 ``val-<rank>.bin``: flat arrays of token ids, uint16 when the vocabulary fits, else uint32. A document goes to
 val when a hash of its id (salted with the seed) falls below ``val_fraction``, so the split does not depend on
-the order, the task or the other documents.
+the order, the task or the other documents. When that puts no document in val although there are two or more
+(a small corpus), the one with the lowest hash goes there instead: ``SplitCounter`` counts each task's documents
+and notes its lowest hash, and ``fallback_val`` picks the corpus-wide one before tokenization.
 """
 
 from __future__ import annotations
@@ -28,10 +30,51 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def is_val(doc_id: str, val_fraction: float, seed: int) -> bool:
-    """Whether a document belongs to the validation split (a stable hash of its id)."""
+def split_hash(doc_id: str, seed: int) -> int:
+    """A document's stable 64-bit split hash (its id salted with the seed)."""
     digest = hashlib.sha256(f"split:{seed}:{doc_id}".encode("utf-8", errors="surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") < int(val_fraction * 2**64)
+    return int.from_bytes(digest[:8], "big")
+
+
+def is_val(doc_id: str, val_fraction: float, seed: int, forced: str | None = None) -> bool:
+    """Whether a document belongs to the validation split: its hash falls below ``val_fraction``, or it is the
+    ``forced`` document (``fallback_val``)."""
+    return doc_id == forced or split_hash(doc_id, seed) < int(val_fraction * 2**64)
+
+
+class SplitCounter(PipelineStep):
+    """Counts the task's documents and those the hash puts in val, notes the lowest-hash document, writes
+    ``folder/<rank>.json`` and passes the documents on."""
+
+    type = "codenas"
+    name = "split counter"
+
+    def __init__(self, folder: str, val_fraction: float, seed: int):
+        super().__init__()
+        self.folder, self.val_fraction, self.seed = folder, val_fraction, seed
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        docs = val = 0
+        lowest: tuple[int, str] | None = None
+        for doc in data or ():
+            h = split_hash(doc.id, self.seed)
+            docs += 1
+            val += h < int(self.val_fraction * 2**64)
+            lowest = min(lowest, (h, doc.id)) if lowest is not None else (h, doc.id)
+            yield doc
+        atomic_write_json(Path(self.folder) / f"{rank:05d}.json", {"docs": docs, "val": val, "lowest": lowest})
+
+
+def fallback_val(folder: Path, tasks: int) -> str | None:
+    """The id of the document that goes to val although its hash does not put it there: the lowest-hash one, when
+    there are two documents or more and none fell in val; else None."""
+    from codenas.io import read_json
+
+    counts = [read_json(Path(folder) / f"{rank:05d}.json") for rank in range(tasks)]
+    lowest = [tuple(c["lowest"]) for c in counts if c["lowest"] is not None]
+    if sum(c["val"] for c in counts) or sum(c["docs"] for c in counts) < 2:
+        return None
+    return min(lowest)[1]
 
 
 class RankWriter(PipelineStep):
@@ -84,10 +127,11 @@ class TokenizeShards(PipelineStep):
     type = "codenas"
     name = "tokenize"
 
-    def __init__(self, folder: str, tokenizer: str, val_fraction: float, seed: int):
+    def __init__(self, folder: str, tokenizer: str, val_fraction: float, seed: int, forced_val_file: str | None = None):
         super().__init__()
         self.folder, self.tokenizer = folder, tokenizer
         self.val_fraction, self.seed = val_fraction, seed
+        self.forced_val_file = forced_val_file  # holds the id of ``fallback_val``'s document, when there is one
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from codenas.model.tokenizer import encode_texts, eot_id, load_tokenizer
@@ -97,7 +141,8 @@ class TokenizeShards(PipelineStep):
         tok = load_tokenizer(self.tokenizer)
         dtype, eot = token_dtype(tok.get_vocab_size()), eot_id(tok)
         folder = Path(self.folder)
-        counts = {"train": {"docs": 0, "tokens": 0}, "val": {"docs": 0, "tokens": 0}}
+        forced = read_forced_val(self.forced_val_file)
+        counts = {"train": {"docs": 0, "tokens": 0, "chars": 0}, "val": {"docs": 0, "tokens": 0, "chars": 0}}
         with atomic_path(folder / f"train-{rank:05d}.bin") as train_tmp, \
                 atomic_path(folder / f"val-{rank:05d}.bin") as val_tmp, \
                 open(train_tmp, "wb") as train_f, open(val_tmp, "wb") as val_f:
@@ -105,11 +150,12 @@ class TokenizeShards(PipelineStep):
 
             def flush() -> None:
                 for doc, ids in zip(batch, encode_texts(tok, [d.text for d in batch]), strict=True):
-                    split = "val" if is_val(doc.id, self.val_fraction, self.seed) else "train"
+                    split = "val" if is_val(doc.id, self.val_fraction, self.seed, forced) else "train"
                     ids.append(eot)
                     np.asarray(ids, dtype=dtype).tofile(val_f if split == "val" else train_f)
                     counts[split]["docs"] += 1
                     counts[split]["tokens"] += len(ids)
+                    counts[split]["chars"] += len(doc.text)
                 batch.clear()
 
             for doc in data or ():
@@ -120,6 +166,15 @@ class TokenizeShards(PipelineStep):
         atomic_write_json(folder / f"{rank:05d}.json", counts)
         return
         yield  # a generator step that passes nothing on
+
+
+def read_forced_val(path: str | os.PathLike | None) -> str | None:
+    """The document id a forced-validation file (``{"id": ...}``, written before tokenization) holds; None
+    without the file."""
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["id"]
 
 
 class TokenShards:
@@ -161,6 +216,6 @@ def open_split(corpus: Path, split: str) -> TokenShards:
     manifest = read_json(Path(corpus) / "manifest.json")
     paths = [Path(corpus) / s["file"] for s in manifest["shards"] if s["split"] == split]
     if not paths:
-        raise CodenasError(f"the corpus has no {split} tokens" + (" (no document fell in the validation share: "
-                           "raise val_fraction)" if split == "val" else ""), corpus)
+        raise CodenasError(f"the corpus has no {split} tokens" + (" (it holds a single document: a validation "
+                           "split needs two or more; add sources)" if split == "val" else ""), corpus)
     return TokenShards(paths, manifest["dtype"])

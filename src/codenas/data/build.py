@@ -2,7 +2,9 @@
 
 Pipeline (each record is dropped by the first rule it fails, and counted under that rule):
 convert -> hold out benchmarks -> simplicity filter (MBPP training pool) -> proofs -> decontamination
--> shuffle with the seed -> val / train. Same inputs and seed give byte-identical files, manifest included.
+-> shuffle with the seed -> val / train. The held-out problems get differential tests (``data.difftests``:
+``meta["diff_tests"]`` of their benchmark records; the manifest's ``diff_tests`` counts them, per benchmark,
+and lists the problems without). Same inputs and seed give byte-identical files, manifest included.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from rich.table import Table
 
 from codenas.data.decontam import NGRAM, decontaminate
+from codenas.data.difftests import MAX_INPUTS, DiffResult, add_diff_tests
 from codenas.data.evalplus import release_ids
 from codenas.data.humaneval import HUMANEVAL_PATH, MINI_IDS, load_humaneval
 from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record, mbpp_split, resolve_mbpp_path
@@ -80,22 +83,25 @@ def _inputs(mbpp: Path | None) -> dict:
 
 
 def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: int = 50,
-                  holdout: str = "mini") -> dict:
+                  holdout: str = "mini", diff_inputs: int = MAX_INPUTS) -> dict:
     """Build everything under ``out`` and return the manifest (also written to ``out/manifest.json``).
 
     ``mbpp`` is resolved with ``resolve_mbpp_path`` (flag, $CODENAS_MBPP, downloaded copy); without MBPP the
     build uses HumanEval alone. ``holdout`` is ``mini`` (20 HumanEval problems held out) or ``humaneval``
-    (all 164 held out, none in training).
+    (all 164 held out, none in training). Each held-out problem gets up to ``diff_inputs`` differential test
+    inputs (0: none).
     """
     if holdout not in HOLDOUTS:
         raise CodenasError(f"--holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
     if val_size < 0:
         raise CodenasError(f"--val-size must be >= 0, got {val_size}")
+    if diff_inputs < 0:
+        raise CodenasError(f"--diff-inputs must be >= 0, got {diff_inputs}")
     out = Path(out)
     mbpp = resolve_mbpp_path(mbpp)
     with output_lock(out):
         _check_only_outputs(out)
-        return _build(mbpp, out, seed, val_size, holdout)
+        return _build(mbpp, out, seed, val_size, holdout, diff_inputs)
 
 
 def _check_only_outputs(out: Path) -> None:
@@ -107,7 +113,7 @@ def _check_only_outputs(out: Path) -> None:
                            "empty folder, or a folder of an earlier build", out)
 
 
-def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str) -> dict:
+def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str, diff_inputs: int) -> dict:
     if mbpp is None:
         say("note: no MBPP file found (--mbpp, $CODENAS_MBPP, `codenas data download`); building HumanEval only")
 
@@ -132,9 +138,11 @@ def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str)
     proven = {r.id for r in proof.kept}
     clean, contaminated = decontaminate([r for r in he_pool + mbpp_simple if r.id in proven], held_out)
     train, val = shuffle_split(clean, seed, val_size)
+    diff = add_diff_tests([r for r in held_out if r.id in proven], max_inputs=diff_inputs, seed=seed)
+    with_diff = {r.id: r for r in diff.records}
 
     files = {TRAIN: train, VAL: val}
-    files.update({f"benchmarks/{name}.jsonl": [r for r in recs if r.id in proven]
+    files.update({f"benchmarks/{name}.jsonl": [with_diff[r.id] for r in recs if r.id in proven]
                   for name, recs in benchmarks.items()})
     dropped = {"unconvertible": unconvertible, "too_long": too_long, "too_complex": too_complex,
                "failed_proof": proof.failed, "null_body_pass": proof.null_passed, "contaminated": contaminated,
@@ -150,8 +158,9 @@ def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str)
             "holdout": holdout,
             "inputs": _inputs(mbpp),
             "rules": {"max_solution_lines": MAX_SOLUTION_LINES, "max_complexity": MAX_COMPLEXITY, "ngram": NGRAM,
-                      "proof_timeout_s": PROOF_TIMEOUT_S, "null_body": NULL_BODY},
-            **_counts(humaneval, he_pool, rows, benchmarks, dropped, files),
+                      "proof_timeout_s": PROOF_TIMEOUT_S, "null_body": NULL_BODY, "diff_inputs": diff_inputs},
+            **_counts(humaneval, he_pool, rows, benchmarks, dropped, files, diff),
+            "diff_tests": _diff_counts(diff, benchmarks, files),
             "dropped": dropped,
             "sizes": {name: len(recs) for name, recs in files.items()},
             "outputs": {name: sha256_file(staging / name) for name in files},
@@ -167,7 +176,7 @@ def read_manifest(out: Path) -> dict | None:
 
 
 def _counts(humaneval: list[Record], he_pool: list[Record], rows: list[dict], benchmarks: dict[str, list[Record]],
-            dropped: dict, files: dict[str, list[Record]]) -> dict:
+            dropped: dict, files: dict[str, list[Record]], diff: DiffResult) -> dict:
     """The manifest's ``counts`` (per source) and ``benchmarks`` (per benchmark file) sections."""
     split_ids = {split: {f"mbpp_{row['task_id']}" for row in rows if mbpp_split(row["task_id"]) == split}
                  for split in ("prompt", "test", "validation", "train")}
@@ -181,8 +190,24 @@ def _counts(humaneval: list[Record], he_pool: list[Record], rows: list[dict], be
         },
         "benchmarks": {name: _pool_counts(split_ids["test"] if name == "mbpp-test" else {r.id for r in recs},
                                           dropped, files[f"benchmarks/{name}.jsonl"], [], kept="records")
+                       | _diff_columns(diff.counts([r.id for r in files[f"benchmarks/{name}.jsonl"]]))
                        for name, recs in benchmarks.items()},
     }
+
+
+def _diff_columns(counts: dict) -> dict[str, int | float]:
+    """The differential-test figures of one benchmark as columns of the manifest's ``benchmarks`` table."""
+    return {"with_diff_tests": counts["with_diff_tests"], "diff_inputs_mean": counts["mean_inputs"],
+            "diff_unstable": len(counts["unstable"])}
+
+
+def _diff_counts(diff: DiffResult, benchmarks: dict[str, list[Record]], files: dict[str, list[Record]]) -> dict:
+    """The manifest's ``diff_tests``: per benchmark file, problems with differential tests, inputs, and the
+    problems without (no literal input in their asserts, every new input dropped, unstable reference); and the
+    inputs dropped over all held-out problems, by reason."""
+    return {"dropped_inputs": diff.dropped_inputs,
+            "benchmarks": {name: diff.counts([r.id for r in files[f"benchmarks/{name}.jsonl"]])
+                           for name in benchmarks}}
 
 
 def _pool_counts(ids: set[str], dropped: dict, train: list[Record], val: list[Record],
@@ -216,4 +241,7 @@ def summary_table(manifest: dict) -> Table:
     for name, counts in manifest["benchmarks"].items():
         dropped = counts["candidates"] - counts["records"]
         table.add_row(f"benchmarks/{name}.jsonl", f"{counts['records']} records", f"{dropped} dropped")
+        if "with_diff_tests" in counts:
+            table.add_row("  with differential tests", f"{counts['with_diff_tests']} problems",
+                          f"{counts['diff_inputs_mean']:g} inputs each (mean), {counts['diff_unstable']} unstable")
     return table

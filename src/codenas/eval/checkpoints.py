@@ -6,7 +6,8 @@ evaluated by ``eval.generate.evaluate_model``. Layout of ``--out``:
 
 - one checkpoint: ``OUT/samples.jsonl``, ``OUT/results.jsonl``, ``OUT/summary.json``;
 - several (a glob such as ``'run/step*'``, or the flag repeated): one folder per checkpoint, ``OUT/<name>/``
-  with those three files, plus ``OUT/checkpoints.json`` (one row per checkpoint: name, path, step, pass@k)
+  with those three files, plus ``OUT/checkpoints.json`` (one row per checkpoint: name, path, step, pass@k,
+  and diff pass@k where the problems have differential tests)
   and ``OUT/pass_at_1.png`` (pass@1 against training step).
 """
 
@@ -89,6 +90,8 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
                      "verdicts": summary["verdicts"], "parse_rate": summary["parse_rate"]})
         if "base_pass_at_k" in summary:  # HumanEval+ / MBPP+
             rows[-1]["base_pass_at_k"] = summary["base_pass_at_k"]
+        if "diff_pass_at_k" in summary:  # held-out problems with differential tests (`data build`)
+            rows[-1]["diff_pass_at_k"] = summary["diff_pass_at_k"]
         del loaded  # one model in memory at a time
     if len(specs) > 1:
         atomic_write_json(out / CHECKPOINTS_TABLE, rows)
@@ -131,10 +134,13 @@ def results_table(rows: list[dict]):
     table.add_column("checkpoint")
     table.add_column("step", justify="right")
     base = any("base_pass_at_k" in r for r in rows)  # EvalPlus's base and base + plus figures side by side
+    diff = any("diff_pass_at_k" in r for r in rows)  # and the differential tests' figure beside pass@k
     for k in ks:
         if base:
             table.add_column(f"{k} base", justify="right")
         table.add_column(f"{k} base+plus" if base else k, justify="right")
+        if diff:
+            table.add_column(f"{k} +diff", justify="right")
     table.add_column("verdicts (share of samples)")
     for r in rows:
         cells = []
@@ -142,5 +148,7 @@ def results_table(rows: list[dict]):
             if base:
                 cells.append(_pct(r.get("base_pass_at_k", {}).get(k)))
             cells.append(_pct(r["pass_at_k"].get(k)))
+            if diff:
+                cells.append(_pct(r.get("diff_pass_at_k", {}).get(k)))
         table.add_row(r["name"], "-" if r["step"] is None else str(r["step"]), *cells, shares_text(r))
     return table

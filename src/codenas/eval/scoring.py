@@ -15,6 +15,12 @@ Problems with a base test set besides their own (HumanEval+ and MBPP+: ``meta["b
 twice, as EvalPlus does: a row's ``base_passed`` is the verdict on the base tests, ``passed`` that on base and
 plus tests together; the summary then has ``base_pass_at_k`` beside ``pass_at_k``. Such records may carry
 their own CPU-time limits (``meta["timeout"]``, ``meta["base_timeout"]``) in place of ``timeout``.
+Problems with differential tests (``meta["diff_tests"]``, written by ``data build`` for the held-out benchmarks:
+more inputs, expected outputs from the reference solution) run every sample that passes its tests once more,
+against them, after the samples are all judged: a row's ``diff_passed`` is true when the sample passed both,
+false when it failed either (``diff_detail`` then says how it failed the differential tests), and null when the
+problem has none. The summary's ``diff_pass_at_k`` counts ``diff_passed`` as success; a problem without
+differential tests counts its ``passed`` there instead, and is listed under ``diff_missing``.
 Rerunning into the same folder reuses every row whose (index, task_id, completion) still matches the input
 and that was scored with the same time and memory limits against the same prompts and tests.
 
@@ -58,6 +64,7 @@ from codenas.records import Record, canonical_id, program
 RESULTS = "results.jsonl"
 JOURNAL = "results.partial.jsonl"
 SUMMARY = "summary.json"
+DIFF_TESTS = "diff_tests"  # the meta key of a problem's differential tests
 
 
 def read_samples(path: str | os.PathLike, problems: Sequence[Record] | None = None) -> list[dict]:
@@ -126,7 +133,8 @@ def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list
 def _problems_sha256(records: list[Record]) -> str:
     """Fingerprint of the prompts and tests the samples run against, so a resume never reuses verdicts obtained
     against other (e.g. rebuilt) problems."""
-    used = sorted({rec.id: (rec.prompt, rec.tests, rec.meta.get("base_tests")) for rec in records}.items())
+    used = sorted({rec.id: (rec.prompt, rec.tests, rec.meta.get("base_tests"))
+                   + ((rec.meta[DIFF_TESTS],) if DIFF_TESTS in rec.meta else ()) for rec in records}.items())
     return sha256_bytes(json.dumps(used).encode())
 
 
@@ -153,6 +161,10 @@ def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[i
                                    str(row.get("harness_fault", "")))
             if "base_passed" in row:
                 usable[i]["base_passed"] = bool(row["base_passed"])
+            if isinstance(row.get("diff_passed"), bool):
+                usable[i]["diff_passed"] = row["diff_passed"]
+                if isinstance(row.get("diff_detail"), str):
+                    usable[i]["diff_detail"] = row["diff_detail"]
     return usable
 
 
@@ -288,6 +300,8 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
     missing = [i for i in range(len(task_ids)) if i not in rows]
     if missing:
         raise CodenasError(f"{len(missing)} samples were never given (first: sample {missing[0] + 1})")
+    _judge_diff_tests(rows, records, out_dir / JOURNAL, settings, workers=workers, timeout=timeout,
+                      memory_mb=memory_mb)
     write_jsonl(out_dir / RESULTS, (rows[i] for i in range(len(task_ids))))
     summary = summarize([(records[i].id, rows[i]) for i in range(len(task_ids))], ks=ks)
     summary.update(settings, **extra, isolation=isolation, harness_faults=[
@@ -296,6 +310,31 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
     atomic_write_json(out_dir / SUMMARY, summary)
     (out_dir / JOURNAL).unlink(missing_ok=True)
     return summary
+
+
+def _judge_diff_tests(rows: dict[int, dict], records: list[Record], journal_path: Path, settings: dict, *,
+                      workers: int | None, timeout: float, memory_mb: int) -> None:
+    """Run every passing sample of a problem with differential tests against them (those not judged on them in
+    an earlier run), journal each verdict, and give every row its ``diff_passed``."""
+    todo = [i for i, row in rows.items()
+            if row["passed"] and DIFF_TESTS in records[i].meta and "diff_passed" not in row]
+    if todo:
+        feed = [program(records[i].prompt, rows[i]["completion"], records[i].meta[DIFF_TESTS]) for i in todo]
+        with JsonlAppender(journal_path) as journal, progress(total=len(todo), desc="differential tests",
+                                                              unit="sample") as bar:
+            for j, result in iter_programs(feed, timeout=timeout, memory_mb=memory_mb, workers=workers,
+                                           isolation_checked=True):
+                row = rows[todo[j]]
+                row["diff_passed"] = result.passed
+                if not result.passed:
+                    row["diff_detail"] = f"{result.status}: {result.detail}" if result.detail else result.status
+                journal.append({"index": todo[j], **row, **settings})
+                bar.update()
+    for i, row in rows.items():
+        if DIFF_TESTS not in records[i].meta:
+            row["diff_passed"] = None
+        elif not row["passed"]:
+            row["diff_passed"] = False
 
 
 def check_reference_solutions(problems: Sequence[Record], *, workers: int | None = None, timeout: float = 3.0,
@@ -344,6 +383,17 @@ def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) 
             per_problem[pid]["base_correct"] = base[pid]
         summary["base_pass_at_k"] = {f"pass@{k}": mean_pass_at_k([(n[p], base[p]) for p in n], k)
                                      for k in ks if all(n[p] >= k for p in n)}
+    with_diff = {problem_id for problem_id, row in scored if row.get("diff_passed") is not None}
+    if with_diff:
+        diff: Counter = Counter()
+        for problem_id, row in scored:
+            diff[problem_id] += bool(row["diff_passed"] if problem_id in with_diff else row["passed"])
+        for pid in with_diff:
+            per_problem[pid]["diff_correct"] = diff[pid]
+        summary["diff_pass_at_k"] = {f"pass@{k}": mean_pass_at_k([(n[p], diff[p]) for p in n], k)
+                                     for k in ks if all(n[p] >= k for p in n)}
+        summary["diff_problems"] = len(with_diff)
+        summary["diff_missing"] = sorted(set(n) - with_diff)  # counted in diff_pass_at_k by their passed
     return summary
 
 
@@ -371,12 +421,17 @@ def summary_table(summary: dict):
     table.add_row("coverage", f"{summary['n_problems']} / {total} problems "
                               f"({100 * summary.get('coverage', summary['n_problems'] / total):.1f}%)")
     base = summary.get("base_pass_at_k")
+    diff = summary.get("diff_pass_at_k", {})
     for name, value in summary["pass_at_k"].items():
         if base is not None and name in base:  # EvalPlus's two figures, side by side
             table.add_row(f"{name} (base tests)", f"{100 * base[name]:.2f}%")
             table.add_row(f"{name} (base + plus tests)", f"{100 * value:.2f}%")
         else:
             table.add_row(name, f"{100 * value:.2f}%")
+        if name in diff:
+            table.add_row(f"{name} (+ differential tests)", f"{100 * diff[name]:.2f}%")
+    if diff:
+        table.add_row("problems with differential tests", f"{summary['diff_problems']} / {summary['n_problems']}")
     total = summary["n_samples"]
     for verdict, count in summary["verdicts"].items():
         table.add_row(LABELS[verdict], f"{count} ({100 * count / total:.0f}%)")

@@ -1,4 +1,4 @@
-"""``codenas run``: chain data -> tokenizer -> pretrain -> sft and/or lora -> improve -> eval -> report, cached.
+"""``codenas run``: chain data -> corpus -> pretrain -> sft and/or lora -> improve -> eval -> report, cached.
 
 ``run_pipeline`` resolves the configuration, plans the stages the config asks for (``stages.plan``), and runs
 each one unless its folder already holds a ``.done`` with the same cache key (``run.cache``). A stage interrupted
@@ -6,7 +6,9 @@ by Ctrl-C resumes in place on the next run; a stage whose key changed (its confi
 file) reruns, and so does everything downstream, since their keys include its key. Layout of ``OUT``::
 
     config.resolved.toml  stages.json  report.md  report.html  plots/*.png
-    data/  tokenizer/  pretrain/  sft/  lora/  improve/  eval/<model>/<benchmark>/
+    data/  corpus/  pretrain/  sft/  lora/  improve/  eval/<model>/<benchmark>/
+
+(``corpus/built/`` holds the corpus and the run's tokenizer, trained by the corpus build on its sources.)
 
 Under ``torchrun`` every process plans the same stages and keys. Rank 0 runs the pipeline; the other ranks only
 join the training stages (DDP), each after waiting, by polling the ``.done`` files, for the stages it consumes.

@@ -2,7 +2,9 @@
 
 It opens with a summary a newcomer can read (what was trained, the headline table, one sentence on what the
 numbers mean), then shows what the models wrote (verdict classes, sample completions), then the details (pass@k,
-loss curves, per-problem changes, data, configuration, hardware, wall time).
+problems solved by the benchmark's tests and under its differential tests, loss curves, per-problem changes,
+a copying check that puts each solved problem's passing completion beside the nearest training record, data,
+configuration, hardware, wall time).
 
 Everything is read back from the run folder through the constants and readers of the module that wrote it:
 ``run.config`` (the resolved configuration), ``run.cache`` (``stages.json``), ``data.build`` (the manifest),
@@ -15,23 +17,26 @@ code, images) and then written twice, as Markdown and as HTML, so both say the s
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from codenas.corpus.build import RULES as CORPUS_RULES
 from codenas.corpus.build import read_manifest as read_corpus_manifest
 from codenas.data.benchmarks import DESCRIPTIONS, NO_MBPP, NO_MBPP_FIX, load_problems
-from codenas.data.build import read_manifest
+from codenas.data.build import TRAIN, read_manifest
+from codenas.data.decontam import normalised_solution
 from codenas.eval.scoring import read_results, read_summary
 from codenas.eval.verdicts import LABELS, PARSING, VERDICTS, classify
 from codenas.io import CodenasError, atomic_write_text, read_json
 from codenas.model.config import ArchConfig
 from codenas.model.model import describe_layout
 from codenas.progress import format_duration
-from codenas.records import Record
+from codenas.records import Record, read_records
 from codenas.run import plots, system
 from codenas.run.cache import STAGES_FILE, read_stages
 from codenas.run.config import RESOLVED_CONFIG, dumps_toml, read_resolved_config
@@ -51,14 +56,16 @@ from codenas.train import sft as sft_mod
 from codenas.train.loop import read_metrics
 
 SECTIONS = ("Summary", "What the models wrote", "Sample completions", "pass@k before and after fine-tuning",
-            "Loss curves", "pass@1 vs step", "Expert iteration", "Per-problem changes", "Data", "Pretraining corpus",
-            "Configuration", "Hardware", "Versions", "Wall time per stage")
+            "Solved problems", "Loss curves", "pass@1 vs step", "Expert iteration", "Per-problem changes",
+            "Copying check", "Data", "Pretraining corpus", "Configuration", "Hardware", "Versions",
+            "Wall time per stage")
 # data manifest counts in pipeline order (manifest.json stores keys sorted)
 _COUNT_ORDER = ("input", "held_out", "unused_prompt_split", "candidates", "unconvertible", "too_long", "too_complex",
                 "failed_proof", "null_body_pass", "contaminated", "records", "train", "val")
 _PASS_KEY = re.compile(r"^pass@(\d+)$")
 PROMPT_TAIL_LINES = 4  # lines of the prompt shown above a sample's completion
 COMPLETION_LINES = 20  # lines of a completion shown at most
+COPY_NGRAM = 3  # the copying check compares normalised bodies as sets of token 3-grams
 SAMPLES_SHOWN = 4  # samples per benchmark and model besides the newly solved or broken problems
 CHANGES_SHOWN = 5  # newly solved and newly broken problems shown at most, each
 # Chen et al. (2021), Table 1: Codex at 12M parameters, trained on ~100B tokens of code, solves 2.0% of HumanEval.
@@ -77,10 +84,12 @@ def write_report(out: Path, *, hardware: dict[str, str] | None = None,
     blocks += _verdicts(run)
     blocks += _samples(run)
     blocks += _passk(run)
+    blocks += _solved(run)
     blocks += _loss_curves(run)
     blocks += _pass1_vs_step(run)
     blocks += _expert_iteration(run)
     blocks += _per_problem(run)
+    blocks += _copying(run)
     blocks += _data(run)
     blocks += _corpus(run)
     blocks += _configuration(run)
@@ -115,6 +124,7 @@ class RunView:
         self.finetuned = [m for m in self.models if m != BASE_MODEL]
         self._problems: dict[str, dict[str, Record] | None] = {}
         self._results: dict[tuple[str, str], list[dict]] = {}
+        self._training: dict[tuple[str, ...], TrainingIndex] = {}
 
     def results(self, model: str, bench: str) -> list[dict]:
         """Judged samples of ``model`` on ``bench`` (each with its verdict class)."""
@@ -162,6 +172,40 @@ class RunView:
             counts[row["task_id"]] = (c + int(row["passed"]), n + 1)
         return counts
 
+    def solved_diff(self, model: str, bench: str) -> dict[str, int]:
+        """task_id -> samples that pass the differential tests too (the benchmark's tests alone where the problem
+        has none: ``diff_passed`` null, or absent in results of older versions)."""
+        counts: dict[str, int] = {}
+        for row in self.results(model, bench):
+            diff = row.get("diff_passed")
+            counts[row["task_id"]] = counts.get(row["task_id"], 0) + int(row["passed"] if diff is None else diff)
+        return counts
+
+    def training_files(self, model: str) -> tuple[list[Path], str]:
+        """The record files ``model`` was fine-tuned on (its stage's ``train_files``, else the data stage's
+        train.jsonl) and a phrase saying which."""
+        listed = (self.results_of.get(model) or {}).get("train_files")
+        if isinstance(listed, list) and listed:
+            paths = [Path(f["path"]) for f in listed if isinstance(f, dict) and isinstance(f.get("path"), str)]
+            return paths, f"the records the {model} stage trained on ({', '.join(f'`{p.name}`' for p in paths)})"
+        if model == BASE_MODEL:
+            return [self.out / "data" / TRAIN], ("the data stage's training records (the base model was not "
+                                                 "fine-tuned; its pretraining corpus is decontaminated)")
+        return [self.out / "data" / TRAIN], f"the data stage's `{TRAIN}`"
+
+    def training_index(self, paths: list[Path]) -> TrainingIndex:
+        """The records of ``paths`` (those that can be read), indexed for the copying check."""
+        key = tuple(str(p) for p in paths)
+        if key not in self._training:
+            records: list[Record] = []
+            for path in paths:
+                try:
+                    records += read_records(path)
+                except (CodenasError, OSError):
+                    continue
+            self._training[key] = TrainingIndex(records)
+        return self._training[key]
+
     def changes(self, model: str, bench: str) -> tuple[list[str], list[str]]:
         """Problems ``model`` newly solves and newly breaks on ``bench``, compared with the base model."""
         if model == BASE_MODEL or bench not in self.summaries.get(BASE_MODEL, {}):
@@ -174,6 +218,39 @@ class RunView:
 
 def _read_json_if(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
+
+
+class TrainingIndex:
+    """Training records by the token 3-grams of their normalised bodies (``data.decontam``), to find the one
+    nearest a completion."""
+
+    def __init__(self, records: list[Record]):
+        self.records = records
+        self.tokens = [normalised_solution(r.solution) for r in records]
+        self.grams = [_grams(t) for t in self.tokens]
+        self.index: dict[tuple[str, ...], list[int]] = {}
+        for i, grams in enumerate(self.grams):
+            for gram in grams:
+                self.index.setdefault(gram, []).append(i)
+
+    def nearest(self, completion: str) -> tuple[Record, float, float] | None:
+        """(the record whose body shares the largest share of 3-grams with the completion's (Jaccard), that
+        share, and difflib's similarity ratio of the two token sequences); None when none shares a 3-gram."""
+        tokens = normalised_solution(completion)
+        grams = _grams(tokens)
+        shared = Counter(i for gram in grams for i in self.index.get(gram, ()))
+        if not shared:
+            return None
+        best = max(shared, key=lambda i: (shared[i] / (len(grams) + len(self.grams[i]) - shared[i]), -i))
+        jaccard = shared[best] / (len(grams) + len(self.grams[best]) - shared[best])
+        ratio = difflib.SequenceMatcher(None, tokens, self.tokens[best], autojunk=False).ratio()
+        return self.records[best], jaccard, ratio
+
+
+def _grams(tokens: tuple[str, ...]) -> set[tuple[str, ...]]:
+    if len(tokens) <= COPY_NGRAM:
+        return {tokens} if tokens else set()
+    return {tokens[i:i + COPY_NGRAM] for i in range(len(tokens) - COPY_NGRAM + 1)}
 
 
 def eval_summaries(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -329,6 +406,8 @@ def _meaning(run: RunView) -> str:
         parts.append(f"No problem was solved by {who}")
     else:
         parts.append("; ".join(f"{m} solves {n} of {run.summaries[m][b]['n_problems']} {b} problems"
+                               + (f" ({_count_solved(run.solved_diff(m, b))} under differential tests)"
+                                  if "diff_pass_at_k" in run.summaries[m][b] else "")
                                for (m, b), n in solved.items()))
     for model in run.finetuned:
         loss = _val_loss_change(run, model)
@@ -523,6 +602,111 @@ def _passk(run: RunView) -> list[Block]:
     return blocks
 
 
+def _count_solved(counts: dict[str, int]) -> int:
+    return sum(1 for c in counts.values() if c)
+
+
+def _diff_values(summary: dict[str, Any]) -> dict[int, float]:
+    return _pass_values({"pass_at_k": summary.get("diff_pass_at_k", {})})
+
+
+def _solved(run: RunView) -> list[Block]:
+    """Problems solved by the benchmark's tests and under its differential tests, side by side, with pass@k."""
+    blocks: list[Block] = [("h2", "Solved problems")]
+    if not run.summaries:
+        return blocks + [("p", "No evaluation results yet.")]
+    blocks.append(("p", "A problem is *solved* when at least one of its samples passes the benchmark's tests, and "
+                        "*solved under differential tests* when at least one also passes its differential tests: "
+                        "inputs mutated from the problem's own asserts, with the reference solution's outputs "
+                        "(built by the data stage, `meta[\"diff_tests\"]`), which catch answers that only fit weak "
+                        "asserts. A problem without differential tests (none of its asserts has literal inputs, "
+                        "or its reference was unstable) counts its benchmark result in both columns; the column "
+                        "*with differential tests* says how many have them. diff pass@k counts a sample as "
+                        "passing only if it passes both."))
+    ks = sorted({k for per_bench in run.summaries.values() for s in per_bench.values() for k in _pass_values(s)})
+    rows = []
+    for bench in run.benchmarks:
+        for model in run.models:
+            summary = run.summaries[model].get(bench)
+            if summary is None:
+                continue
+            has_diff = "diff_pass_at_k" in summary
+            values, diff = _pass_values(summary), _diff_values(summary)
+            row = [bench, model, _scored(run, model, bench), str(_count_solved({t: c for t, (c, _) in
+                                                                                 run.solved(model, bench).items()})),
+                   str(_count_solved(run.solved_diff(model, bench))) if has_diff else "-",
+                   str(summary.get("diff_problems", 0)) if has_diff else "0"]
+            for k in ks:
+                row += [_pct(values.get(k)), _pct(diff.get(k)) if has_diff else "-"]
+            rows.append(row)
+    header = ["benchmark", "model", "problems", "solved", "solved under differential tests",
+              "with differential tests"] + [name for k in ks for name in (f"pass@{k}", f"diff pass@{k}")]
+    blocks.append(("table", header, rows))
+    return blocks
+
+
+def _copying(run: RunView) -> list[Block]:
+    """Every solved problem's passing completion beside the training record whose normalised body is nearest."""
+    blocks: list[Block] = [("h2", "Copying check")]
+    solved = [(model, bench, task) for bench in run.benchmarks for model in run.models
+              if bench in run.summaries[model] for task, (c, _) in run.solved(model, bench).items() if c]
+    if not solved:
+        return blocks + [("p", "No held-out problem was solved, so there is nothing to check.")]
+    blocks.append(("p", f"For every held-out problem a model solved: a passing completion (one that also passes the "
+                        f"differential tests where there is one) beside the training record nearest to it. Bodies "
+                        f"are compared after the data stage's normalisation (code tokens: no layout, no comments; "
+                        f"`data.decontam`) as sets of token {COPY_NGRAM}-grams (Jaccard similarity, which picks the "
+                        f"nearest record) and as token sequences (difflib's ratio). 1.0 means the same normalised "
+                        f"body; a copied answer would score near it, but so may a body of a few tokens "
+                        f"(`return min(xs)`) that many problems share, so read the code beside the figures."))
+    rows, shown = [], []
+    for model, bench, task in solved:
+        paths, what = run.training_files(model)
+        index = run.training_index(paths)
+        passing = [r for r in run.results(model, bench) if r["task_id"] == task and r["passed"]]
+        row = next((r for r in passing if r.get("diff_passed") is True), passing[0])
+        near = index.nearest(row["completion"])
+        c, n = run.solved(model, bench)[task]
+        diff = run.solved_diff(model, bench)[task]
+        record_id = near[0].id if near else "-"
+        rows.append([task, bench, model, f"{c}/{n}", f"{diff}/{n}", record_id,
+                     "-" if near is None else f"{near[1]:.2f}", "-" if near is None else f"{near[2]:.2f}"])
+        shown.append((model, bench, task, row, near, what, len(index.records)))
+    blocks.append(("table", ["problem", "benchmark", "model", "passing samples", "passing + differential",
+                             "nearest training record", f"{COPY_NGRAM}-gram Jaccard", "difflib ratio"], rows))
+    highest = max(((near[1], task, model) for model, _, task, _, near, _, _ in shown if near), default=None)
+    if highest:
+        blocks.append(("p", f"Highest Jaccard similarity: {highest[0]:.2f} ({highest[1]}, {highest[2]})."))
+    problems = {bench: run.problems(bench) for bench in run.benchmarks}
+    for model, bench, task, row, near, what, size in shown:
+        problem = (problems.get(bench) or {}).get(task)
+        head = f"**{task}** ({bench}), solved by {model}; nearest of {size:,} records in {what}: "
+        head += f"`{near[0].id}`" if near else "none shares a token 3-gram"
+        text = "\n".join(_prompt_tail(problem.prompt) if problem else ["# (prompt not found)"])
+        text += f"\n# ---- passing completion ({model}) ----\n" + _clipped_body(row["completion"])
+        if near:
+            text += (f"\n# ---- nearest training record {near[0].id} (Jaccard {near[1]:.2f}, ratio {near[2]:.2f}) "
+                     f"----\n" + _signature(near[0].prompt) + _clipped_body(near[0].solution))
+        blocks += [("p", head), ("code", text, "python")]
+    return blocks
+
+
+def _signature(prompt: str) -> str:
+    """The prompt's last ``def`` line (the function the record's body belongs to), with a newline; or nothing."""
+    lines = [line for line in prompt.splitlines() if line.lstrip().startswith("def ")]
+    return _clip(lines[-1], 120) + "\n" if lines else ""
+
+
+def _clipped_body(text: str) -> str:
+    lines = text.rstrip().splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    shown = [_clip(line, 120) for line in lines[:COMPLETION_LINES]]
+    if len(lines) > COMPLETION_LINES:
+        shown.append(f"# ... {len(lines) - COMPLETION_LINES} more lines")
+    return "\n".join(shown) if shown else "# (empty)"
+
+
 def _loss_curves(run: RunView) -> list[Block]:
     blocks: list[Block] = [("h2", "Loss curves")]
     panels: dict[str, plots.Series] = {}
@@ -661,8 +845,10 @@ def _corpus(run: RunView) -> list[Block]:
     sources = manifest["sources"]
     found = {rule for s in sources.values() for rule in s["dropped"]}
     rules = [r for r in CORPUS_RULES if r in found] + sorted(found - set(CORPUS_RULES))  # pipeline order
-    rows = [["files"] + [_fmt(s["files"]) for s in sources.values()],
-            ["documents in"] + [_fmt(s["in"]["docs"]) for s in sources.values()]]
+    rows = [["files"] + [_fmt(s["files"]) for s in sources.values()]]
+    if any(s.get("unreadable") for s in sources.values()):
+        rows.append(["unreadable files skipped"] + [_fmt(len(s.get("unreadable", []))) for s in sources.values()])
+    rows.append(["documents in"] + [_fmt(s["in"]["docs"]) for s in sources.values()])
     rows += [[f"dropped: {rule}"] + [_fmt(s["dropped"].get(rule, {}).get("docs")) for s in sources.values()]
              for rule in rules]
     rows += [["documents kept"] + [_fmt(s["out"]["docs"]) for s in sources.values()],

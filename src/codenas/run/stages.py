@@ -3,13 +3,12 @@ function it calls. ``plan`` turns a resolved config into the ordered list of sta
 
 Every stage writes only inside its own folder, and its cache key covers exactly what decides that output:
 its ``params`` (the config values it reads), its ``upstream`` stages and its ``inputs`` (hashes of files from
-outside the run folder: MBPP, HumanEval, the stdlib listing, the corpus sources' listing).
+outside the run folder: MBPP, HumanEval, the corpus sources' listing).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,16 @@ from codenas.settings import (
     CorpusSourcesSettings,
     DataSettings,
     ImproveSettings,
+    MineSettings,
+    MineSourcesSettings,
+    MixSettings,
+    Part,
     PretrainSettings,
     TokenizerSettings,
     TrainSettings,
 )
 
 BASE_MODEL = "base"
-TOKENIZER_INFO = "tokenizer_info.json"
 BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
 TRAIN_STAGES = ("pretrain", "sft", "lora")
@@ -42,12 +44,13 @@ IMPROVE = "improve"  # the expert-iteration stage (and the name of its model in 
 MINE = "mine"  # the mined-records stage, when the plan has one: its proven records join the improve pool
 RESULT = "result.json"  # what a training stage's library call returned
 EVAL_DIR = "eval"
+MINED_RECORDS = "records.jsonl"  # codenas.corpus.mine.RECORDS (not imported here: it loads datatrove)
 PLOTS_DIR = "plots"  # the report stage's folder (report.md and report.html sit beside it, in the run folder)
 
 
 @dataclass
 class Stage:
-    name: str  # "data", "tokenizer", "pretrain", "sft", "lora", "eval/<model>/<benchmark>", "report"
+    name: str  # "data", "corpus", "pretrain", "sft", "lora", "eval/<model>/<benchmark>", "report"
     folder: Path
     action: Callable[[Path, bool], None]  # (folder, resume) -> None; writes only inside folder
     params: dict[str, Any]
@@ -61,8 +64,10 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
     from codenas.data.mbpp import resolve_mbpp_path
 
     mbpp_path = resolve_mbpp_path(mbpp)
-    stages = [_data_stage(config, out, mbpp_path), _tokenizer_stage(config, out),
-              _corpus_stage(config, out, mbpp_path), _pretrain_stage(config, out)]
+    stages = [_data_stage(config, out, mbpp_path), _corpus_stage(config, out, mbpp_path)]
+    if config["mine"]["enabled"]:
+        stages.append(_mine_stage(config, out, mbpp_path))
+    stages.append(_pretrain_stage(config, out))
     methods = finetune_stages(config)
     stages += [_finetune_stage(config, out, method) for method in methods]
     models = (BASE_MODEL, *methods)
@@ -93,7 +98,7 @@ def _benchmarks(config: dict[str, dict[str, Any]], mbpp_path: Path | None) -> li
     return chosen
 
 
-# --- data and tokenizer --------------------------------------------------------------------------------------------
+# --- data and corpus -----------------------------------------------------------------------------------------------
 
 
 def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
@@ -110,32 +115,9 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
         # started marker has no use here (without it, a killed build is started afresh next time).
         (folder / cache.STARTED).unlink(missing_ok=True)
         build_dataset(mbpp=mbpp_path, out=folder, seed=settings.seed, val_size=settings.val_size,
-                      holdout=settings.holdout)
+                      holdout=settings.holdout, diff_inputs=settings.diff_inputs)
 
     return Stage("data", out / "data", action, params, inputs=inputs)
-
-
-@functools.cache
-def _stdlib_listing() -> str:
-    """The content digest of the stdlib .py files (the tokenizer's and pretraining's corpus)."""
-    from codenas.model.tokenizer import files_digest, list_py_files, stdlib_dir
-
-    root = stdlib_dir()
-    return files_digest(root, list_py_files(root))
-
-
-def _tokenizer_stage(config: dict, out: Path) -> Stage:
-    params = dict(config["tokenizer"])
-    settings = settings_of(config, "tokenizer")[TokenizerSettings]
-
-    def action(folder: Path, resume: bool) -> None:
-        from codenas.model.tokenizer import build_tokenizer
-
-        info = build_tokenizer(None, settings.vocab_size, folder / "tokenizer.json", max_files=settings.max_files,
-                               val_fraction=settings.val_fraction)
-        atomic_write_json(folder / TOKENIZER_INFO, info)
-
-    return Stage("tokenizer", out / "tokenizer", action, params, inputs={"stdlib": _stdlib_listing()})
 
 
 # --- training ------------------------------------------------------------------------------------------------------
@@ -167,13 +149,13 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
         from codenas.model.tokenizer import load_tokenizer
         from codenas.train.pretrain import pretrain
 
-        tokenizer = out / "tokenizer" / "tokenizer.json"
+        tokenizer = run_tokenizer(out)
         arch = dataclasses.replace(load_arch(settings.arch), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
         result = pretrain(settings, training, arch=arch, tokenizer=tokenizer, out=folder, corpus=corpus_folder(out),
                           resume=_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
-    return Stage("pretrain", out / "pretrain", action, params, upstream=("tokenizer", "corpus"),
+    return Stage("pretrain", out / "pretrain", action, params, upstream=("corpus",),
                  inputs={"arch": arch_sha, "world_size": _world_size()}, distributed=True)
 
 
@@ -182,26 +164,64 @@ def corpus_folder(out: Path) -> Path:
     return out / "corpus" / "built"
 
 
+def run_tokenizer(out: Path) -> Path:
+    """The run's tokenizer: the one its corpus build trained."""
+    from codenas.model.tokenizer import TOKENIZER_FILE
+
+    return corpus_folder(out) / TOKENIZER_FILE
+
+
 def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
     """The pretraining corpus (``codenas.corpus``): the sources of ``[corpus]``, filtered, deduplicated,
-    decontaminated against the benchmarks and tokenized with the tokenizer stage's tokenizer."""
+    decontaminated against the benchmarks, a BPE of ``tokenizer.vocab_size`` tokens trained on its clean training
+    documents, and tokenized with it."""
     from codenas.corpus.sources import listing_digest, resolve_sources
 
     objects = settings_of(config, "corpus")
     sources, settings = list(objects[CorpusSourcesSettings].sources), objects[CorpusSettings]
-    params = {"sources": sources, **settings.output_settings()}  # workers change nothing in the output
+    vocab_size = settings_of(config, "tokenizer")[TokenizerSettings].vocab_size
+    # workers change nothing in the output
+    params = {"sources": sources, **settings.output_settings(), "vocab_size": vocab_size}
     inputs = {"sources": listing_digest(resolve_sources(sources, settings.max_files)),
               "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
 
     def action(folder: Path, resume: bool) -> None:
-        from codenas.corpus.build import build_corpus
+        from codenas.corpus.build import build_corpus, split_line
 
-        manifest = build_corpus(sources, corpus_folder(out), tokenizer=out / "tokenizer" / "tokenizer.json",
-                                settings=settings, mbpp=mbpp_path)
+        manifest = build_corpus(sources, corpus_folder(out), vocab_size=vocab_size, settings=settings,
+                                mbpp=mbpp_path)
+        say(f"corpus: {split_line(manifest)}")
         atomic_write_json(folder / RESULT, {"documents": manifest["documents"], "tokens": manifest["tokens"],
                                             "rules": manifest["rules"], "contaminated": len(manifest["contaminated"])})
 
-    return Stage("corpus", out / "corpus", action, params, upstream=("tokenizer",), inputs=inputs)
+    return Stage("corpus", out / "corpus", action, params, inputs=inputs)
+
+
+def mined_folder(out: Path) -> Path:
+    """The mine stage's output (`codenas data mine`'s records.jsonl and manifest.json) inside a run folder."""
+    return out / "mine" / "built"
+
+
+def _mine_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
+    """Function-level records mined from the sources of ``[mine]`` (``codenas.corpus.mine``), decontaminated
+    against the benchmarks; fine-tuning mixes them in (``finetune.mined_share``)."""
+    from codenas.corpus.sources import listing_digest, resolve_sources
+
+    objects = settings_of(config, "mine")
+    sources, settings = list(objects[MineSourcesSettings].sources), objects[MineSettings]
+    params = {"sources": sources, **settings.output_settings()}  # workers and tasks change nothing in the output
+    inputs = {"sources": listing_digest(resolve_sources(sources, settings.max_files or 0)),
+              "mbpp": sha256_file(mbpp_path) if mbpp_path else None}
+
+    def action(folder: Path, resume: bool) -> None:
+        from codenas.corpus.mine import mine
+
+        manifest = mine(sources, mined_folder(out), settings=settings, mbpp=mbpp_path)
+        atomic_write_json(folder / RESULT, {**{k: manifest[k] for k in ("records", "proven", "unproven", "functions",
+                                                                          "files", "rules", "elapsed")},
+                                            "contaminated": len(manifest["contaminated"])})
+
+    return Stage("mine", out / "mine", action, params, inputs=inputs)
 
 
 def _world_size() -> str:
@@ -222,13 +242,20 @@ def best_model(folder: Path) -> Path:
 
 
 def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
-    """Instruction tuning (``sft``) or LoRA of the pretrained base on the train records; pass@1 on val records
-    (sampled as the eval section says) picks the best checkpoint."""
+    """Instruction tuning (``sft``) or LoRA of the pretrained base on the train records (with a share of mined
+    records when ``finetune.mined_share`` > 0); pass@1 on val records (sampled as the eval section says) picks the
+    best checkpoint."""
     params = {k: v for k, v in config["finetune"].items() if k != "method"}
     if method == "sft":
         params = {k: v for k, v in params.items() if k not in _LORA_ONLY_KEYS}
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA) if method == "lora" else None
+    mix = part_of(config, "finetune", Part(MixSettings))
+    upstream = ("data", "pretrain")
+    if mix.mined_share > 0:
+        if not config["mine"]["enabled"]:
+            raise CodenasError("finetune.mined_share > 0 needs the mine stage: set mine.enabled = true")
+        upstream += ("mine",)
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.train.sft import finetune
@@ -236,10 +263,11 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
         result = finetune(init_checkpoint=str(best_model(out / "pretrain")), data_path=out / "data" / "train.jsonl",
                           val_path=out / "data" / "val.jsonl", out=folder, training=training, lora=lora,
                           sampling=sampling, judge=judge, evaluation=evaluation,
+                          mined=mined_folder(out) / MINED_RECORDS if mix.mined_share > 0 else None, mix=mix,
                           resume=_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
-    return Stage(method, out / method, action, params, upstream=("data", "pretrain"),
+    return Stage(method, out / method, action, params, upstream=upstream,
                  inputs={"world_size": _world_size()}, distributed=True)
 
 
@@ -257,7 +285,7 @@ def _improve_stage(config: dict, out: Path, source: str, mined: bool) -> Stage:
     params = {**config[IMPROVE], "finetune": finetune_params}
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA)
-    pool = [out / "data" / "train.jsonl"] + ([out / MINE] if mined else [])
+    pool = [out / "data" / "train.jsonl"] + ([mined_folder(out)] if mined else [])
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.train.improve import improve

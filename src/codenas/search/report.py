@@ -6,13 +6,18 @@ on a shared database appear too) and written atomically:
 - ``trials.jsonl``: one row per trial, ranked: complete trials by held-out loss, then pruned ones (furthest
   evaluation first, then loss at that point), then infeasible ones (too big or too slow, never trained), then
   failed or still running ones.
-- ``pareto.png``: held-out loss against parameters (log scale); the Pareto front of complete trials (no other
-  trial is both smaller and better) is marked and joined.
+- ``pareto.json``: the Pareto front, the complete trials that no other complete trial dominates (at least as good
+  on every objective, better on one), lowest loss first, each as ``{"number", "values", "arch", "optimizer"}``
+  with ``values`` in the order of the study's objectives; a loss-only study's front is over (loss, params).
+- ``pareto.png``: held-out loss against the second objective of the front (parameters by default; log scale);
+  the front is marked (and joined, for two objectives).
 - ``best_arch.json``: the arch of the complete trial with the lowest loss, ready for ``codenas train pretrain``.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,26 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
-from codenas.io import atomic_path, atomic_write_json, write_jsonl
+from codenas.io import CodenasError, atomic_path, atomic_write_json, write_jsonl
 from codenas.search.space import optimizer_of, shape_of
 
 ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout", "position", "norm", "mlp",
                 "qk_norm", "n_kv_head")
 _STATE_ORDER = {"complete": 0, "pruned": 1, "infeasible": 2, "failed": 3, "running": 4, "waiting": 5}
+# objective -> the row field (and trial user attribute) holding a trial's value of it
+OBJECTIVE_FIELDS = {"loss": "val_loss", "params": "params", "flops": "flops", "latency": "latency_ms"}
+_AXIS_LABELS = {"params": "parameters", "flops": "forward FLOPs per token", "latency": "ms per generated token"}
+PARETO_FILE = "pareto.json"
+
+
+def front_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
+    """The objectives the Pareto front is over: the study's, or (loss, params) for a loss-only study."""
+    return tuple(objectives) if len(objectives) > 1 else ("loss", "params")
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether ``a`` is at least as low as ``b`` everywhere and lower somewhere (every objective minimised)."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
 def _state(trial: FrozenTrial) -> str:
@@ -40,17 +59,20 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     """One table row: the trial's state, loss (final for complete trials, last reported for pruned ones), size,
     latency, arch fields, how far it trained, and why it was infeasible."""
     attrs = trial.user_attrs
-    last_eval = max(trial.intermediate_values, default=None)
+    # a multi-objective trial cannot report to Optuna: its curve (loss at each evaluation) is an attribute
+    curve = dict(trial.intermediate_values) or dict(enumerate(attrs.get("curve", []), start=1))
+    last_eval = max(curve, default=None)
     if trial.state == TrialState.COMPLETE:
-        loss = trial.value
+        loss = trial.values[0]
     else:
-        loss = trial.intermediate_values[last_eval] if last_eval is not None else None
+        loss = curve[last_eval] if last_eval is not None else None
     return {
         "trial": trial.number,
         "state": _state(trial),
         "val_loss": loss,
         "params": attrs.get("params"),
         "latency_ms": attrs.get("latency_ms"),
+        "flops": attrs.get("flops"),
         **(shape_of(trial.params) or dict.fromkeys(ARCH_COLUMNS)),
         "optimizer": optimizer_of(trial.params),
         "evals": last_eval or 0,
@@ -66,43 +88,72 @@ def _rank_key(row: dict[str, Any]) -> tuple:
     return (_STATE_ORDER[row["state"]], -row["evals"], known(row["val_loss"]), known(row["params"]), row["trial"])
 
 
-def pareto_front(rows: list[dict[str, Any]]) -> set[int]:
-    """Trial numbers of the complete rows that no other complete row beats on both parameters and loss."""
-    complete = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: (r["params"], r["val_loss"]))
-    front, best_loss = set(), float("inf")
-    for r in complete:
-        if r["val_loss"] < best_loss:
-            front.add(r["trial"])
-            best_loss = r["val_loss"]
-    return front
+def row_values(row: dict[str, Any], objectives: Sequence[str]) -> list[float] | None:
+    """A row's values of ``objectives`` (None when one is unknown: not complete, or not measured)."""
+    values = [row.get(OBJECTIVE_FIELDS[name]) for name in objectives]
+    return None if row["state"] != "complete" or None in values else values
 
 
-def ranked_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """All trials of ``study`` as ranked rows, each with its ``rank`` (1 = best) and a ``pareto`` flag."""
+def pareto_front(rows: list[dict[str, Any]], objectives: Sequence[str] = ("loss", "params")) -> set[int]:
+    """Trial numbers of the complete rows that no other complete row dominates on ``objectives``."""
+    scored = [(r["trial"], v) for r in rows if (v := row_values(r, objectives)) is not None]
+    return {n for n, v in scored if not any(dominates(other, v) for _, other in scored)}
+
+
+def ranked_rows(study: optuna.Study, objectives: Sequence[str] = ("loss",)) -> list[dict[str, Any]]:
+    """All trials of ``study`` as ranked rows, each with its ``rank`` (1 = best) and a ``pareto`` flag (on the
+    front over ``front_objectives(objectives)``)."""
     rows = sorted((trial_row(t) for t in study.get_trials(deepcopy=False)), key=_rank_key)
-    front = pareto_front(rows)
+    front = pareto_front(rows, front_objectives(objectives))
     return [{"rank": i, **r, "pareto": r["trial"] in front} for i, r in enumerate(rows, start=1)]
 
 
-def plot_pareto(path: Path, rows: list[dict[str, Any]], *, max_params: int | None = None) -> Path:
-    """Loss vs parameters: complete trials (Pareto front highlighted and joined), pruned ones at their last loss."""
+def front_entries(study: optuna.Study, rows: list[dict[str, Any]], objectives: Sequence[str]) -> list[dict]:
+    """The entries of ``pareto.json``: each front trial's number, values (in the order of the front's
+    objectives), arch and optimizer, lowest loss first."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    front = front_objectives(objectives)
+    return [{"number": r["trial"], "values": row_values(r, front), "arch": trials[r["trial"]].user_attrs["arch"],
+             "optimizer": r["optimizer"]} for r in rows if r["pareto"]]
+
+
+def read_front(out: Path) -> list[dict]:
+    """The entries of ``OUT/pareto.json`` ([] before any trial completed)."""
+    path = Path(out) / PARETO_FILE
+    if not path.is_file():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CodenasError(f"not valid JSON: {e.msg}", path, e.lineno) from None
+
+
+def plot_pareto(path: Path, rows: list[dict[str, Any]], *, max_params: int | None = None,
+                objectives: Sequence[str] = ("loss",)) -> Path:
+    """Loss vs the front's second objective: complete trials (the Pareto front highlighted, and joined when it is
+    over two objectives), pruned ones at their last loss."""
+    front_over = front_objectives(objectives)
+    x_field = OBJECTIVE_FIELDS[front_over[1]]
     fig = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
     ax = fig.subplots()
     for state, style in (("pruned", {"marker": "x", "color": "0.6"}), ("complete", {"marker": "o", "color": "C0"})):
-        points = [(r["params"], r["val_loss"]) for r in rows if r["state"] == state and r["val_loss"] is not None]
+        points = [(r[x_field], r["val_loss"]) for r in rows
+                  if r["state"] == state and r["val_loss"] is not None and r[x_field] is not None]
         if points:
             ax.scatter(*zip(*points, strict=True), s=22, label=f"{state} ({len(points)})", **style)
-    front = sorted((r["params"], r["val_loss"]) for r in rows if r["pareto"])
+    front = sorted((r[x_field], r["val_loss"]) for r in rows if r["pareto"])
     if front:
-        ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color="C3", linewidth=1.2)
-        ax.scatter(*zip(*front, strict=True), s=60, facecolors="none", edgecolors="C3", label="Pareto front")
-    if max_params is not None:
+        if len(front_over) == 2:
+            ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color="C3", linewidth=1.2)
+        ax.scatter(*zip(*front, strict=True), s=60, facecolors="none", edgecolors="C3",
+                   label=f"Pareto front ({', '.join(front_over)})")
+    if max_params is not None and x_field == "params":
         ax.axvline(max_params, color="0.3", linestyle="--", linewidth=1, label="--max-params")
     not_shown = sum(r["state"] not in ("complete", "pruned") for r in rows)
     ax.set_title(f"architecture search: {len(rows)} trials ({not_shown} infeasible or unfinished, not shown)",
                  fontsize="medium")
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    ax.set_xlabel(_AXIS_LABELS[front_over[1]])
     ax.set_ylabel("held-out loss (proxy run)")
     ax.grid(alpha=0.3)
     if ax.has_data():
@@ -117,11 +168,14 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((r for r in rows if r["state"] == "complete"), None)
 
 
-def write_outputs(study: optuna.Study, out: Path, *, max_params: int | None = None) -> list[dict[str, Any]]:
-    """Write ``trials.jsonl``, ``pareto.png`` and (once a trial completed) ``best_arch.json``; return the rows."""
-    rows = ranked_rows(study)
+def write_outputs(study: optuna.Study, out: Path, *, max_params: int | None = None,
+                  objectives: Sequence[str] = ("loss",)) -> list[dict[str, Any]]:
+    """Write ``trials.jsonl``, ``pareto.json``, ``pareto.png`` and (once a trial completed) ``best_arch.json``;
+    return the rows."""
+    rows = ranked_rows(study, objectives)
     write_jsonl(out / "trials.jsonl", rows)
-    plot_pareto(out / "pareto.png", rows, max_params=max_params)
+    atomic_write_json(out / PARETO_FILE, front_entries(study, rows, objectives))
+    plot_pareto(out / "pareto.png", rows, max_params=max_params, objectives=objectives)
     best = best_row(rows)
     if best is not None:
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best["trial"])
@@ -151,10 +205,11 @@ def _layout(row: dict[str, Any]) -> str | None:
     return "+".join(p for p in parts if p) or "gpt2"
 
 
-def rows_table(rows: list[dict[str, Any]], *, limit: int | None = 20) -> Table:
+def rows_table(rows: list[dict[str, Any]], *, limit: int | None = 20, objectives: Sequence[str] = ("loss",)) -> Table:
     """A rich table of the first ``limit`` ranked rows (all with None); Pareto-front trials are starred."""
     shown = rows if limit is None else rows[:limit]
-    table = Table(title="architecture search, best first", caption="* on the Pareto front (loss vs params)",
+    table = Table(title="architecture search, best first",
+                  caption=f"* on the Pareto front ({', '.join(front_objectives(objectives))})",
                   box=None, padding=(0, 1, 0, 0), pad_edge=False)
     for header in _TABLE_COLUMNS:
         table.add_column(header, justify="left" if header == "state" else "right", no_wrap=True)

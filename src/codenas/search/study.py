@@ -2,10 +2,23 @@
 
 Each trial samples a shape (``codenas.search.space``), counts its parameters exactly, times its generation
 latency (``codenas.search.latency``) and, when it fits both budgets, pretrains it on about ``budget_tokens``
-tokens with the shared ``codenas.train.pretrain.pretrain``. The held-out loss at each of the ``evals`` evenly
-spaced evaluations is reported to Optuna (step = evaluation index, so trials of different context lengths compare
-at the same fraction of the token budget) and the pruner (Hyperband by default) stops weak trials early. The
-trial's score is the final held-out loss. Shapes over a budget are recorded as infeasible without training.
+tokens with the shared ``codenas.train.pretrain.pretrain`` on one built corpus: the one given, or the corpus
+source built once into the cache the way every pretraining corpus is (``codenas.corpus.build.build_cached``;
+without ``tokenizer``, the build trains a BPE of ``vocab_size`` tokens on it). The held-out loss at each of the
+``evals`` evenly spaced evaluations is reported to Optuna (step = evaluation index, so trials of different context
+lengths compare at the same fraction of the token budget) and the pruner (Hyperband by default) stops weak trials
+early. The trial's score is the final held-out loss.
+
+Several objectives (``objectives = ("loss", "params")``...): the study is multi-objective (Optuna's TPE sampler
+handles several directions) and a trial's values are its loss and its size, FLOPs per token or latency. Optuna
+has no pruners for such studies; instead a trial stops at an evaluation where another trial, at the same
+evaluation, was at least as good on every objective and better on one (it is dominated already, and shapes that
+learn slower rarely catch up within the same short budget: benchmarks/search_validity.py measures this).
+
+Shapes over a budget (or invalid ones) are recorded as infeasible without training, and do not count: the search
+samples again until ``trials`` shapes have been trained. The sampler learns the boundary from each infeasible
+trial's constraint value (``Trial.set_constraint``: how far over the budget it was), so it soon stops proposing
+such shapes.
 
 The study lives in an Optuna RDB storage: ``sqlite:///OUT/study.db`` by default, or any SQLAlchemy URL such as
 ``postgresql://user@host/db`` so several machines share one search. ``trials`` is the total for the study, so a
@@ -34,38 +47,46 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from codenas.io import CodenasError, check_writable, sha256_file
 from codenas.model.config import ArchConfig
 from codenas.model.loading import resolve_device
-from codenas.model.tokenizer import build_tokenizer, load_tokenizer, tokenizer_file
+from codenas.model.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
-from codenas.search.report import best_row, write_outputs
-from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
-from codenas.settings import PretrainSettings, SearchSettings, TrainSettings
+from codenas.search.report import OBJECTIVE_FIELDS, best_row, dominates, read_front, write_outputs
+from codenas.search.space import (
+    SearchSpace,
+    count_params,
+    flops_per_token,
+    optimizer_of,
+    sample_arch,
+    smallest_arch,
+)
+from codenas.settings import CorpusSettings, PretrainSettings, SearchSettings, TrainSettings
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 HEARTBEAT_INTERVAL_S = 20
 GRACE_PERIOD_S = 120
+MAX_INFEASIBLE_IN_A_ROW = 500  # shapes sampled in a row without one that fits: the budgets leave too little room
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig(SearchSettings):
     """Everything a search needs: its settings (``SearchSettings``, checked by their field rules) and the run's
     paths and space. Fixed for the life of a study (``comparability``): the budgets, space, corpus, max_files,
-    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches and pruner."""
+    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches, pruner, objectives and dtype."""
 
     out: Path
     space: SearchSpace = field(default_factory=SearchSpace)
-    tokenizer: Path | None = None  # default: trained on the corpus once, kept as OUT/tokenizer.json
-    corpus: Path | None = None  # default: the stdlib
+    tokenizer: Path | None = None  # default: a built corpus's own, else the one its build trains
+    corpus: str | Path | None = None  # a built corpus folder or a corpus source; default: the stdlib
 
     def _check(self) -> None:
+        super()._check()
         if self.max_params is None:
             raise CodenasError("max_params must be given (--max-params)")
 
@@ -78,6 +99,28 @@ def proxy_schedule(budget_tokens: int, batch_size: int, context_length: int, eva
     evaluations, at least one step between two of them."""
     interval = max(1, budget_tokens // (batch_size * context_length * evals))
     return interval * evals, interval
+
+
+def proxy_training(settings: SearchSettings, arch: ArchConfig, optimizer: str,
+                   budget_tokens: int | None = None) -> TrainSettings:
+    """The training settings of a proxy run of ``arch`` (``budget_tokens``: the search's own by default): the
+    ``proxy_schedule`` steps, a 10% warmup, cosine decay to ``lr / 10``, the search's seed for every shape."""
+    budget = settings.budget_tokens if budget_tokens is None else budget_tokens
+    steps, interval = proxy_schedule(budget, settings.batch_size, arch.context_length, settings.evals)
+    return TrainSettings(max_steps=steps, batch_size=settings.batch_size, lr=settings.lr, min_lr=settings.lr / 10,
+                         warmup_steps=max(1, steps // 10), eval_interval=interval,
+                         eval_batches=settings.eval_batches, log_interval=min(10, interval), seed=settings.seed,
+                         device=settings.device, dtype=settings.dtype, optimizer=optimizer, muon_lr=settings.muon_lr)
+
+
+def is_trained(trial: FrozenTrial) -> bool:
+    """Whether a trial trained a shape (complete, or pruned after training started), so counts towards
+    ``trials``; infeasible ones never do."""
+    return trial.state in DONE_STATES and "infeasible" not in trial.user_attrs
+
+
+def trained_count(study: optuna.Study) -> int:
+    return sum(map(is_trained, study.get_trials(deepcopy=False, states=DONE_STATES)))
 
 
 def redact(url: str) -> str:
@@ -97,16 +140,21 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
             retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
             storage = RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                                  heartbeat_stale_trial_callback=retry)
-        study = optuna.create_study(storage=storage, study_name=cfg.study_name, direction="minimize",
-                                    load_if_exists=True)
+        study = optuna.create_study(storage=storage, study_name=cfg.study_name,
+                                    directions=["minimize"] * len(cfg.objectives), load_if_exists=True)
     except ImportError as e:  # Optuna re-raises the missing driver's ModuleNotFoundError as its cause
         raise CodenasError(f"storage {redact(url)} needs a database driver that is not installed "
                            f"({e.__cause__ or e}); for PostgreSQL: pip install 'codenas[postgres]'") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         raise CodenasError(f"cannot open storage {redact(url)}: {str(e).splitlines()[0]}") from None
+    if len(study.directions) != len(cfg.objectives):
+        raise CodenasError(f"study {cfg.study_name!r} in {redact(url)} has {len(study.directions)} objective(s), "
+                           f"not {len(cfg.objectives)} ({','.join(cfg.objectives)}); use the same --objectives or "
+                           "another --study-name")
     n_existing = len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=(cfg.seed * 1_000_003 + cfg.worker * 10_007 + n_existing) % 2**32)
-    study.pruner = _make_pruner(cfg.pruner, cfg.evals)
+    single = len(cfg.objectives) == 1  # Optuna's pruners need one objective; see _Objective for the others
+    study.pruner = _make_pruner(cfg.pruner if single else "none", cfg.evals)
     return study
 
 
@@ -125,7 +173,8 @@ def comparability(cfg: SearchConfig, tokenizer_sha256: str) -> dict[str, Any]:
         "space": cfg.space.to_dict(), "tokenizer_sha256": tokenizer_sha256,
         "corpus": str(cfg.corpus) if cfg.corpus is not None else "stdlib", "max_files": cfg.max_files,
         "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "muon_lr": cfg.muon_lr, "evals": cfg.evals,
-        "eval_batches": cfg.eval_batches, "pruner": cfg.pruner,
+        "eval_batches": cfg.eval_batches, "pruner": cfg.pruner, "objectives": list(cfg.objectives),
+        "dtype": cfg.dtype,
     }
     return json.loads(json.dumps(settings))
 
@@ -136,74 +185,96 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], cfg: SearchCo
     if stored is None:
         study.set_user_attr("codenas_settings", settings)
         return
+    stored = {"objectives": ["loss"], "dtype": "auto", **stored}  # studies from before these were settings
     diffs = [f"{k}: study has {stored.get(k)!r}, now {v!r}" for k, v in settings.items() if stored.get(k) != v]
     if diffs:
         raise CodenasError(f"study {cfg.study_name!r} in {redact(cfg.storage_url())} was created with other "
                            f"settings ({'; '.join(diffs)}); use the same flags or another --study-name")
 
 
-def _ensure_tokenizer(cfg: SearchConfig) -> Path:
-    """The given tokenizer (a checkpoint folder means its copy), else OUT/tokenizer.json (trained on the corpus's
-    training split the first time)."""
+def prepare_corpus(cfg: SearchConfig) -> tuple[Path, Path]:
+    """``(built corpus folder, tokenizer)`` the trials train on: ``cfg.corpus`` when it is a built corpus (with
+    its own tokenizer unless one is given), else the source built once into the cache with ``cfg.tokenizer`` or,
+    without one, with a BPE of ``cfg.vocab_size`` tokens trained by the build."""
+    from codenas.corpus.build import build_cached, is_built_corpus
+
+    if cfg.corpus is not None and is_built_corpus(cfg.corpus):
+        folder = Path(cfg.corpus)
+        return folder, tokenizer_file(cfg.tokenizer) if cfg.tokenizer is not None else folder / TOKENIZER_FILE
+    settings = CorpusSettings(max_files=cfg.max_files)
+    source = str(cfg.corpus) if cfg.corpus is not None else "stdlib"
     if cfg.tokenizer is not None:
-        path = Path(cfg.tokenizer)
-        return tokenizer_file(path)
-    path = Path(cfg.out) / "tokenizer.json"
-    if not path.is_file():
-        say(f"training a {cfg.vocab_size}-token tokenizer for the search -> {path}")
-        build_tokenizer(cfg.corpus, cfg.vocab_size, path, max_files=cfg.max_files)
-    return path
+        tokenizer = tokenizer_file(cfg.tokenizer)
+        return build_cached([source], tokenizer=tokenizer, settings=settings), tokenizer
+    say(f"building the search's corpus from {source} with a {cfg.vocab_size}-token tokenizer")
+    folder = build_cached([source], vocab_size=cfg.vocab_size, settings=settings)
+    return folder, folder / TOKENIZER_FILE
 
 
 class _Objective:
-    """Scores one trial: feasibility checks, then a proxy pretraining run reporting to the pruner."""
+    """Scores one trial: feasibility checks, then a proxy pretraining run reporting to the pruner (or, with several
+    objectives, stopping where another trial dominates it)."""
 
-    def __init__(self, cfg: SearchConfig, tokenizer: Path, vocab_size: int):
-        self.cfg, self.tokenizer, self.vocab_size = cfg, tokenizer, vocab_size
+    def __init__(self, cfg: SearchConfig, corpus: Path, tokenizer: Path, vocab_size: int):
+        self.cfg, self.corpus, self.tokenizer, self.vocab_size = cfg, corpus, tokenizer, vocab_size
         self.device = str(resolve_device(cfg.device))
         self.trials_run = 0
+        self.infeasible = 0
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        self.trials_run += 1
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = self.cfg
         arch, reason = sample_arch(trial, cfg.space, self.vocab_size, name=f"{cfg.study_name}_trial_{trial.number}")
-        if arch is not None:
+        if arch is None:
+            trial.set_constraint("budget", 1.0)
+        else:
             reason = self._check_budgets(trial, arch)
         if reason:
+            self.infeasible += 1
             trial.set_user_attr("infeasible", reason)
-            say(f"trial {trial.number}: infeasible, {reason}")
+            say(f"trial {trial.number}: infeasible ({reason}), sampling another shape")
             raise optuna.TrialPruned(reason)
+        self.trials_run += 1
         return self._train(trial, arch)
 
     def _check_budgets(self, trial: optuna.Trial, arch: ArchConfig) -> str:
-        """Record size and latency; return why the shape breaks a budget ("" when it fits)."""
+        """Record size, FLOPs and latency; return why the shape breaks a budget ("" when it fits)."""
         cfg = self.cfg
         params = count_params(arch)
         trial.set_user_attr("params", params)
+        trial.set_user_attr("flops", flops_per_token(arch))
         trial.set_user_attr("arch", arch.to_dict())
         if params > cfg.max_params:
+            trial.set_constraint("budget", params / cfg.max_params - 1)
             return f"{params:,} parameters > max {cfg.max_params:,}"
-        latency = measure_latency_ms(arch, device=self.device, seed=cfg.seed)
-        trial.set_user_attr("latency_ms", round(latency, 4))
+        latency = round(measure_latency_ms(arch, device=self.device, seed=cfg.seed), 4)
+        trial.set_user_attr("latency_ms", latency)
         if cfg.max_latency_ms is not None and latency > cfg.max_latency_ms:
+            trial.set_constraint("budget", latency / cfg.max_latency_ms - 1)
             return f"{latency:.2f} ms/token > max {cfg.max_latency_ms:g}"
         return ""
 
-    def _train(self, trial: optuna.Trial, arch: ArchConfig) -> float:
+    def _train(self, trial: optuna.Trial, arch: ArchConfig) -> float | list[float]:
         cfg = self.cfg
-        steps, interval = proxy_schedule(cfg.budget_tokens, cfg.batch_size, arch.context_length, cfg.evals)
-        train_cfg = TrainSettings(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 10,
-                                  warmup_steps=max(1, steps // 10), eval_interval=interval,
-                                  eval_batches=cfg.eval_batches, log_interval=min(10, interval), seed=cfg.seed,
-                                  device=cfg.device, optimizer=optimizer_of(trial.params),
-                                  muon_lr=cfg.muon_lr)
+        train_cfg = proxy_training(cfg, arch, optimizer_of(trial.params))
+        steps, interval = train_cfg.max_steps, train_cfg.eval_interval
         tokens_per_step = cfg.batch_size * arch.context_length
+        costs = [trial.user_attrs[OBJECTIVE_FIELDS[name]] for name in cfg.objectives[1:]]
+        curve: list[float] = []
 
         def on_eval(step: int, metrics: dict[str, float]) -> None:
             trial.set_user_attr("tokens", step * tokens_per_step)
-            trial.report(metrics["val_loss"], step // interval)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"val_loss {metrics['val_loss']:.4f} after {step}/{steps} steps")
+            loss = metrics["val_loss"]
+            if not costs:
+                trial.report(loss, step // interval)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"val_loss {loss:.4f} after {step}/{steps} steps")
+                return
+            curve.append(loss)
+            trial.set_user_attr("curve", curve)
+            if cfg.pruner != "none" and step < steps:
+                by = _dominating_trial(trial, len(curve) - 1, [loss, *costs], cfg.objectives)
+                if by is not None:
+                    raise optuna.TrialPruned(f"dominated by trial {by} after {step}/{steps} steps")
 
         trial_dir = Path(cfg.out) / "trials" / f"{trial.number:05d}"
         shutil.rmtree(trial_dir, ignore_errors=True)  # a leftover of an earlier study in the same OUT
@@ -211,17 +282,34 @@ class _Objective:
             f"{arch.d_model}, d_ff {arch.d_ff}, context {arch.context_length}, dropout {arch.dropout:g}, "
             f"{arch.position}/{arch.norm}/{arch.mlp}{'/qk_norm' if arch.qk_norm else ''}, "
             f"{train_cfg.optimizer}; {steps} steps")
-        result = pretrain(settings=PretrainSettings(arch=arch.name, max_files=cfg.max_files), training=train_cfg,
-                          arch=arch, tokenizer=self.tokenizer, out=trial_dir, corpus=cfg.corpus, on_eval=on_eval,
+        result = pretrain(settings=PretrainSettings(arch=arch.name), training=train_cfg, arch=arch,
+                          tokenizer=self.tokenizer, out=trial_dir, corpus=self.corpus, on_eval=on_eval,
                           save_checkpoints=False, desc=f"trial {trial.number}")
-        return result["final_val_loss"]
+        loss = result["final_val_loss"]
+        return [loss, *costs] if costs else loss
+
+
+def _dominating_trial(trial: optuna.Trial, index: int, values: list[float], objectives: tuple[str, ...]) -> int | None:
+    """The number of another trial whose values at evaluation ``index`` (its loss then, its costs) dominate
+    ``values``, or None."""
+    for other in trial.study.get_trials(deepcopy=False, states=(*DONE_STATES, TrialState.RUNNING)):
+        curve = other.user_attrs.get("curve", [])
+        if other.number == trial.number or len(curve) <= index:
+            continue
+        theirs = [curve[index], *(other.user_attrs[OBJECTIVE_FIELDS[name]] for name in objectives[1:])]
+        if dominates(theirs, values):
+            return other.number
+    return None
 
 
 def _after_trial(cfg: SearchConfig):
-    """An Optuna callback: say how the trial ended and rewrite the outputs, so they are current at every moment."""
+    """An Optuna callback: say how a trained trial ended and rewrite the outputs, so they are current at every
+    moment (an infeasible trial changes nothing worth rewriting them for)."""
 
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        rows = write_outputs(study, Path(cfg.out), max_params=cfg.max_params)
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if not is_trained(trial):
+            return
+        rows = write_outputs(study, Path(cfg.out), max_params=cfg.max_params, objectives=cfg.objectives)
         row = next(r for r in rows if r["trial"] == trial.number)
         loss = "" if row["val_loss"] is None else f", val_loss {row['val_loss']:.4f}"
         say(f"trial {trial.number}: {row['state']}{loss} (rank {row['rank']} of {len(rows)})")
@@ -229,36 +317,78 @@ def _after_trial(cfg: SearchConfig):
     return callback
 
 
-def run_search(cfg: SearchConfig) -> dict[str, Any]:
-    """Run the missing trials of the study (``cfg.trials`` in total), then write its outputs into ``cfg.out``.
+class _StopWhenTrained:
+    """An Optuna callback: stop once the study holds ``trials`` trained shapes, or after too many infeasible
+    shapes in a row (``gave_up``)."""
 
-    Returns ``{"study", "storage", "trials_run", "counts", "best", "rows", "out"}`` where ``trials_run`` is the
-    number of trials this call ran, ``counts`` maps states to trial counts and ``best`` is the best row (or None).
+    def __init__(self, trials: int):
+        self.trials, self.infeasible_in_a_row, self.gave_up = trials, 0, False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "infeasible" in trial.user_attrs:
+            self.infeasible_in_a_row += 1
+            if self.infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+                self.gave_up = True
+                study.stop()
+            return
+        self.infeasible_in_a_row = 0
+        if trained_count(study) >= self.trials:
+            study.stop()
+
+
+def _check_some_shape_fits(cfg: SearchConfig, vocab_size: int) -> None:
+    """Fail fast when even the smallest shape of the space breaks a budget."""
+    smallest = smallest_arch(cfg.space, vocab_size)
+    params = count_params(smallest)
+    if params > cfg.max_params:
+        raise CodenasError(f"no shape of the search space fits max_params {cfg.max_params:,}: the smallest has "
+                           f"{params:,} parameters (with this tokenizer's {vocab_size} tokens)")
+    if cfg.max_latency_ms is not None:
+        latency = measure_latency_ms(smallest, device=str(resolve_device(cfg.device)), seed=cfg.seed)
+        if latency > cfg.max_latency_ms:
+            raise CodenasError(f"no shape of the search space fits max_latency_ms {cfg.max_latency_ms:g}: the "
+                               f"smallest takes {latency:.2f} ms per token here")
+
+
+def run_search(cfg: SearchConfig) -> dict[str, Any]:
+    """Train shapes until the study holds ``cfg.trials`` trained ones (infeasible shapes are sampled again and do
+    not count), then write its outputs into ``cfg.out``.
+
+    Returns ``{"study", "storage", "trials_run", "infeasible_run", "counts", "best", "front", "rows", "out",
+    "corpus"}``
+    where ``trials_run`` is the number of shapes this call trained, ``infeasible_run`` the infeasible shapes it
+    sampled on the way, ``counts`` maps states to trial counts, ``best`` is the best row (or None) and ``front``
+    the entries of ``pareto.json``; ``corpus`` is the built corpus the trials trained on.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
     out = check_writable(Path(cfg.out))
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _ensure_tokenizer(cfg)
+    corpus, tokenizer = prepare_corpus(cfg)
     vocab_size = load_tokenizer(tokenizer).get_vocab_size()
-    smallest = count_params(smallest_arch(cfg.space, vocab_size))
-    if smallest > cfg.max_params:
-        raise CodenasError(f"no shape of the search space fits max_params {cfg.max_params:,}: the smallest has "
-                           f"{smallest:,} parameters (with this tokenizer's {vocab_size} tokens)")
+    _check_some_shape_fits(cfg, vocab_size)
     study = open_study(cfg)
     _check_settings(study, comparability(cfg, sha256_file(tokenizer)), cfg)
-    done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
-    objective = _Objective(cfg, tokenizer, vocab_size)
+    done = trained_count(study)
+    objective = _Objective(cfg, corpus, tokenizer, vocab_size)
+    stopper = _StopWhenTrained(cfg.trials)
     if cfg.trials > done:
-        say(f"study {cfg.study_name!r}: {done} of {cfg.trials} trials done, running the rest")
-        study.optimize(objective, n_trials=cfg.trials - done,
-                       callbacks=[MaxTrialsCallback(cfg.trials, states=DONE_STATES), _after_trial(cfg)])
-    rows = write_outputs(study, out, max_params=cfg.max_params)
+        say(f"study {cfg.study_name!r}: {done} of {cfg.trials} shapes trained, training the rest")
+        study.optimize(objective, callbacks=[_after_trial(cfg), stopper])
+    rows = write_outputs(study, out, max_params=cfg.max_params, objectives=cfg.objectives)
+    if stopper.gave_up:
+        raise CodenasError(f"{MAX_INFEASIBLE_IN_A_ROW} shapes in a row broke --max-params {cfg.max_params:,}"
+                           + (f" or --max-latency-ms {cfg.max_latency_ms:g}" if cfg.max_latency_ms else "")
+                           + f"; {trained_count(study)} of {cfg.trials} trained: narrow the search space to shapes "
+                           "that fit (fewer layers, smaller d_model)", out / "trials.jsonl")
     return {
         "study": cfg.study_name,
         "storage": redact(cfg.storage_url()),
         "trials_run": objective.trials_run,
+        "infeasible_run": objective.infeasible,
         "counts": dict(Counter(row["state"] for row in rows)),
         "best": best_row(rows),
+        "front": read_front(out),
         "rows": rows,
         "out": str(out),
+        "corpus": str(corpus),
     }

@@ -1,6 +1,6 @@
-"""Pretraining: a GPT learns next-token prediction on a folder of .py files (default: the stdlib).
+"""Pretraining: a GPT learns next-token prediction on a built corpus (default: the stdlib, built first).
 
-``pretrain()`` wires the pieces: the cached token corpus (``train.corpus``), one random-window batch source per
+``pretrain()`` wires the pieces: the built corpus's shards (``train.corpus``), one random-window batch source per
 rank, a validation-loss evaluation over fixed windows (averaged over DDP ranks), full checkpoints via
 ``codenas.model.checkpoint``, and the shared loop (``train.loop``). Output folder::
 
@@ -25,7 +25,7 @@ from codenas.model.config import ArchConfig, load_arch
 from codenas.model.model import GPT, describe
 from codenas.model.tokenizer import check_vocab_fits, load_tokenizer
 from codenas.progress import say
-from codenas.settings import PretrainSettings, TrainSettings
+from codenas.settings import CorpusSettings, PretrainSettings, TrainSettings
 from codenas.train import distributed
 from codenas.train.corpus import RandomWindows, TokenCorpus, fixed_windows, prepare_corpus
 from codenas.train.distributed import DistContext
@@ -78,7 +78,7 @@ def _calling_after(evaluate, on_eval: Callable[[int, dict], None]):
 
 
 def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
-    """Rank 0 tokenizes (or finds the cache) first; the other ranks then read the cache."""
+    """Rank 0 builds the corpus (or finds it built) first; the other ranks then map the built shards."""
     if not ctx.is_main:
         distributed.barrier(ctx)
     corpus = prepare_corpus(**kwargs)
@@ -90,11 +90,15 @@ def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
 @locks_output("out")
 def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSettings = TrainSettings(), *,
              tokenizer: Path,
-             out: Path, corpus: Path | str | None = None, arch: ArchConfig | None = None, resume: bool = False,
+             out: Path, corpus: Path | str | None = None, corpus_settings: CorpusSettings | None = None,
+             arch: ArchConfig | None = None, resume: bool = False,
              cache: Path | None = None, on_eval: Callable[[int, dict], None] | None = None,
              save_checkpoints: bool = True, desc: str = "pretrain") -> dict:
     """Pretrain a GPT of ``settings.arch`` (or of ``arch``, an already loaded config) on ``corpus`` into ``out``;
     resumable (``resume``), DDP-aware under torchrun.
+
+    ``corpus`` is a built corpus folder, or a corpus source (default: the stdlib) that is first built with
+    ``tokenizer`` and ``corpus_settings`` into the cache (``cache`` overrides its folder; see ``train.corpus``).
 
     ``on_eval(step, metrics)`` is called after each evaluation (it may raise to stop the run: the architecture
     search prunes trials this way); ``save_checkpoints=False`` writes only the logs (short proxy runs).
@@ -111,8 +115,8 @@ def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSet
     check_vocab_fits(vocab, arch_cfg.vocab_size, tokenizer)
     out = Path(out)
     ctx = distributed.setup(cfg.device)
-    data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, val_fraction=settings.val_fraction,
-                                max_files=settings.max_files, max_tokens=settings.max_tokens, cache=cache)
+    data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, max_tokens=settings.max_tokens,
+                                settings=corpus_settings, cache=cache)
     torch.manual_seed(cfg.seed)
     model = GPT(arch_cfg)
     if ctx.is_main:

@@ -12,6 +12,7 @@ mean over every supervised val token) and the val pass@1 (``eval_samples`` sampl
     OUT/evals/step{N}/     samples.jsonl, results.jsonl, summary.json of that evaluation's pass@1
     OUT/metrics.jsonl      loss, lr, tokens/s per logged step; val_loss, val_passed, val_pass@1 per evaluation
     OUT/finetune.json      the settings of the run
+    OUT/mined_train.jsonl  the mined records mixed in (with ``mined`` and a ``mix`` share > 0), as trained on
 
 "Best" is the loop's ordered key ``BEST_KEY``: the val samples passed (``val_passed``, higher is better), then the
 val loss (lower is better). With ``sampling.samples == 0`` only the val loss is measured and decides.
@@ -30,8 +31,16 @@ from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.model.loading import LoadedModel, load_model, save_model
 from codenas.progress import say
-from codenas.records import Record, read_records
-from codenas.settings import FINETUNE_EVAL, FINETUNE_TRAIN, EvalSettings, JudgeSettings, SamplingSettings, TrainSettings
+from codenas.records import Record, read_records, write_records
+from codenas.settings import (
+    FINETUNE_EVAL,
+    FINETUNE_TRAIN,
+    EvalSettings,
+    JudgeSettings,
+    MixSettings,
+    SamplingSettings,
+    TrainSettings,
+)
 from codenas.train import distributed
 from codenas.train.batching import SupervisedBatches, SupervisedExample, encode_records, eval_batches
 from codenas.train.distributed import DistContext
@@ -41,6 +50,7 @@ from codenas.train.lora import LoraSettings, apply_lora, count_parameters, resto
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
 SETTINGS = "finetune.json"  # the run's settings, trainable and total parameter counts
 EVALS = "evals"  # OUT/evals/step{N}/: samples, results and summary of each evaluation
+MINED_TRAIN = "mined_train.jsonl"  # the mined records this run trained on, beside the data stage's train.jsonl
 
 
 class FinetuneCheckpointer:
@@ -140,14 +150,17 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
              arch_json: str | None = None, tokenizer_path: Path | None = None,
              training: TrainSettings = FINETUNE_TRAIN, lora: LoraSettings | None = None,
              sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
-             evaluation: EvalSettings = FINETUNE_EVAL, resume: bool = False) -> dict:
+             evaluation: EvalSettings = FINETUNE_EVAL, mined: Path | None = None, mix: MixSettings = MixSettings(),
+             resume: bool = False) -> dict:
     """Fine-tune ``init_checkpoint`` on ``data_path`` records into ``out`` (full SFT, or LoRA when ``lora``).
 
     At each evaluation the val loss is measured and, unless ``sampling.samples`` is 0, ``sampling.samples``
     completions of each of the first ``evaluation.limit`` val records are judged (``judge``). Resumable
-    (``resume``) and DDP-aware under torchrun. Returns ``{"mode", "trainable_params", "total_params", "steps",
-    "best_step", "best_metrics", "final_metrics", "best_checkpoint", "last_checkpoint", "train_examples",
-    "dropped_examples"}``.
+    (``resume``) and DDP-aware under torchrun. ``mined`` (records of `codenas data mine`) are mixed in as
+    ``mix`` says (``train.mix``; the val records stay ``val_path``'s). Returns ``{"mode", "trainable_params",
+    "total_params", "steps", "best_step", "best_metrics", "final_metrics", "best_checkpoint", "last_checkpoint",
+    "train_examples", "dropped_examples", "train_files"}``; ``train_files`` lists the record files trained on as
+    ``{"path", "records"}`` (the mined ones as ``OUT/mined_train.jsonl``, with the file they were drawn ``from``).
     """
     cfg = training
     out = Path(out)
@@ -157,6 +170,19 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
     if base.adapter is not None:
         raise CodenasError("this is a LoRA adapter, not a base: merge it first (codenas lora merge)", base.adapter)
     train_records = read_records(data_path)
+    train_files = [{"path": str(Path(data_path).resolve()), "records": len(train_records)}]
+    if mined is not None and mix.mined_share > 0:
+        from codenas.train.mix import choose_mined
+
+        chosen = choose_mined(read_records(mined), len(train_records), mix.mined_share,
+                              proven_only=mix.mined_proven_only, seed=cfg.seed)
+        if ctx.is_main:
+            write_records(out / MINED_TRAIN, chosen)
+            say(f"mixing in {len(chosen)} mined records from {mined} (mined_share {mix.mined_share}"
+                f"{', proven only' if mix.mined_proven_only else ''})")
+        train_files.append({"path": str((out / MINED_TRAIN).resolve()), "records": len(chosen),
+                            "from": str(Path(mined).resolve())})
+        train_records = train_records + chosen
     val_file, val_records = _read_val(data_path, val_path)
     examples, dropped = encode_records(train_records, base.tokenizer, base.eot_id, base.context_length)
     val_examples, _ = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
@@ -171,7 +197,7 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
             "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
             "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
             "sampling": asdict(sampling), "judge": asdict(judge), "eval": asdict(evaluation),
-            "trainable_params": trainable, "total_params": total,
+            "trainable_params": trainable, "total_params": total, "mix": asdict(mix), "train_files": train_files,
             "world_size": ctx.world_size})
     batches = SupervisedBatches(examples, cfg.batch_size, base.pad_id, seed=cfg.seed, rank=ctx.rank,
                                 world_size=ctx.world_size)
@@ -192,4 +218,5 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
         "last_checkpoint": str(result.last_checkpoint),
         "train_examples": len(examples),
         "dropped_examples": dropped,
+        "train_files": train_files,
     }

@@ -1,0 +1,148 @@
+"""Does the search's winner beat the hand-picked layout in a real run? Search, then train both at the `tiny` budget.
+
+1. ``codenas search`` (``run_search``) under the parameter count of ``configs/tiny_modern.json`` (with this
+   tokenizer), at the tiny preset's context length (losses at different context lengths do not compare), with
+   the search's defaults otherwise: ``--trials`` shapes, ``--budget-tokens`` each.
+2. The winner (``best_arch.json``, with the optimizer its trial used) and ``tiny_modern`` (with the tiny preset's
+   Muon) are each pretrained at the tiny preset's full budget (its ``max_steps``, ``batch_size``, learning rates,
+   warmup and decay) on the same tokens, for each of ``--seeds`` (same initialisation stream and batch order for
+   both models under one seed).
+
+Printed: the search's summary, one line per run, the table (val loss per seed, mean); the last line is
+``searched_minus_tiny_modern: X``, the difference of the mean final val losses (negative: the search won).
+Everything also goes to ``OUT/search_transfer.json``. The data come from ``benchmarks/search_validity.py``'s
+``benchmark_data`` (the stdlib sample of the tiny preset), the one place to change for another corpus.
+
+    nice python benchmarks/search_transfer.py                 # ~30 min on 2 idle cores
+    python benchmarks/search_transfer.py --smoke              # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+PRESETS = {
+    "default": {"trials": 12, "budget_tokens": 200_000, "max_steps": None, "seeds": "1337,1338", "vocab_size": 2048,
+                "max_files": 300, "eval_batches": 8},
+    "smoke": {"trials": 2, "budget_tokens": 512, "max_steps": 4, "seeds": "1", "vocab_size": 300, "max_files": 12,
+              "eval_batches": 1},
+}
+
+
+def _validity_module():
+    path = Path(__file__).resolve().parent / "search_validity.py"
+    spec = importlib.util.spec_from_file_location("search_validity", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="Seconds: a 2-trial search, 4-step runs, one seed.")
+    parser.add_argument("--trials", type=int, help="Shapes the search trains [12].")
+    parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [200,000].")
+    parser.add_argument("--max-steps", type=int, help="Steps of each final run [the tiny preset's].")
+    parser.add_argument("--seeds", help="Seeds of the final runs, comma-separated [1337,1338].")
+    parser.add_argument("--vocab-size", type=int, help="Tokenizer size [2048, the tiny preset's].")
+    parser.add_argument("--max-files", type=int, help="Stdlib files of the corpus [300, the tiny preset's].")
+    parser.add_argument("--eval-batches", type=int, help="Fixed validation batches of the final runs [8].")
+    parser.add_argument("--dtype", default="fp32", help="Training dtype of every run: fp32 (fast on CPUs), bf16, auto.")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
+    parser.add_argument("--out", type=Path, default=None, help="Output folder [runs/search_transfer[_smoke]].")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    preset = "smoke" if args.smoke else "default"
+    for key, value in PRESETS[preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    out = args.out or Path("runs") / ("search_transfer" if preset == "default" else "search_transfer_smoke")
+
+    import torch
+
+    from codenas.model.config import ArchConfig, load_arch
+    from codenas.model.tokenizer import load_tokenizer
+    from codenas.progress import set_quiet
+    from codenas.run.config import load_run_config
+    from codenas.search.space import SearchSpace, count_params
+    from codenas.search.study import SearchConfig, run_search
+    from codenas.settings import PretrainSettings, TrainSettings
+    from codenas.train.pretrain import pretrain
+
+    set_quiet(args.quiet)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _validity_module().benchmark_data(out, args.vocab_size, args.max_files)
+    vocab = load_tokenizer(data.tokenizer).get_vocab_size()
+    preset_cfg = load_run_config("tiny")
+    recipe = preset_cfg["pretrain"]
+    hand = dataclasses.replace(load_arch(recipe["arch"]), vocab_size=vocab)
+    if args.smoke:  # a smaller hand-picked shape and space, for seconds
+        hand = dataclasses.replace(hand, n_layer=1, d_model=32, n_head=2, n_kv_head=2, d_ff=64, context_length=32)
+    space = SearchSpace(context_length=(hand.context_length,))
+    if args.smoke:
+        space = SearchSpace(n_layer=(1, 2), n_head=(2,), d_model=(16, 32), d_ff_ratio=(2,),
+                            context_length=(hand.context_length,))
+    budget = count_params(hand)
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; search under "
+          f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens", flush=True)
+    search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
+                                     budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
+                                     space=space, device=args.device, dtype=args.dtype))
+    best = search["best"]
+    winner = dataclasses.replace(ArchConfig.from_json(out / "search" / "best_arch.json"), name="searched")
+    print(f"search: {search['counts']}, winner trial {best['trial']} ({winner.n_layer}L d{winner.d_model} "
+          f"ff{winner.d_ff} h{winner.n_head}/kv{winner.n_kv_head} {winner.position}/{winner.norm}/{winner.mlp}"
+          f"{'/qk' if winner.qk_norm else ''} drop{winner.dropout:g}, {best['optimizer']}, {best['params']:,} params, "
+          f"proxy val loss {best['val_loss']:.4f}); {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+
+    steps = args.max_steps or recipe["max_steps"]
+    models = {"searched": (winner, best["optimizer"]), "tiny_modern": (hand, recipe["optimizer"])}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = []
+    for seed in seeds:
+        for name, (arch, optimizer) in models.items():
+            training = TrainSettings(max_steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"],
+                                     min_lr=recipe["min_lr"], warmup_steps=min(recipe["warmup_steps"], steps // 2),
+                                     eval_interval=max(1, steps // 4), eval_batches=args.eval_batches,
+                                     log_interval=recipe["log_interval"], seed=seed, dtype=args.dtype,
+                                     device=args.device, optimizer=optimizer, muon_lr=recipe["muon_lr"],
+                                     weight_decay=recipe["weight_decay"])
+            start = time.perf_counter()
+            result = pretrain(settings=PretrainSettings(arch=name), training=training,
+                              arch=arch, tokenizer=data.tokenizer, corpus=data.corpus, out=out / f"{name}_seed{seed}",
+                              save_checkpoints=False, desc=f"{name} seed {seed}")
+            runs.append({"model": name, "seed": seed, "optimizer": optimizer, "params": result["params"],
+                         "tokens": result["tokens"], "final_val_loss": result["final_val_loss"],
+                         "wall_s": round(time.perf_counter() - start, 1)})
+            print(f"{name} seed {seed} ({optimizer}, {result['params']:,} params): val loss "
+                  f"{result['final_val_loss']:.4f} after {result['tokens']:,} tokens, {runs[-1]['wall_s']:.0f} s",
+                  flush=True)
+
+    means = {name: sum(r["final_val_loss"] for r in runs if r["model"] == name) / len(seeds) for name in models}
+    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "max_params": budget, "winner": winner.to_dict(), "winner_trial": best, "runs": runs,
+               "mean_val_loss": means, "wall_s": round(time.perf_counter() - started, 1),
+               "load_end": os.getloadavg()[0]}
+    (out / "search_transfer.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{'model':<14}" + "".join(f"{'seed ' + str(s):>12}" for s in seeds) + f"{'mean':>10}")
+    for name in models:
+        losses = [r["final_val_loss"] for r in runs if r["model"] == name]
+        print(f"{name:<14}" + "".join(f"{v:>12.4f}" for v in losses) + f"{means[name]:>10.4f}")
+    print(f"whole run {(time.perf_counter() - started) / 60:.1f} min, load {os.getloadavg()[0]:.1f}")
+    print(f"searched_minus_tiny_modern: {means['searched'] - means['tiny_modern']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`benchmarks/search_validity.py`: its rank correlations, its draw of shapes, and a smoke run so it cannot rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codenas.search.space import SearchSpace, count_params
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "search_validity.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("search_validity", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kendall_tau_b_and_spearman_rho_match_known_values():
+    m = _module()
+    # scipy.stats.kendalltau's documented example (tau-b with ties in both sequences)
+    assert m.kendall_tau([12, 2, 1, 12, 2], [1, 4, 7, 1, 0]) == pytest.approx(-0.47140452079103173)
+    # scipy.stats.spearmanr's documented example (a tie in the second sequence)
+    assert m.spearman_rho([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(0.8207826816681233)
+    assert m.kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0 == m.spearman_rho([1, 2, 3], [10, 20, 30])
+    assert m.kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0 == m.spearman_rho([1, 2, 3], [3, 2, 1])
+    assert math.isnan(m.kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(m.spearman_rho([1, 2], [5, 5]))
+    assert m._ranks([10, 30, 20, 30]) == [1.0, 3.5, 2.0, 3.5]
+
+
+def test_the_draw_is_distinct_seeded_and_within_the_budget():
+    m = _module()
+    space = SearchSpace(n_layer=(1, 3), n_head=(2,), d_model=(16, 32, 64), d_ff_ratio=(2,), context_length=(16,))
+    shapes = m.sample_archs(5, 40_000, 300, 0, space)
+    assert len({json.dumps(a.to_dict(), sort_keys=True) + o for a, o in shapes}) == 5
+    assert all(count_params(a) <= 40_000 for a, _ in shapes)
+    assert shapes == m.sample_archs(5, 40_000, 300, 0, space)
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_every_predictor_and_the_headline(tmp_path):
+    env = {**os.environ, "CODENAS_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--quiet", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("kendall_tau: ")
+    summary = json.loads((tmp_path / "out" / "search_validity.json").read_text())
+    assert float(lines[-1].split(": ")[1]) == pytest.approx(summary["correlations"]["proxy"]["kendall_tau"], abs=1e-3)
+    assert set(summary["correlations"]) == {"proxy", "proxy_half", "proxy_quarter", "non_embedding_params",
+                                            "flops_per_token"}
+    assert all(-1 <= c["kendall_tau"] <= 1 and -1 <= c["spearman_rho"] <= 1 for c in summary["correlations"].values())
+    budgets = summary["budgets"]
+    assert budgets["full"] == 8 * budgets["proxy"] == 16 * budgets["proxy_half"] == 32 * budgets["proxy_quarter"]
+    assert len(summary["shapes"]) == 3
+    for shape in summary["shapes"]:
+        assert 0 < shape["proxy_tokens"] <= budgets["proxy"] < shape["full_tokens"] <= budgets["full"]
+        assert shape["full"] < shape["proxy_quarter"]  # 32x the tokens of the same shape and seed learns more

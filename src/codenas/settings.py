@@ -160,6 +160,9 @@ class CorpusSourcesSettings(Settings):
             raise CodenasError("sources must name at least one source (e.g. [\"stdlib\"])")
 
 
+EXECUTORS = ("local", "ray", "slurm")  # how `corpus build` runs its stages: codenas.corpus.executor
+
+
 @dataclass(frozen=True)
 class CorpusSettings(Settings):
     """How `corpus build` filters, deduplicates, splits and shards its sources (the run's ``[corpus]``)."""
@@ -189,6 +192,9 @@ class CorpusSettings(Settings):
     seed: int = _h(0, "Seed of the split hash and of the MinHash functions.")
     tasks: int = _h(8, "Shards the work is cut into (the output depends on it, not on --workers).", min=1)
     workers: int | None = _h(None, "Processes working at once (0: one per core).", min=1)
+    executor: str = _h("local", "Where the tasks run: local (this machine's cores), ray (the Ray cluster at "
+                                "$RAY_ADDRESS, else one started here) or slurm (sbatch jobs; needs a shared work "
+                                "folder, see docs/corpus.md).", choices=EXECUTORS)
     tokenizer_sample_bytes: int = _h(100_000_000, "With --vocab-size: train the tokenizer on at most this many bytes "
                                                   "of training documents.", min=1)
 
@@ -199,8 +205,8 @@ class CorpusSettings(Settings):
             raise CodenasError("text_field must not be empty")
 
     def output_settings(self) -> dict[str, Any]:
-        """The settings that decide the output (everything but ``workers``)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "workers"}
+        """The settings that decide the output (everything but ``workers`` and ``executor``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("workers", "executor")}
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def test_a_killed_build_resumes_and_the_output_appears_whole(py_dir, tokenizer, 
         build_corpus([str(py_dir)], out, tokenizer=tokenizer, settings=settings)
     assert not out.exists()
     work = tmp_path / ".out.building"
-    assert (work / "filtered").is_dir() and (work / "logs" / "read and filter" / "completions").is_dir()
+    assert (work / "filtered").is_dir() and (work / "logs" / "read_and_filter" / "completions").is_dir()
 
     monkeypatch.setattr(shards.TokenizeShards, "run", real_run)
     filtered_before = {p: p.stat().st_mtime_ns for p in (work / "filtered").iterdir()}

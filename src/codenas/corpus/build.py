@@ -1,8 +1,7 @@
 """``corpus build``: sources -> filters -> decontamination -> exact and near dedup -> tokenizer -> token shards.
 
 The work runs as datatrove pipelines, each cut into ``settings.tasks`` tasks run by ``settings.workers``
-processes on this machine (``LocalPipelineExecutor``; the same steps run on a Slurm or Ray cluster with
-datatrove's other executors, see docs/corpus.md):
+processes on this machine, or on a Ray or Slurm cluster (``settings.executor``, see ``codenas.corpus.executor``):
 
 1. read every source, filter, decontaminate -> ``filtered/<rank>.jsonl.gz`` + exact-dedup signatures
 2. find exact duplicates (content hash)                    3. drop them -> ``unique/`` + MinHash signatures
@@ -14,7 +13,8 @@ datatrove's other executors, see docs/corpus.md):
 Everything is built in ``.<OUT>.building/`` beside ``OUT``; a killed build resumes there (datatrove skips the
 tasks it finished) as long as its inputs and settings are the same, else it starts over. The finished folder
 (``manifest.json``, ``tokenizer.json``, ``shards/``) is swapped into ``OUT`` in one rename, so ``OUT`` is
-complete or absent. A rebuild with the same key finds ``OUT`` done and returns its manifest.
+complete or absent. A rebuild with the same key finds ``OUT`` done and returns its manifest. A build holds the
+lock of its work folder, and first ends any worker a killed build of the same folder left running.
 
 Every other way into pretraining data goes through here too: ``build_cached`` builds sources (a folder of ``.py``
 files is one more source) into a content-keyed folder of the cache for `train pretrain --corpus SOURCE`,
@@ -23,6 +23,7 @@ files is one more source) into a content-keyed folder of the cache for `train pr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -33,13 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import codenas
+from codenas.corpus.executor import PID_FILE, check_executor, end_leftovers, run_in_group, run_stage
 from codenas.corpus.sources import Source, listing_digest, reader_for, resolve_sources
 from codenas.io import (
+    LOCK_FILE,
     CodenasError,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
     check_writable,
+    output_lock,
     read_json,
     read_jsonl,
     sha256_bytes,
@@ -120,6 +124,7 @@ def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, 
     from codenas.data.benchmarks import decontamination_records, reference_texts
 
     settings = settings or CorpusSettings()
+    check_executor(settings.executor)
     if tokenizer is not None and vocab_size is not None:
         raise CodenasError("give --tokenizer or --vocab-size, not both")
     if tokenizer is None and vocab_size is None:
@@ -145,13 +150,13 @@ def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, 
     bench_texts = [(r.id, text) for r in bench_records for text in reference_texts(r)]
     bench_digest = sha256_bytes("\n".join(f"{i}\t{text}" for i, text in bench_texts).encode())
     key = build_key(resolved, settings, tokenizer_sha, vocab_size, {"counts": bench_counts, "sha256": bench_digest})
-    work = out.parent / f".{out.name}.building"
+    work = work_folder(out)
     plan = BuildPlan(out, work, key, resolved, settings, tokenizer, vocab_size, bench_counts, [])
     if _is_built(out, key):
         return plan
-    if work.exists() and not _same_key(work, key):
+    if work.exists() and not _same_key(work, key) and any(p.name not in (LOCK_FILE, PID_FILE) for p in work.iterdir()):
         say(f"corpus: inputs or settings changed since the interrupted build in {work}: starting over")
-        shutil.rmtree(work)
+        _empty(work)
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "key", key + "\n")
     if tokenizer is not None:
@@ -160,6 +165,51 @@ def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, 
     return plan
 
 
+def work_folder(out: Path) -> Path:
+    """Where the corpus of ``out`` is built: ``.<name>.building`` beside it."""
+    return Path(out).parent / f".{Path(out).name}.building"
+
+
+def _empty(work: Path) -> None:
+    """Remove everything in ``work`` but its lock file (held by this build) and its process group's marker."""
+    for entry in work.iterdir():
+        if entry.name in (LOCK_FILE, PID_FILE):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _holding_work_lock(build):
+    """Run ``build`` holding the lock of the work folder of its ``out``, after ending what a killed build of
+    that folder left running; with the local executor, in a child process whose workers end with this process
+    (``executor.run_in_group``). A work folder created only for the lock is removed again."""
+    @functools.wraps(build)
+    def locked(sources: list[str], out: Path, **kwargs) -> dict:
+        work = work_folder(out)
+        created = not work.exists()
+        settings = kwargs.get("settings") or CorpusSettings()
+        with output_lock(work):
+            try:
+                end_leftovers(work)
+                if settings.executor != "local":
+                    return build(sources, out, **kwargs)
+                timings = kwargs.get("timings")
+                manifest, child_timings = run_in_group(
+                    work, lambda: (build(sources, out, **kwargs), timings),
+                    interrupted=f"corpus: interrupted; run the same command again to resume (finished tasks are kept "
+                                f"in {work})")
+                if timings is not None:
+                    timings.update(child_timings)
+                return manifest
+            finally:
+                if created and work.is_dir() and all(p.name == LOCK_FILE for p in work.iterdir()):
+                    shutil.rmtree(work, ignore_errors=True)
+    return locked
+
+
+@_holding_work_lock
 def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None, vocab_size: int | None = None,
                  settings: CorpusSettings | None = None, benchmarks: list[Path] = (), mbpp: Path | None = None,
                  timings: dict[str, float] | None = None, keep_work: bool = False) -> dict:
@@ -188,10 +238,12 @@ def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None
             _decide_split(plan)
             _prepare_tokenizer(plan)
             timings["tokenizer"] = time.perf_counter() - start
-        say(f"corpus: {name} ({tasks} tasks, {min(workers, tasks)} at once)")
+        at_once = f"{min(workers, tasks)} at once" if plan.settings.executor == "local" else \
+            f"on {plan.settings.executor.capitalize()}"
+        say(f"corpus: {name} ({tasks} tasks, {at_once})")
         start = time.perf_counter()
         try:
-            _run(plan.work, name, pipeline, tasks, workers)
+            run_stage(plan.settings.executor, plan.work, name, pipeline, tasks, plan.settings.workers or None)
         except KeyboardInterrupt:
             say(f"corpus: interrupted; run the same command again to resume (finished tasks are kept in "
                 f"{plan.work})")
@@ -225,24 +277,6 @@ def _check_out(out: Path) -> None:
 
 def _same_key(work: Path, key: str) -> bool:
     return (work / "key").is_file() and (work / "key").read_text().strip() == key
-
-
-def _run(work: Path, name: str, pipeline: list, tasks: int, workers: int) -> None:
-    from datatrove.executor import LocalPipelineExecutor
-
-    from codenas.corpus import quiet_logs
-
-    executor = LocalPipelineExecutor(pipeline=[quiet_logs, *pipeline], tasks=tasks, workers=max(1, min(workers, tasks)),
-                                     logging_dir=str(work / "logs" / name), skip_completed=True)
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # datatrove's own bars; the stage names are printed instead
-    try:
-        executor.run()
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
 
 
 def _decide_split(plan: BuildPlan) -> None:

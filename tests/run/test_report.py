@@ -81,6 +81,7 @@ def test_report_has_every_section_in_both_formats(run_dir):
     assert md.index("| input |") < md.index("| held_out |") < md.index("| contaminated |") < md.index("| train |")
     assert "| mini | base | 3 of 20 | 2 | 50.0% |" in md and "| mini | lora | 3 of 20 | 2 | 33.3% |" in md
     assert "| lora | 20 | 30.0% |" in md  # pass@1 vs step
+    assert "pass@1 on the first 10 validation records (one sample each)" in md  # the tiny preset's eval_limit
     assert "| pretrain | 7 | 6.9 | 6.9 (step 100) |" in md  # loss curve summary
     assert "| data | 12.5 s | ran |" in md and "| pretrain | 1 min 15 s | cached |" in md
     assert "| dropped: near_duplicate | 0 | 3 |" in md and "| documents kept | 40 | 90 |" in md
@@ -152,3 +153,10 @@ def test_verdict_classes_and_sample_completions(run_dir):
     assert "**he_2**, passed (newly solved by lora)" in lora
     assert "**he_1**, wrong answer: `AssertionError` (newly broken by lora)" in lora
     assert "# ---- written by lora ----\n    return 1" in lora
+
+
+def test_pass1_vs_step_names_the_finetune_eval_limit(run_dir):
+    config = load_run_config("tiny", overrides=["finetune.eval_limit=0", "finetune.eval_samples=2"])
+    (run_dir / "config.resolved.toml").write_text(dumps_toml(config))
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert "pass@1 on every validation record (2 samples each)" in md

@@ -533,9 +533,11 @@ def _pass1_vs_step(run: RunView) -> list[Block]:
             panels[stage] = {"pass@1 (validation problems)": [(step, 100 * v) for step, v in points]}
     if not panels:
         return blocks + [("p", "No pass@1 evaluations logged during fine-tuning.")]
-    problems = (run.config or {}).get("finetune", {}).get("eval_problems")
-    what = f"the first {problems} validation records" if problems else "the validation records"
-    blocks.append(("p", f"pass@1 on {what} (one sample each) at each evaluation during fine-tuning; the best "
+    finetune = (run.config or {}).get("finetune", {})
+    limit, samples = finetune.get("eval_limit"), finetune.get("eval_samples", 1)
+    what = f"the first {limit} validation records" if limit else "every validation record"
+    each = "one sample each" if samples == 1 else f"{samples} samples each"
+    blocks.append(("p", f"pass@1 on {what} ({each}) at each evaluation during fine-tuning; the best "
                         "checkpoint is the one with the most passing samples, ties broken by the lower val loss."))
     png = plots.plot_curves(run.plots / "pass1_vs_step.png", panels, ylabel="pass@1 (%)", percent=True)
     blocks.append(("img", png, "pass@1 on validation problems during fine-tuning"))

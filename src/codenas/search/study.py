@@ -12,7 +12,7 @@ The study lives in an Optuna RDB storage: ``sqlite:///OUT/study.db`` by default,
 second invocation runs only the missing ones (none after completion; it then only rewrites the outputs). A trial
 interrupted by Ctrl-C is marked failed and replaced by a new one; one whose process died silently is noticed by
 its stopped heartbeat after ``GRACE_PERIOD_S`` seconds and retried with the same shape. The study remembers the
-settings that make its trials comparable (budgets, space, corpus, tokenizer, seed...) and refuses to continue
+settings that make its trials comparable (budgets, space, corpus, tokenizer, seed, dtype...) and refuses to continue
 under different ones.
 
 Determinism: the sampler is seeded from ``(seed, worker, trials already in the study)``, so an uninterrupted
@@ -58,7 +58,7 @@ GRACE_PERIOD_S = 120
 class SearchConfig(SearchSettings):
     """Everything a search needs: its settings (``SearchSettings``, checked by their field rules) and the run's
     paths and space. Fixed for the life of a study (``comparability``): the budgets, space, corpus, max_files,
-    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches and pruner."""
+    tokenizer, seed, batch_size, lr, muon_lr, evals, eval_batches, pruner and dtype."""
 
     out: Path
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -125,7 +125,7 @@ def comparability(cfg: SearchConfig, tokenizer_sha256: str) -> dict[str, Any]:
         "space": cfg.space.to_dict(), "tokenizer_sha256": tokenizer_sha256,
         "corpus": str(cfg.corpus) if cfg.corpus is not None else "stdlib", "max_files": cfg.max_files,
         "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "muon_lr": cfg.muon_lr, "evals": cfg.evals,
-        "eval_batches": cfg.eval_batches, "pruner": cfg.pruner,
+        "eval_batches": cfg.eval_batches, "pruner": cfg.pruner, "dtype": cfg.dtype,
     }
     return json.loads(json.dumps(settings))
 
@@ -195,7 +195,7 @@ class _Objective:
         train_cfg = TrainSettings(max_steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.lr / 10,
                                   warmup_steps=max(1, steps // 10), eval_interval=interval,
                                   eval_batches=cfg.eval_batches, log_interval=min(10, interval), seed=cfg.seed,
-                                  device=cfg.device, optimizer=optimizer_of(trial.params),
+                                  device=cfg.device, dtype=cfg.dtype, optimizer=optimizer_of(trial.params),
                                   muon_lr=cfg.muon_lr)
         tokens_per_step = cfg.batch_size * arch.context_length
 

@@ -512,8 +512,6 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     """Search architectures: short pretraining runs scored by held-out loss, under size/latency budgets."""
     from pathlib import Path
 
-    from rich.console import Console
-
     from codenas.search.report import rows_table
     from codenas.search.space import parse_space
     from codenas.search.study import SearchConfig, run_search
@@ -524,7 +522,7 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
                                 corpus=corpus and Path(corpus), space=space, **dataclasses.asdict(settings)))
-    Console().print(rows_table(r["rows"]))
+    _console().print(rows_table(r["rows"]))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
     click.echo(f"{r['trials_run']} trials run now; study {r['study']!r} ({r['storage']}): {counts}")
     if r["best"] is None:
@@ -534,6 +532,15 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
         click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters, "
                    f"optimizer {b['optimizer']} -> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch "
                    f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']})")
+
+
+def _console():
+    """A rich console for tables: a terminal's own width, or, when stdout is a file or a pipe, as wide as a table
+    needs (rich would otherwise squeeze it into 80 columns and cut its numbers)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=10_000)
 
 
 def main() -> None:

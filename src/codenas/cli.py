@@ -224,10 +224,12 @@ PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run folder: checkpoint_last/, checkpoint_best/, metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint_last.")
+@click.option("--overwrite", is_flag=True,
+              help="Start over in an OUT that holds an earlier run: its checkpoints and metrics are removed.")
 @options(*PRETRAIN)
 @click.pass_context
 def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str | None, out: str, resume: bool,
-                   config_file: str | None, **_) -> None:
+                   overwrite: bool, config_file: str | None, **_) -> None:
     """Pretrain a GPT on a built corpus or on .py files (run under `torchrun --nproc_per_node N` for DDP)."""
     from pathlib import Path
 
@@ -242,7 +244,7 @@ def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str |
             raise click.BadParameter(f"{tokenizer_path} not found; name one with --tokenizer",
                                      param_hint="--tokenizer")
     r = pretrain(s[PretrainSettings], s[TrainSettings], tokenizer=Path(tokenizer_path), out=Path(out),
-                 corpus=corpus, resume=resume)
+                 corpus=corpus, resume=resume, overwrite=overwrite)
     if not _is_main_process():
         return  # under torchrun only rank 0 reports
     best = "n/a" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}"
@@ -304,6 +306,9 @@ def _finetune_options(command):
         click.option("--output_dir", "--output-dir", "output_dir", type=click.Path(file_okay=False),
                      required=True, help="Run folder: step{N}/, checkpoint_best/, checkpoint_last/, metrics.jsonl."),
         click.option("--resume", is_flag=True, help="Continue exactly from OUTPUT_DIR/checkpoint_last."),
+        click.option("--overwrite", is_flag=True,
+                     help="Start over in an OUTPUT_DIR that holds an earlier run: its checkpoints, step folders, "
+                          "evaluations and metrics are removed."),
         click.option("--eval-problems", "eval_problems", type=click.IntRange(min=1), default=None, hidden=True,
                      help="Old name of --eval-limit."),
     ]
@@ -325,7 +330,7 @@ def _run_finetune(ctx: click.Context, lora: bool, kw: dict) -> None:
                       val_path=kw["val_path"] and Path(kw["val_path"]), out=Path(kw["output_dir"]),
                       arch_json=kw["arch_json"], tokenizer_path=kw["tokenizer_path"] and Path(kw["tokenizer_path"]),
                       training=training, lora=s[LORA.cls] if lora else None, sampling=sampling, judge=judge,
-                      evaluation=evaluation, resume=kw["resume"])
+                      evaluation=evaluation, resume=kw["resume"], overwrite=kw["overwrite"])
     if not _is_main_process():  # under torchrun only rank 0 reports
         return
     click.echo(f"trainable parameters: {result['trainable_params']:,} of {result['total_params']:,}")

@@ -160,3 +160,35 @@ def test_pass1_vs_step_names_the_finetune_eval_limit(run_dir):
     (run_dir / "config.resolved.toml").write_text(dumps_toml(config))
     md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
     assert "pass@1 on every validation record (2 samples each)" in md
+
+
+def test_records_dropped_by_fine_tuning_are_in_the_report_with_their_reason(run_dir):
+    atomic_write_json(run_dir / "lora" / FINETUNE_SETTINGS, {
+        "lora": {"rank": 8, "alpha": 16}, "records": {"train": 92, "val": 9}, "examples": {"train": 77, "val": 8},
+        "dropped": {"train": {"prompt fills the context": 15}, "val": {"prompt fills the context": 1}}})
+    atomic_write_json(run_dir / "lora" / RESULT, {"trainable_params": 8_192, "total_params": 709_504, "steps": 20,
+                                                  "train_examples": 77})
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert ("It was then fine-tuned (lora) on 77 supervised records of the 92 train records (15 not trained on: "
+            "prompt fills the context 15).") in md
+    data = md[md.index("## Data"):md.index("## Pretraining corpus")]
+    assert "| lora | train | 92 | 77 | prompt fills the context: 15 (not trained on) |" in data
+    assert "| lora | val | 9 | 8 | prompt fills the context: 1 (left out of the val loss) |" in data
+
+
+def test_a_sample_cut_by_post_processing_shows_its_raw_text_and_why(run_dir):
+    raw = "result = a + b\nprint(result)\n"
+    rows = [judged_row("he_1", "", "error", "IndentationError: expected an indented block",
+                       cut=(raw, "unindented code with no def f: the function's body must be indented")),
+            judged_row("he_2", "", "error", "IndentationError: expected an indented block")]
+    folder = run_dir / "eval" / "base" / "mini"
+    write_jsonl(folder / RESULTS, rows)
+    atomic_write_json(folder / SUMMARY, summarize([(row["task_id"], row) for row in rows], ks=(1,)))
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert "| mini | base | 2 | 0.0% | 0 (0.0%) | 0 (0.0%) | 0 (0.0%) | 0 (0.0%) | 0 (0.0%) | 1 (50.0%) | 1 (50.0%) |" \
+        in md
+    base = md[md.index("### mini, base"):md.index("### mini, lora")]
+    assert ("**he_1**, cut by post-processing; post-processing kept none of it: unindented code with no def f: the "
+            "function's body must be indented") in base
+    assert "# ---- written by base, raw (cut away by post-processing) ----\nresult = a + b\nprint(result)" in base
+    assert "**he_2**, empty" in base and "# ---- written by base ----\n# (empty)" in base

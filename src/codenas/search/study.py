@@ -47,6 +47,7 @@ from codenas.search.latency import measure_latency_ms
 from codenas.search.report import best_row, write_outputs
 from codenas.search.space import SearchSpace, count_params, optimizer_of, sample_arch, smallest_arch
 from codenas.settings import PretrainSettings, SearchSettings, TrainSettings
+from codenas.train.corpus import check_corpus
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -229,6 +230,19 @@ def _after_trial(cfg: SearchConfig):
     return callback
 
 
+MIN_VOCAB = 258  # a byte-level BPE's 256 bytes and 2 special tokens: no trained tokenizer has fewer
+
+
+def _check_budget(cfg: SearchConfig, vocab_size: int) -> None:
+    """Some shape of the space must fit ``max_params`` with a vocabulary of ``vocab_size`` tokens."""
+    smallest = count_params(smallest_arch(cfg.space, vocab_size))
+    if smallest > cfg.max_params:
+        raise CodenasError(f"no shape of the search space fits max_params {cfg.max_params:,}: the smallest has "
+                           f"{smallest:,} parameters (with {vocab_size} tokens"
+                           + (", the fewest a tokenizer can have)" if cfg.tokenizer is None and vocab_size == MIN_VOCAB
+                              else " of this tokenizer)"))
+
+
 def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """Run the missing trials of the study (``cfg.trials`` in total), then write its outputs into ``cfg.out``.
 
@@ -237,13 +251,21 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
     out = check_writable(Path(cfg.out))
+    # every input is checked before OUT is created: the corpus, the tokenizer (or, before one is trained, the
+    # budget against the smallest vocabulary a BPE can have), the storage URL
+    check_corpus(cfg.corpus, max_files=cfg.max_files)
+    _check_budget(cfg, load_tokenizer(tokenizer_file(Path(cfg.tokenizer))).get_vocab_size()
+                  if cfg.tokenizer is not None else MIN_VOCAB)
+    if cfg.storage:
+        try:
+            make_url(cfg.storage)
+        except sqlalchemy.exc.ArgumentError:
+            raise CodenasError(f"cannot open storage {redact(cfg.storage)}: not a database URL "
+                               "(e.g. postgresql://user@host/db)") from None
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _ensure_tokenizer(cfg)
     vocab_size = load_tokenizer(tokenizer).get_vocab_size()
-    smallest = count_params(smallest_arch(cfg.space, vocab_size))
-    if smallest > cfg.max_params:
-        raise CodenasError(f"no shape of the search space fits max_params {cfg.max_params:,}: the smallest has "
-                           f"{smallest:,} parameters (with this tokenizer's {vocab_size} tokens)")
+    _check_budget(cfg, vocab_size)
     study = open_study(cfg)
     _check_settings(study, comparability(cfg, sha256_file(tokenizer)), cfg)
     done = len(study.get_trials(deepcopy=False, states=DONE_STATES))

@@ -123,6 +123,30 @@ def build_in_cache(tokenizer_path: Path, source: str, *, val_fraction: float, ma
     return folder
 
 
+def check_corpus(corpus: Path | str | None, *, max_files: int | None = None, val_fraction: float = 0.02) -> None:
+    """Cheap checks of a corpus argument before any work: a built corpus or the stdlib pass; a folder of .py files
+    must hold a training and a validation file; another source must resolve (``corpus.sources``)."""
+    if corpus is None or is_built_corpus(corpus):
+        return
+    if Path(corpus).is_dir():
+        _split_py_files(Path(corpus), val_fraction, max_files)
+        return
+    from codenas.corpus.sources import resolve_sources
+
+    resolve_sources([str(corpus)], max_files or 0)
+
+
+def _split_py_files(root: Path, val_fraction: float, max_files: int | None) -> tuple[list[Path], list[Path]]:
+    """The training (sampled to ``max_files``) and validation .py files of a folder; an error when either is empty."""
+    train_files, val_files = split_files(list_py_files(root), root, val_fraction)
+    train_files = sample_files(train_files, root, max_files)
+    if not train_files:
+        raise CodenasError("no .py files for training", root)
+    if not val_files:
+        raise CodenasError("need at least two .py files (one is held out for validation)", root)
+    return train_files, val_files
+
+
 def prepare_corpus(tokenizer_path: Path, corpus: Path | str | None = None, *, val_fraction: float = 0.02,
                    max_files: int | None = None, max_tokens: int | None = None,
                    cache: Path | None = None) -> TokenCorpus:
@@ -142,12 +166,7 @@ def prepare_corpus(tokenizer_path: Path, corpus: Path | str | None = None, *, va
     root = Path(corpus) if corpus is not None else stdlib_dir()
     tokenizer_path = Path(tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_path)
-    train_files, val_files = split_files(list_py_files(root), root, val_fraction)
-    train_files = sample_files(train_files, root, max_files)
-    if not train_files:
-        raise CodenasError("no .py files for training", root)
-    if not val_files:
-        raise CodenasError("need at least two .py files (one is held out for validation)", root)
+    train_files, val_files = _split_py_files(root, val_fraction, max_files)
     tokenizer_sha = sha256_file(tokenizer_file(tokenizer_path))
     key = _cache_key(tokenizer_sha, root, train_files + val_files, val_fraction, max_files)
     folder = Path(cache or cache_dir() / "corpus") / key

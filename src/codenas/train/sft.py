@@ -19,13 +19,14 @@ val loss (lower is better). With ``sampling.samples == 0`` only the val loss is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json, locks_output, read_json
+from codenas.io import CodenasError, atomic_write_json, check_writable, output_lock, read_json
 from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.model.loading import LoadedModel, load_model, save_model
@@ -35,7 +36,7 @@ from codenas.settings import FINETUNE_EVAL, FINETUNE_TRAIN, EvalSettings, JudgeS
 from codenas.train import distributed
 from codenas.train.batching import SupervisedBatches, SupervisedExample, encode_records, eval_batches
 from codenas.train.distributed import DistContext
-from codenas.train.loop import LAST, VAL_LOSS, BestKey, lm_loss, train
+from codenas.train.loop import LAST, VAL_LOSS, BestKey, check_start, clear_run, lm_loss, train
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, restore_adapter, save_adapter
 
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
@@ -135,23 +136,23 @@ def _read_val(data_path: Path, val_path: Path | None) -> tuple[Path, list[Record
     return path, read_records(path)
 
 
-@locks_output("out")
 def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path | None = None,
              arch_json: str | None = None, tokenizer_path: Path | None = None,
              training: TrainSettings = FINETUNE_TRAIN, lora: LoraSettings | None = None,
              sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
-             evaluation: EvalSettings = FINETUNE_EVAL, resume: bool = False) -> dict:
+             evaluation: EvalSettings = FINETUNE_EVAL, resume: bool = False, overwrite: bool = False) -> dict:
     """Fine-tune ``init_checkpoint`` on ``data_path`` records into ``out`` (full SFT, or LoRA when ``lora``).
 
     At each evaluation the val loss is measured and, unless ``sampling.samples`` is 0, ``sampling.samples``
     completions of each of the first ``evaluation.limit`` val records are judged (``judge``). Resumable
-    (``resume``) and DDP-aware under torchrun. Returns ``{"mode", "trainable_params", "total_params", "steps",
+    (``resume``) and DDP-aware under torchrun. Every input (base, arch, tokenizer, records) is read and checked
+    before ``out`` is created; a folder that holds an earlier run's checkpoint is refused unless ``resume`` or
+    ``overwrite`` (remove that run and start over). Returns ``{"mode", "trainable_params", "total_params", "steps",
     "best_step", "best_metrics", "final_metrics", "best_checkpoint", "last_checkpoint", "train_examples",
-    "dropped_examples"}``.
+    "dropped_examples", "dropped"}``; ``dropped`` is ``drop_counts``'s ``{"train": {reason: n}, "val": {...}}``.
     """
     cfg = training
-    out = Path(out)
-    ctx = distributed.setup(cfg.device)
+    out = check_writable(Path(out))
     base = load_model(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
                       tokenizer_path=Path(tokenizer_path) if tokenizer_path else None)
     if base.adapter is not None:
@@ -159,20 +160,56 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
     train_records = read_records(data_path)
     val_file, val_records = _read_val(data_path, val_path)
     examples, dropped = encode_records(train_records, base.tokenizer, base.eot_id, base.context_length)
-    val_examples, _ = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
+    val_examples, val_dropped = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
+    if not examples:
+        raise CodenasError(f"no training record fits the context of {base.context_length} tokens "
+                           f"({dropped} of {len(train_records)} dropped: {PROMPT_FILLS_CONTEXT})", data_path)
+    drops = drop_counts(train=dropped, val=val_dropped)
+    check_start(out, resume=resume, overwrite=overwrite)
+    with output_lock(out):
+        ctx = distributed.setup(cfg.device)
+        if overwrite and ctx.is_main:
+            clear_run(out, also=(SETTINGS, EVALS, *(p.name for p in out.iterdir() if _STEP_DIR.fullmatch(p.name))))
+        return _finetune(base, examples, val_examples, train_records, val_records, val_file, drops, ctx,
+                         data_path=data_path, out=out, training=cfg, lora=lora, sampling=sampling, judge=judge,
+                         evaluation=evaluation, resume=resume)
+
+
+PROMPT_FILLS_CONTEXT = "prompt fills the context"  # a record with no solution token left after truncation
+_STEP_DIR = re.compile(r"step\d+")
+
+
+def drop_counts(*, train: int, val: int) -> dict[str, dict[str, int]]:
+    """The records fine-tuning leaves out, per split and reason (what ``finetune.json`` and the result hold):
+    train records are not trained on; val records are left out of the val loss (pass@1 still samples them)."""
+    return {"train": {PROMPT_FILLS_CONTEXT: train} if train else {},
+            "val": {PROMPT_FILLS_CONTEXT: val} if val else {}}
+
+
+def _finetune(base: LoadedModel, examples: list[SupervisedExample], val_examples: list[SupervisedExample],
+              train_records: list[Record], val_records: list[Record], val_file: Path,
+              drops: dict[str, dict[str, int]], ctx: DistContext, *, data_path: Path, out: Path,
+              training: TrainSettings, lora: LoraSettings | None, sampling: SamplingSettings, judge: JudgeSettings,
+              evaluation: EvalSettings, resume: bool) -> dict:
+    """``finetune`` once its inputs are read and checked and ``out`` is locked."""
+    cfg = training
     torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same on every rank and every resume
     model = apply_lora(base.model, lora) if lora is not None else base.model
     trainable, total = count_parameters(model)
+    dropped = sum(drops["train"].values())
     if ctx.is_main:
         say(f"{'LoRA' if lora else 'full fine-tuning'}: {trainable:,} trainable of {total:,} parameters")
-        say(f"{len(examples)} train examples ({dropped} dropped: prompt fills the context), "
-            f"{len(val_records)} val records")
+        val_dropped = sum(drops["val"].values())
+        say(f"{len(examples)} of {len(train_records)} train records used ({dropped} dropped: "
+            f"{PROMPT_FILLS_CONTEXT}), {len(val_records)} val records"
+            + (f" ({val_dropped} left out of the val loss: {PROMPT_FILLS_CONTEXT})" if val_dropped else ""))
         atomic_write_json(out / SETTINGS, {
             "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
             "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
             "sampling": asdict(sampling), "judge": asdict(judge), "eval": asdict(evaluation),
             "trainable_params": trainable, "total_params": total,
-            "world_size": ctx.world_size})
+            "world_size": ctx.world_size, "records": {"train": len(train_records), "val": len(val_records)},
+            "examples": {"train": len(examples), "val": len(val_examples)}, "dropped": drops})
     batches = SupervisedBatches(examples, cfg.batch_size, base.pad_id, seed=cfg.seed, rank=ctx.rank,
                                 world_size=ctx.world_size)
     problems = val_records[: evaluation.limit]
@@ -192,4 +229,5 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
         "last_checkpoint": str(result.last_checkpoint),
         "train_examples": len(examples),
         "dropped_examples": dropped,
+        "dropped": drops,
     }

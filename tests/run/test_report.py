@@ -191,4 +191,4 @@ def test_a_sample_cut_by_post_processing_shows_its_raw_text_and_why(run_dir):
     assert ("**he_1**, cut by post-processing; post-processing kept none of it: unindented code with no def f: the "
             "function's body must be indented") in base
     assert "# ---- written by base, raw (cut away by post-processing) ----\nresult = a + b\nprint(result)" in base
-    assert "**he_2**, empty" in base and "# ---- written by base ----\n# (empty)" in base
+    assert "**he_2**, empty (" in base and "# ---- written by base ----\n# (empty)" in base

@@ -452,14 +452,14 @@ def _pick_samples(rows: list[dict], changed: dict[str, str]) -> list[tuple[dict,
 
 
 def _sample_blocks(row: dict, why: str, problems: dict[str, Record] | None, model: str) -> list[Block]:
+    cut = row["verdict"] == "cut" and isinstance(row.get("raw"), str)
     clipped = _clip(row.get("detail", ""), 160).replace("`", "'")
-    detail = f": `{clipped}`" if clipped and row["verdict"] != "empty" else ""
+    detail = f": `{clipped}`" if clipped and row["verdict"] not in ("empty", "cut") else ""
+    if cut:  # what the judge says about the empty program it ran is beside the point
+        detail = f"; post-processing kept none of it: {row.get('cut_reason') or 'no reason recorded'}"
     head = f"**{row['task_id']}**, {LABELS[row['verdict']]}{detail}" + (f" ({why})" if why else "")
     problem = (problems or {}).get(row["task_id"])
     text = "\n".join(_prompt_tail(problem.prompt) if problem else ["# (prompt not found)"])
-    cut = row["verdict"] == "cut" and isinstance(row.get("raw"), str)
-    if cut:
-        head += f"; post-processing kept none of it: {row.get('cut_reason') or 'no reason recorded'}"
     lines = (row["raw"] if cut else row["completion"]).rstrip().splitlines()
     while lines and not lines[0].strip():
         lines.pop(0)

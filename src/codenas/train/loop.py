@@ -332,15 +332,20 @@ def write_failure(error: BaseException, path: Path, step: int) -> str:
     """What a failed checkpoint write says: the cause, the free space, and which checkpoint a resume starts from
     (the atomic writers leave the previous one whole)."""
     path = Path(path)
-    cause = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip().splitlines()[0]
-    try:
-        free = f", {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free"
-    except OSError:
-        free = ""
+    cause = error.strerror if isinstance(error, OSError) and error.strerror else \
+        (str(error).strip().splitlines() or [type(error).__name__])[0]
     last = find_directory(path.parent / LAST)
+    earlier = find_directory(path)  # the same checkpoint as last written: about the size of this one
+    try:
+        free = shutil.disk_usage(path.parent).free
+        need = sum(f.stat().st_size for f in earlier.iterdir() if f.is_file()) if earlier is not None else 0
+        space = f"{free / 2**20:.1f} MiB free" + (f", about {need / 2**20:.1f} MiB needed: the disk is full"
+                                                  if need > free else "")
+    except OSError:
+        space = "free space unknown"
     kept = (f"{LAST} of step {checkpoint_step(last)} is intact: free space, then rerun with --resume"
             if last is not None else "no checkpoint to resume from yet")
-    return f"cannot write the checkpoint of step {step} ({cause}{free}); {kept}"
+    return f"cannot write the checkpoint of step {step} ({cause}; {space}); {kept}"
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -53,6 +53,7 @@ from codenas.io import (
     recover_directory,
     write_jsonl,
 )
+from codenas.model.checkpoint import META
 from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.settings import TrainSettings
 from codenas.train import distributed
@@ -351,7 +352,7 @@ def write_failure(error: BaseException, path: Path, step: int) -> str:
 def checkpoint_step(path: Path) -> int | None:
     """The step a checkpoint (or adapter) folder was saved at, from its ``codenas.json``; None when unreadable."""
     try:
-        step = read_json(Path(path) / "codenas.json").get("step")
+        step = read_json(Path(path) / META).get("step")
     except (CodenasError, AttributeError):
         return None
     return step if isinstance(step, int) else None

@@ -7,10 +7,10 @@ and a draw that lands within that difference of a boundary between two tokens pi
 the sample differs. This script measures how often that happens with a *trained* small model.
 
 The model: ``--checkpoint`` (a codenas checkpoint), else one trained here: a BPE tokenizer and the ``--arch``
-GPT pretrained for ``--steps`` steps on ``--files`` stdlib files (fp32, CPU; the corpus cache goes to a temporary
-folder). Prompts: the first ``--prompts`` HumanEval prompts, ``--samples`` samples each, at the evaluation's
-settings (temperature 0.8, top-p 0.95, the judge's stop strings, ``--max-new-tokens``). Runs compared with the
-reference (all prompts in order, the default batch):
+GPT pretrained for ``--steps`` steps on ``--files`` stdlib files (fp32, CPU; in a temporary folder, or in
+``--keep DIR`` to reuse it with ``--checkpoint``). Prompts: the first ``--prompts`` HumanEval prompts,
+``--samples`` samples each, at the evaluation's settings (temperature 0.8, top-p 0.95, the judge's stop strings,
+``--max-new-tokens``). Runs compared with the reference (all prompts in order, the default batch):
 
 - ``reordered``: the prompts in reverse order, at most ``--batch`` rows decoded together;
 - ``alone``: each prompt in a call of its own.
@@ -37,6 +37,8 @@ def train_model(args: argparse.Namespace, tmp: Path) -> Path:
     """A pretrained checkpoint folder: the given one, or one trained here."""
     if args.checkpoint:
         return Path(args.checkpoint)
+    if args.keep:
+        tmp = Path(args.keep)
     from codenas.model.config import load_arch
     from codenas.model.tokenizer import load_tokenizer, sample_files, stdlib_dir, stdlib_files, train_tokenizer
     from codenas.settings import PretrainSettings, TrainSettings
@@ -58,6 +60,8 @@ def train_model(args: argparse.Namespace, tmp: Path) -> Path:
                       out=tmp / "run", corpus=corpus)
     print(f"trained {result['params']:,} parameters for {result['steps']} steps in "
           f"{time.perf_counter() - start:.0f} s: val loss {result['final_val_loss']:.3f}", flush=True)
+    if args.keep:
+        print(f"kept: --checkpoint {tmp / 'run' / 'checkpoint_last'} reuses this model", flush=True)
     return tmp / "run" / "checkpoint_last"
 
 
@@ -73,6 +77,8 @@ def sample(model, tokenizer, prompts: list[str], args: argparse.Namespace, max_b
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="a trained codenas checkpoint folder (default: train one)")
+    p.add_argument("--keep", default=None, help="train the model in this folder and keep it (default: a temporary "
+                                                "folder)")
     p.add_argument("--arch", default="tiny", help="arch of the model trained here [tiny]")
     p.add_argument("--steps", type=int, default=400, help="pretraining steps of the model trained here [400]")
     p.add_argument("--files", type=int, default=200, help="stdlib files it is trained on [200]")

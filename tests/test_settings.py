@@ -122,9 +122,11 @@ def _search_config(monkeypatch, args: list[str]):
 
 def test_search_flags_reach_the_library_as_settings(monkeypatch, tmp_path):
     cfg = _search_config(monkeypatch, ["--max-params", "5000", "--out", str(tmp_path), "--max-files", "0",
-                                       "--pruner", "halving", "--max-latency-ms", "2.5", "--lr", "0.01"])
+                                       "--pruner", "halving", "--max-latency-ms", "2.5", "--lr", "0.01",
+                                       "--dtype", "fp32"])
     assert isinstance(cfg, S.SearchSettings)
     assert (cfg.max_params, cfg.max_files, cfg.pruner, cfg.max_latency_ms, cfg.lr) == (5000, None, "halving", 2.5, 0.01)
+    assert cfg.dtype == "fp32"
     assert (cfg.trials, cfg.budget_tokens, cfg.vocab_size, cfg.study_name) == (20, 2_000_000, 8192, "codenas-search")
     assert cfg.storage_url() == f"sqlite:///{(tmp_path / 'study.db').resolve()}"
     default = _search_config(monkeypatch, ["--max-params", "5000", "--out", str(tmp_path)])

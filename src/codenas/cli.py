@@ -263,10 +263,12 @@ PRETRAIN = (Part(PretrainSettings), Part(TrainSettings))
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Run folder: checkpoint_last/, checkpoint_best/, metrics.jsonl.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint_last.")
+@click.option("--overwrite", is_flag=True,
+              help="Start over in an OUT that holds an earlier run: its checkpoints and metrics are removed.")
 @options(*PRETRAIN)
 @click.pass_context
 def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str | None, out: str, resume: bool,
-                   config_file: str | None, **_) -> None:
+                   overwrite: bool, config_file: str | None, **_) -> None:
     """Pretrain a GPT on a built corpus or a corpus source (run under `torchrun --nproc_per_node N` for DDP)."""
     from pathlib import Path
 
@@ -282,7 +284,7 @@ def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str |
                                      param_hint="--tokenizer")
     r = pretrain(s[PretrainSettings], s[TrainSettings], tokenizer=Path(tokenizer_path), out=Path(out),
                  corpus=corpus, corpus_settings=from_config_file("corpus", Part(CorpusSettings), config_file),
-                 resume=resume)
+                 resume=resume, overwrite=overwrite)
     if not _is_main_process():
         return  # under torchrun only rank 0 reports
     best = "n/a" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4f}"
@@ -344,6 +346,9 @@ def _finetune_options(command):
         click.option("--output_dir", "--output-dir", "output_dir", type=click.Path(file_okay=False),
                      required=True, help="Run folder: step{N}/, checkpoint_best/, checkpoint_last/, metrics.jsonl."),
         click.option("--resume", is_flag=True, help="Continue exactly from OUTPUT_DIR/checkpoint_last."),
+        click.option("--overwrite", is_flag=True,
+                     help="Start over in an OUTPUT_DIR that holds an earlier run: its checkpoints, step folders, "
+                          "evaluations and metrics are removed."),
         click.option("--eval-problems", "eval_problems", type=click.IntRange(min=1), default=None, hidden=True,
                      help="Old name of --eval-limit."),
     ]
@@ -365,7 +370,7 @@ def _run_finetune(ctx: click.Context, lora: bool, kw: dict) -> None:
                       val_path=kw["val_path"] and Path(kw["val_path"]), out=Path(kw["output_dir"]),
                       arch_json=kw["arch_json"], tokenizer_path=kw["tokenizer_path"] and Path(kw["tokenizer_path"]),
                       training=training, lora=s[LORA.cls] if lora else None, sampling=sampling, judge=judge,
-                      evaluation=evaluation, resume=kw["resume"])
+                      evaluation=evaluation, resume=kw["resume"], overwrite=kw["overwrite"])
     if not _is_main_process():  # under torchrun only rank 0 reports
         return
     click.echo(f"trainable parameters: {result['trainable_params']:,} of {result['total_params']:,}")
@@ -597,8 +602,6 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     """Search architectures: short pretraining runs scored by held-out loss, under size/latency budgets."""
     from pathlib import Path
 
-    from rich.console import Console
-
     from codenas.search.report import rows_table
     from codenas.search.space import parse_space
     from codenas.search.study import SearchConfig, run_search
@@ -609,7 +612,7 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
                                 corpus=corpus, space=space, **dataclasses.asdict(settings)))
-    Console().print(rows_table(r["rows"], objectives=settings.objectives))
+    _console().print(rows_table(r["rows"], objectives=settings.objectives))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
     click.echo(f"{r['trials_run']} trials run now ({r['infeasible_run']} infeasible shapes sampled again); study "
                f"{r['study']!r} ({r['storage']}): {counts}")
@@ -623,6 +626,15 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
         click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters, "
                    f"optimizer {b['optimizer']} -> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch "
                    f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']} --corpus {r['corpus']})")
+
+
+def _console():
+    """A rich console for tables: a terminal's own width, or, when stdout is a file or a pipe, as wide as a table
+    needs (rich would otherwise squeeze it into 80 columns and cut its numbers)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=10_000)
 
 
 def main() -> None:

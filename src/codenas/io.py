@@ -230,13 +230,23 @@ def recover_directory(path: str | os.PathLike) -> Path:
     name beside it: that copy is put back (the newest, if several). Returns ``path``.
     """
     path = Path(path)
-    if path.exists() or not path.parent.is_dir():
+    found = find_directory(path)
+    if found is not None and found != path:
+        os.replace(found, path)
+    return path
+
+
+def find_directory(path: str | os.PathLike) -> Path | None:
+    """``path`` when it exists, else the complete copy a kill between ``atomic_directory``'s renames left aside
+    (the newest ``.old`` one), else None. Reads only: ``recover_directory`` puts such a copy back."""
+    path = Path(path)
+    if path.exists():
         return path
+    if not path.parent.is_dir():
+        return None
     olds = [p for p in path.parent.iterdir() if p.name.endswith(".old") and p.is_dir()
             and (m := _LEFTOVER.match(p.name)) and m["name"] == path.name]
-    if olds:
-        os.replace(max(olds, key=lambda p: p.stat().st_mtime_ns), path)
-    return path
+    return max(olds, key=lambda p: p.stat().st_mtime_ns) if olds else None
 
 
 def fault_point(name: str) -> None:
@@ -283,8 +293,11 @@ def _fsync(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:  # a full disk, a quota: the file is left as it was
+        raise CodenasError(f"cannot write: {e.strerror or e}", path) from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -374,8 +387,11 @@ class JsonlAppender:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def append(self, row: Any) -> None:
-        self._f.write(jsonl_line(row))
-        self._f.flush()
+        try:
+            self._f.write(jsonl_line(row))
+            self._f.flush()
+        except OSError as e:  # a full disk: at most a torn last line, which the next opening cuts off
+            raise CodenasError(f"cannot append: {e.strerror or e}", self.path) from None
 
     def close(self) -> None:
         self._f.close()

@@ -279,6 +279,7 @@ class PretrainSettings(Settings):
 
 
 OPTIMIZERS = ("adamw", "muon")
+DTYPES = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -300,8 +301,8 @@ class TrainSettings(Settings):
     eval_batches: int = _h(20, "Fixed validation batches per evaluation (pretraining).", min=1)
     log_interval: int = _h(10, "Append a row to metrics.jsonl every N steps.", min=1)
     seed: int = _h(1337, "Seed of init, batch order and dropout.")
-    dtype: str = _h("auto", "bf16 autocast or fp32; auto = bf16 where the hardware has native bf16.",
-                    choices=("auto", "bf16", "fp32"))
+    dtype: str = _h("auto", "bf16 autocast or fp32; auto = bf16 on a CUDA GPU that supports it, fp32 on CPUs "
+                            "(bf16 autocast is slower than fp32 there).", choices=DTYPES)
     device: str = _h("auto", "cpu, cuda, cuda:1... (auto: CUDA if present).")
     compile: bool = _h(False, "torch.compile the model.")
     peak_flops: float = _h(0.0, "Device peak FLOP/s for the MFU logged beside tokens/s (0: the table's dense bf16 "
@@ -461,8 +462,8 @@ class SearchSettings(Settings):
                                   "objectives any but none stops a trial dominated at an evaluation).",
                      choices=PRUNERS)
     device: str = _h("auto", "cpu, cuda, cuda:1... (auto: CUDA if present).")
-    dtype: str = _h("auto", "Proxy runs in bf16 autocast or fp32; auto = bf16 where the hardware has native bf16 "
-                            "(fp32 is often much faster on CPUs).", choices=("auto", "bf16", "fp32"))
+    dtype: str = _h("auto", "Precision of the proxy runs: bf16 autocast or fp32; auto = bf16 on a CUDA GPU that "
+                            "supports it, fp32 on CPUs.", choices=DTYPES)
     objectives: tuple[str, ...] = _h(("loss",), "What the search minimises: loss, then optionally params, flops "
                                                 "(per token) and/or latency (a multi-objective search).",
                                      choices=SEARCH_OBJECTIVES)

@@ -32,10 +32,17 @@ def test_smoke_runs_every_step_and_writes_the_figures(tmp_path):
     assert env_facts["matmul_bf16_tflops"] > 0 and env_facts["data_loading_tokens_per_s"] > 0
 
     measured = json.loads((out / "throughput.json").read_text())
+    # no peak is known for a CPU: MFU is stated against the matmul rate measured in step 1. That rate and the
+    # training rate are timed at different moments on a shared machine, so MFU may exceed 1 under changing load;
+    # what always holds is the formula against the stated peak.
+    peak = measured["peak_flops"]
+    assert peak == pytest.approx(env_facts["matmul_bf16_tflops"] * 1e12)
     tiny = measured["layouts"]["codenas_l8h512_regularized"]
     assert tiny["best_batch_size"] in (2, 4)
     for mode in ("eager", "compile"):
-        assert tiny[mode]["tokens_per_s"] > 0 and 0 < tiny[mode]["mfu"] < 1  # MFU against the measured matmul rate
+        run = tiny[mode]
+        assert run["tokens_per_s"] > 0 and run["mfu"] > 0
+        assert run["mfu"] == pytest.approx(6 * run["params"] * run["tokens_per_s"] / peak)
     assert tiny["compile"]["compile"] is True
     modern = measured["layouts"]["codenas_l8h512_modern"]
     assert modern["eager"]["tokens_per_s"] > 0 and modern["arch"]["position"] == "rope"
@@ -46,7 +53,7 @@ def test_smoke_runs_every_step_and_writes_the_figures(tmp_path):
 
     table = json.loads((out / "seed.json").read_text())
     assert math.isfinite(table["pretrain"]["best_val_loss"]) and table["pretrain"]["steps"] == 4
-    assert 0 < table["pretrain"]["logged_mfu"] < 1  # the training loop logged MFU
+    assert table["pretrain"]["logged_mfu"] > 0  # the training loop logged MFU
     benchmarks = ["mini", "mbpp-test"] if MBPP.is_file() else ["mini"]
     for model in ("base", "lora"):
         for bench in benchmarks:

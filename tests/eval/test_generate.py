@@ -131,3 +131,19 @@ def test_judging_starts_before_sampling_ends_and_reruns_reuse_verdicts(tmp_path:
     again = evaluate_model(model, tok, PROBLEMS, tmp_path / "out",
                            SamplingSettings(samples=4, max_new_tokens=8, max_batch_size=3))
     assert events.count("judged") == 0 and again["pass_at_k"] == summary["pass_at_k"]
+
+
+def test_a_sample_cut_to_nothing_keeps_its_raw_text_and_why(tmp_path):
+    from codenas.model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(make_tokenizer(tmp_path))
+    model = ScriptedModel(tok, {PROBLEMS[0].prompt: "return a + b\n", PROBLEMS[1].prompt: "    return -x\n"})
+    summary = evaluate_model(model, tok, PROBLEMS, tmp_path / "out", SamplingSettings(samples=1, max_new_tokens=20),
+                             JudgeSettings(timeout=5))
+    cut, passed = (row for _, row in read_jsonl(tmp_path / "out" / "results.jsonl"))
+    assert cut["verdict"] == "cut" and cut["completion"] == "" and cut["raw"] == "return a + b\n"
+    assert cut["cut_reason"].startswith("unindented code with no def add")
+    assert passed["verdict"] == "passed" and "raw" not in passed
+    assert summary["verdicts"]["cut"] == 1 and summary["verdicts"]["empty"] == 0
+    samples = [row for _, row in read_jsonl(tmp_path / "out" / "samples.jsonl")]
+    assert samples[0]["cut_reason"] == cut["cut_reason"] and "cut_reason" not in samples[1]

@@ -1,6 +1,6 @@
 """extract_completion on realistic raw model outputs (text generated after a HumanEval-style prompt)."""
 
-from codenas.eval.postprocess import extract_completion, truncate_at_stop
+from codenas.eval.postprocess import extract_completion, extract_with_reason, truncate_at_stop
 
 BODY = "    total = 0\n    for x in numbers:\n        total += x\n    return total\n"
 
@@ -47,6 +47,21 @@ def test_empty_and_unindented_output_gives_empty_completion():
     assert extract_completion("") == ""
     assert extract_completion("<|endoftext|>") == ""
     assert extract_completion("Sure! Here is the answer.") == ""
+
+
+def test_what_is_cut_to_nothing_says_why_and_only_no_text_is_empty():
+    assert extract_with_reason("") == ("", None)
+    assert extract_with_reason("  \n<|endoftext|>def f():\n    return 1\n") == ("", None)  # nothing before the end
+    unindented = "total = 0\nfor x in numbers:\n    total += x\nreturn_value = total\n"
+    completion, reason = extract_with_reason(unindented, "sum_all")
+    assert completion == "" and reason.startswith("unindented code with no def sum_all: the function's body must")
+    completion, reason = extract_with_reason("Sure! Here is the answer.", "f")
+    assert completion == "" and reason.startswith("unindented text that does not parse as Python")
+    assert extract_with_reason("```python\n```\n")[1] == "nothing inside the markdown code block, or only text " \
+                                                         "before it"
+    assert extract_with_reason("    return (\n")[1] == ("the indented text that should be the function's body does "
+                                                        "not parse as Python")
+    assert extract_with_reason(BODY) == (BODY, None)
 
 
 def test_windows_newlines_and_trailing_blank_lines():

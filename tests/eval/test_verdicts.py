@@ -59,7 +59,7 @@ def test_scoring_writes_a_verdict_per_row_and_the_classes_in_the_summary(he_reco
     summary = score_samples(samples, [rec], tmp_path, workers=2, timeout=0.5, ks=(1,))
     assert [r["verdict"] for r in read_results(tmp_path)] == [
         "passed", "wrong_answer", "runtime_error", "syntax_error", "empty", "timeout"]
-    assert summary["verdicts"] == {v: 1 for v in VERDICTS}
+    assert summary["verdicts"] == {v: int(v != "cut") for v in VERDICTS}
     assert sum(summary["verdicts"].values()) == summary["n_samples"] == 6
     assert summary["runtime_errors"] == {"KeyError": 1}
     assert summary["parse_rate"] == pytest.approx(4 / 6)
@@ -67,3 +67,18 @@ def test_scoring_writes_a_verdict_per_row_and_the_classes_in_the_summary(he_reco
     assert read_summary(tmp_path / "absent") is None and read_results(tmp_path / "absent") == []
     labels = [row.cells for row in summary_table(summary).columns[:1]][0]
     assert {"passed", "wrong answer", "runtime error", "syntax error", "timeout", "empty", "parses"} <= set(labels)
+
+
+def test_a_raw_text_cut_to_nothing_is_cut_with_its_raw_text_and_reason_not_empty(he_records, tmp_path):
+    rec = he_records[0]
+    unindented = "result = []\nfor n in numbers:\n    result.append(n)\n"
+    samples = [{"task_id": rec.id, "completion": text} for text in (unindented, "<|endoftext|>", "")]
+    summary = score_samples(samples, [rec], tmp_path, workers=1, timeout=2, ks=(1,), raw=True)
+    cut, *empty = read_results(tmp_path)
+    assert cut["verdict"] == "cut" and cut["completion"] == "" and cut["raw"] == unindented
+    assert cut["cut_reason"].startswith(f"unindented code with no def {rec.entry_point}")
+    assert [r["verdict"] for r in empty] == ["empty", "empty"] and not any("raw" in r for r in empty)
+    assert summary["verdicts"]["cut"] == 1 and summary["verdicts"]["empty"] == 2 and summary["parse_rate"] == 0.0
+    assert classify("", "error", "IndentationError: expected an indented block", "a reason") == "cut"
+    again = score_samples(samples, [rec], tmp_path, workers=1, timeout=2, ks=(1,), raw=True)  # resumed: reused
+    assert again["verdicts"] == summary["verdicts"] and read_results(tmp_path)[0] == cut

@@ -134,5 +134,6 @@ def test_a_stage_killed_between_checkpoint_renames_resumes_instead_of_restarting
 
     (tmp_path / ".checkpoint_last.ab12cd34.old").mkdir()  # the complete checkpoint, moved aside by the kill
     (tmp_path / "metrics.jsonl").write_text('{"step": 10}\n')
-    assert _fresh_or_resumable(tmp_path, resume=True)
+    assert _fresh_or_resumable(tmp_path, resume=True) == {"resume": True, "overwrite": False}
     assert (tmp_path / "checkpoint_last").is_dir() and (tmp_path / "metrics.jsonl").is_file()
+    assert _fresh_or_resumable(tmp_path, resume=False) == {"resume": False, "overwrite": True}

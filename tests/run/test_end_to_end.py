@@ -95,8 +95,11 @@ def test_tiny_preset_end_to_end_then_cached(tmp_path, monkeypatch):
         assert scored["verdicts"] == {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
         cells = " | ".join(f"{scored['verdicts'][v]} ({100 * scored['verdicts'][v] / 3:.1f}%)" for v in VERDICTS)
         assert f"| mini | {model} | 3 | {100 * scored['parse_rate']:.1f}% | {cells} |" in md
-        # Sample completions: the prompt's tail, then what the model wrote, with the verdict.
-        assert f"### mini, {model}\n" in md and f"# ---- written by {model} ----" in md
+        # A sample post-processing cut to nothing keeps the model's raw text and the reason; empty means no text.
+        assert all(r["raw"].strip() and r["cut_reason"] for r in rows if r["verdict"] == "cut")
+        assert all("raw" not in r for r in rows if r["verdict"] != "cut")
+        # Sample completions: the prompt's tail, then what the model wrote (raw when it was cut), with the verdict.
+        assert f"### mini, {model}\n" in md and f"# ---- written by {model}" in md
     assert "<pre><code>" in html and "written by lora" in html
 
     # The console was not a terminal: one compact training line per log_interval, with tokens/s and ETA.

@@ -81,6 +81,7 @@ def test_report_has_every_section_in_both_formats(run_dir):
     assert md.index("| input |") < md.index("| held_out |") < md.index("| contaminated |") < md.index("| train |")
     assert "| mini | base | 3 of 20 | 2 | 50.0% |" in md and "| mini | lora | 3 of 20 | 2 | 33.3% |" in md
     assert "| lora | 20 | 30.0% |" in md  # pass@1 vs step
+    assert "pass@1 on the first 10 validation records (one sample each)" in md  # the tiny preset's eval_limit
     assert "| pretrain | 7 | 6.9 | 6.9 (step 100) |" in md  # loss curve summary
     assert "| data | 12.5 s | ran |" in md and "| pretrain | 1 min 15 s | cached |" in md
     assert "| dropped: near_duplicate | 0 | 3 |" in md and "| documents kept | 40 | 90 |" in md
@@ -226,3 +227,42 @@ def test_solved_under_differential_tests_and_copying_check(run_dir, tmp_path):
     assert "| he_3 | mini | lora | 2/2 | 0/2 | - | - | - |" in copying
     assert "# ---- passing completion (lora) ----\nreturn sorted(x)[0]" in copying.replace("    return", "return")
     assert "# ---- nearest training record mined_1 (Jaccard 1.00, ratio 1.00) ----\ndef f(x):\n" in copying
+
+
+def test_pass1_vs_step_names_the_finetune_eval_limit(run_dir):
+    config = load_run_config("tiny", overrides=["finetune.eval_limit=0", "finetune.eval_samples=2"])
+    (run_dir / "config.resolved.toml").write_text(dumps_toml(config))
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert "pass@1 on every validation record (2 samples each)" in md
+
+
+def test_records_dropped_by_fine_tuning_are_in_the_report_with_their_reason(run_dir):
+    atomic_write_json(run_dir / "lora" / FINETUNE_SETTINGS, {
+        "lora": {"rank": 8, "alpha": 16}, "records": {"train": 92, "val": 9}, "examples": {"train": 77, "val": 8},
+        "dropped": {"train": {"prompt fills the context": 15}, "val": {"prompt fills the context": 1}}})
+    atomic_write_json(run_dir / "lora" / RESULT, {"trainable_params": 8_192, "total_params": 709_504, "steps": 20,
+                                                  "train_examples": 77})
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert ("It was then fine-tuned (lora) on 77 supervised records of the 92 train records (15 not trained on: "
+            "prompt fills the context 15).") in md
+    data = md[md.index("## Data"):md.index("## Pretraining corpus")]
+    assert "| lora | train | 92 | 77 | prompt fills the context: 15 (not trained on) |" in data
+    assert "| lora | val | 9 | 8 | prompt fills the context: 1 (left out of the val loss) |" in data
+
+
+def test_a_sample_cut_by_post_processing_shows_its_raw_text_and_why(run_dir):
+    raw = "result = a + b\nprint(result)\n"
+    rows = [judged_row("he_1", "", "error", "IndentationError: expected an indented block",
+                       cut=(raw, "unindented code with no def f: the function's body must be indented")),
+            judged_row("he_2", "", "error", "IndentationError: expected an indented block")]
+    folder = run_dir / "eval" / "base" / "mini"
+    write_jsonl(folder / RESULTS, rows)
+    atomic_write_json(folder / SUMMARY, summarize([(row["task_id"], row) for row in rows], ks=(1,)))
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    assert "| mini | base | 2 | 0.0% | 0 (0.0%) | 0 (0.0%) | 0 (0.0%) | 0 (0.0%) | 0 (0.0%) | 1 (50.0%) | 1 (50.0%) |" \
+        in md
+    base = md[md.index("### mini, base"):md.index("### mini, lora")]
+    assert ("**he_1**, cut by post-processing; post-processing kept none of it: unindented code with no def f: the "
+            "function's body must be indented") in base
+    assert "# ---- written by base, raw (cut away by post-processing) ----\nresult = a + b\nprint(result)" in base
+    assert "**he_2**, empty (" in base and "# ---- written by base ----\n# (empty)" in base

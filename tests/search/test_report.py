@@ -150,3 +150,24 @@ def test_a_loss_only_front_is_over_loss_and_params(tmp_path):
 
 def test_dominates():
     assert dominates([1, 2], [1, 3]) and not dominates([1, 3], [1, 3]) and not dominates([0, 4], [1, 3])
+
+
+def test_the_cli_prints_the_table_full_width_when_stdout_is_not_a_terminal(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from codenas.cli import cli
+    from codenas.search import study as study_module
+
+    rows = ranked_rows(_study())
+    for row in rows:  # wide cells: a long layout name and large numbers
+        row.update(params=123_456_789_012, position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, n_kv_head=1)
+    monkeypatch.setattr(study_module, "run_search", lambda cfg: {
+        "rows": rows, "counts": {"complete": 3}, "trials_run": 0, "study": "s", "storage": "sqlite://", "best": None})
+    result = CliRunner().invoke(cli, ["search", "--max-params", "5000", "--out", str(tmp_path)])  # not a terminal
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if "trial" in line and "params" in line)
+    assert all(h in header.split() for h in ("#", "trial", "state", "loss", "params", "ms/tok", "layout", "opt"))
+    assert max(len(line) for line in lines) > 80
+    assert "123,456,789,012" in result.output and "rope+rms+swiglu+qk+kv1" in result.output
+    assert "…" not in result.output

@@ -157,6 +157,20 @@ def test_a_study_refuses_other_settings(tiny_config):
     run_search(tiny_config(trials=0))
     with pytest.raises(CodenasError, match="budget_tokens: study has 256, now 512"):
         run_search(tiny_config(trials=0, budget_tokens=512))
+    with pytest.raises(CodenasError, match="dtype: study has 'auto', now 'bf16'"):
+        run_search(tiny_config(trials=0, dtype="bf16"))
+
+
+def test_the_proxy_runs_train_at_the_search_dtype(tiny_config, monkeypatch):
+    seen = []
+
+    def pretrain(**kwargs):
+        seen.append(kwargs["training"].dtype)
+        return {"final_val_loss": 1.0}
+
+    monkeypatch.setattr(study_module, "pretrain", pretrain)
+    run_search(tiny_config(trials=2, dtype="fp32"))
+    assert seen == ["fp32", "fp32"]
 
 
 @pytest.mark.parametrize("storage, message", [

@@ -117,6 +117,42 @@ def test_dtype_choice_and_bf16_training_on_cpu(tmp_path):
     assert all(torch.isfinite(torch.tensor(losses)))
 
 
+def test_auto_dtype_is_fp32_on_every_cpu(monkeypatch):
+    import codenas.train.loop as loop
+
+    monkeypatch.setattr(loop, "has_fast_bf16", lambda device: True)  # a CPU with AVX512-BF16 or AMX
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_bf16_training_keeps_torchs_norm_dtype_warning_off_the_console(tmp_path):
+    import warnings
+
+    from codenas.model.config import ArchConfig
+    from codenas.model.model import GPT
+
+    arch = ArchConfig(n_layer=1, n_head=2, d_model=16, d_ff=32, context_length=8, vocab_size=64, bias=False,
+                      position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True)
+
+    class Tokens:
+        def next_batch(self) -> dict[str, torch.Tensor]:
+            x = torch.randint(0, 64, (2, 9))
+            return {"input_ids": x[:, :-1], "targets": x[:, 1:]}
+
+        def state_dict(self) -> dict:
+            return {}
+
+        def load_state_dict(self, state: dict) -> None:
+            pass
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(GPT(arch), Tokens(), _config(max_steps=2, dtype="bf16", eval_interval=1), tmp_path,
+              evaluate=lambda model, step: {"val_loss": 1.0})
+    assert not [w for w in caught if "Mismatch dtype" in str(w.message)]
+
+
 def test_bad_settings_raise():
     with pytest.raises(CodenasError, match="dtype"):
         TrainSettings(dtype="fp16")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from codenas.cli import cli
 from codenas.io import CodenasError, read_json, read_jsonl
-from codenas.model.checkpoint import load_checkpoint
+from codenas.model.checkpoint import WEIGHTS, load_checkpoint
 from codenas.settings import TrainSettings
 from codenas.train.loop import BEST, LAST
 from codenas.train.pretrain import pretrain
@@ -142,3 +142,96 @@ def test_proxy_run_reports_evaluations_and_writes_no_checkpoints(small_corpus, s
         pretrain(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path / "pruned",
                  training=_config(max_steps=4, eval_interval=2), on_eval=stop)
     assert [r["step"] for r in _rows(tmp_path / "pruned")] == [1]
+
+
+def test_a_rerun_refuses_a_folder_holding_a_run_until_resume_or_overwrite(small_corpus, small_tokenizer, micro_arch,
+                                                                        tmp_path, capsys, monkeypatch):
+    import codenas.progress as progress_mod
+
+    kwargs = dict(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path)
+    pretrain(training=_config(max_steps=4, eval_interval=2), **kwargs)
+    log = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(CodenasError, match="holds a run at step 4: --resume to continue, --overwrite to start over"):
+        pretrain(training=_config(max_steps=6, eval_interval=2), **kwargs)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == log  # nothing touched
+    with pytest.raises(CodenasError, match="give one"):
+        pretrain(training=_config(max_steps=6, eval_interval=2), resume=True, overwrite=True, **kwargs)
+
+    monkeypatch.setattr(progress_mod, "_quiet", False)
+    pretrain(training=_config(max_steps=6, eval_interval=2), resume=True, **kwargs)
+    assert f"pretrain: resuming from {tmp_path / LAST} (step 4 of 6)" in capsys.readouterr().err
+    assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3, 4, 5, 6]
+
+    pretrain(training=_config(max_steps=2, eval_interval=2), overwrite=True, **kwargs)
+    assert [r["step"] for r in _rows(tmp_path)] == [1, 2]
+    assert load_checkpoint(tmp_path / LAST).meta["step"] == 2 and load_checkpoint(tmp_path / BEST).meta["step"] == 2
+
+
+def test_the_cli_refuses_a_rerun_in_one_line(small_corpus, small_tokenizer, micro_arch, tmp_path):
+    arch = tmp_path / "micro.json"
+    arch.write_text(__import__("json").dumps(micro_arch.to_dict()))
+    args = ["-q", "train", "pretrain", "--arch", str(arch), "--tokenizer", str(small_tokenizer), "--corpus",
+            str(small_corpus), "--out", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "4",
+            "--eval-batches", "1", "--dtype", "fp32", "--device", "cpu"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'run'}: holds a run at step 2: --resume to continue, --overwrite to start over"]
+    assert CliRunner().invoke(cli, [*args, "--overwrite"]).exit_code == 0
+
+
+@pytest.mark.parametrize("failure", ["oserror", "safetensors"])
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(failure, small_corpus, small_tokenizer,
+                                                                      micro_arch, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from safetensors import SafetensorError
+
+    import codenas.model.checkpoint as checkpoint_mod
+
+    kwargs = dict(arch=micro_arch, tokenizer=small_tokenizer, corpus=small_corpus,
+                  training=_config(max_steps=6, eval_interval=2))
+    pretrain(out=tmp_path / "one_go", **kwargs)
+    out, real, writes = tmp_path / "full", checkpoint_mod.save_file, []
+
+    def full_disk(tensors, filename, *args, **kw):  # the second checkpoint_last (step 4) meets a full disk
+        writes.append(filename)
+        if sum(f".{LAST}." in w for w in writes) == 2:
+            with open(filename, "wb") as f:
+                f.write(b"\0" * 64)  # a partial file, as the writer leaves it
+            if failure == "oserror":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, filename, *args, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint_mod, "save_file", full_disk)
+        with pytest.raises(CodenasError) as caught:
+            pretrain(out=out, **kwargs)
+    message = str(caught.value)
+    assert message.startswith(f"{out / LAST}: cannot write the checkpoint of step 4 (")
+    assert "No space left on device; " in message and " MiB free" in message
+    assert message.endswith(f"{LAST} of step 2 is intact: free space, then rerun with --resume")
+    assert load_checkpoint(out / LAST).meta["step"] == 2  # the previous complete checkpoint, untouched
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".old"))]  # the half-written one is gone
+    pretrain(out=out, resume=True, **kwargs)
+    one_go, resumed = load_file(tmp_path / "one_go" / LAST / "model.safetensors"), load_file(out / LAST / WEIGHTS)
+    assert all(torch.equal(one_go[k], resumed[k]) for k in one_go)
+
+
+def test_an_arch_far_too_large_is_refused_before_anything_is_built(small_corpus, small_tokenizer, micro_arch,
+                                                                   tmp_path):
+    import dataclasses
+
+    from codenas.model.memory import device_memory_bytes, size_text
+
+    huge = dataclasses.replace(micro_arch, d_model=10**9, n_head=2, d_ff=4 * 10**9)
+    with pytest.raises(CodenasError) as caught:
+        pretrain(arch=huge, tokenizer=small_tokenizer, corpus=small_corpus, out=tmp_path / "out",
+                 training=_config(max_steps=1))
+    message = str(caught.value)
+    assert "this arch needs at least" in message and "EiB to train" in message
+    assert message.endswith(f"the device cpu has {size_text(device_memory_bytes('cpu'))}")
+    assert not (tmp_path / "out").exists()

@@ -200,3 +200,38 @@ def test_checkpoint_globs_sort_by_step(tmp_path):
     assert [Path(p).name for p in got] == ["step2", "step10", "step100", "checkpoint_best"]
     with pytest.raises(CodenasError, match="no checkpoint folder"):
         expand_checkpoints([str(tmp_path / "nothing*")])
+
+
+def test_records_dropped_for_filling_the_context_are_written_with_their_reason(workdir, tmp_path):
+    records = read_records(workdir / "train.jsonl")
+    long_prompt = dataclasses.replace(records[0], id="long", prompt="def f():\n" + "    x = 1\n" * 60)
+    from codenas.records import write_records
+
+    write_records(tmp_path / "train.jsonl", [*records, long_prompt])
+    write_records(tmp_path / "val.jsonl", [records[0], long_prompt])
+    cfg = dataclasses.replace(FINETUNE_TRAIN, max_steps=1, batch_size=2, dtype="fp32", device="cpu")
+    result = finetune(init_checkpoint=str(workdir / "base"), data_path=tmp_path / "train.jsonl", out=tmp_path / "out",
+                      training=cfg, sampling=SamplingSettings(samples=0))
+    drops = {"train": {"prompt fills the context": 1}, "val": {"prompt fills the context": 1}}
+    assert result["dropped"] == drops and result["dropped_examples"] == 1
+    assert result["train_examples"] == len(records)
+    settings = json.loads((tmp_path / "out" / "finetune.json").read_text())
+    assert settings["dropped"] == drops
+    assert settings["records"] == {"train": len(records) + 1, "val": 2}
+    assert settings["examples"] == {"train": len(records), "val": 1}
+
+
+def test_a_rerun_refuses_a_folder_holding_a_run_and_overwrite_starts_over(workdir, tmp_path):
+    def run(max_steps: int, **kwargs):
+        cfg = dataclasses.replace(FINETUNE_TRAIN, max_steps=max_steps, eval_interval=2, batch_size=2, dtype="fp32",
+                                  device="cpu")
+        return finetune(init_checkpoint=str(workdir / "base"), data_path=workdir / "train.jsonl",
+                        out=tmp_path / "out", training=cfg, sampling=SamplingSettings(samples=0), **kwargs)
+
+    run(4)
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"step2", "step4", "checkpoint_last"}
+    with pytest.raises(CodenasError, match="holds a run at step 4: --resume to continue, --overwrite to start over"):
+        run(2)
+    run(2, overwrite=True)
+    assert not (tmp_path / "out" / "step4").exists()  # the earlier run's step folders went with it
+    assert load_checkpoint(tmp_path / "out" / "checkpoint_last").meta["step"] == 2

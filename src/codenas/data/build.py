@@ -25,6 +25,7 @@ from codenas.io import (
     LOCK_FILE,
     CodenasError,
     atomic_write_json,
+    check_writable,
     fault_point,
     output_lock,
     read_json,
@@ -97,11 +98,13 @@ def build_dataset(*, mbpp: Path | None, out: Path, seed: int = 1234, val_size: i
         raise CodenasError(f"--val-size must be >= 0, got {val_size}")
     if diff_inputs < 0:
         raise CodenasError(f"--diff-inputs must be >= 0, got {diff_inputs}")
-    out = Path(out)
+    out = check_writable(Path(out))
     mbpp = resolve_mbpp_path(mbpp)
+    humaneval = load_humaneval()  # the inputs are read (and a bad file refused) before the output folder exists
+    rows = load_mbpp(mbpp) if mbpp is not None else []
     with output_lock(out):
         _check_only_outputs(out)
-        return _build(mbpp, out, seed, val_size, holdout, diff_inputs)
+        return _build(mbpp, humaneval, rows, out, seed, val_size, holdout, diff_inputs)
 
 
 def _check_only_outputs(out: Path) -> None:
@@ -113,12 +116,10 @@ def _check_only_outputs(out: Path) -> None:
                            "empty folder, or a folder of an earlier build", out)
 
 
-def _build(mbpp: Path | None, out: Path, seed: int, val_size: int, holdout: str, diff_inputs: int) -> dict:
+def _build(mbpp: Path | None, humaneval: list[Record], rows: list[dict], out: Path, seed: int, val_size: int,
+           holdout: str, diff_inputs: int) -> dict:
     if mbpp is None:
         say("note: no MBPP file found (--mbpp, $CODENAS_MBPP, `codenas data download`); building HumanEval only")
-
-    humaneval = load_humaneval()
-    rows = load_mbpp(mbpp) if mbpp is not None else []
     mbpp_all, unconvertible = _mbpp_records(rows)
     benchmarks = {"mini": [r for r in humaneval if r.id in MINI_IDS]}
     if holdout == "humaneval":

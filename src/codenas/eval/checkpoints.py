@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codenas.eval.verdicts import shares_text
-from codenas.io import CodenasError, atomic_path, atomic_write_json, locks_output
+from codenas.io import CodenasError, atomic_path, atomic_write_json, check_writable, output_lock
 from codenas.model.hf import HF_PREFIX
 from codenas.progress import say
 from codenas.records import Record
@@ -56,15 +56,14 @@ def checkpoint_name(spec: str) -> str:
     return Path(spec.removeprefix(HF_PREFIX)).resolve().name
 
 
-@locks_output("out")
 def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path,
                          sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
                          evaluation: EvalSettings = EvalSettings(), device: str = "auto") -> list[dict]:
     """Evaluate every checkpoint on the first ``evaluation.limit`` of ``problems``; returns one row per
     checkpoint (see the module docstring)."""
-    from codenas.eval.generate import evaluate_model
-    from codenas.model.loading import load_model
+    from codenas.model.loading import check_loadable
 
+    check_writable(Path(out))
     specs = expand_checkpoints(specs)
     if not specs:
         raise CodenasError("no checkpoint given")
@@ -73,9 +72,22 @@ def evaluate_checkpoints(specs: Sequence[str], problems: list[Record], out: Path
         raise CodenasError("checkpoints must have distinct folder names to share one --out")
     if sampling.samples < 1:
         raise CodenasError(f"samples must be at least 1 to evaluate a model, got {sampling.samples}")
+    if not problems:
+        raise CodenasError("no problems to evaluate on")
+    for spec in specs:  # every input is checked before the output folder is created
+        check_loadable(spec)
+    with output_lock(out):
+        return _evaluate(specs, names, problems, Path(out), sampling, judge, evaluation, device)
+
+
+def _evaluate(specs: list[str], names: list[str], problems: list[Record], out: Path, sampling: SamplingSettings,
+              judge: JudgeSettings, evaluation: EvalSettings, device: str) -> list[dict]:
+    """``evaluate_checkpoints`` once its inputs are checked and ``out`` is locked."""
+    from codenas.eval.generate import evaluate_model
+    from codenas.model.loading import load_model
+
     benchmark_size = len(problems)
     problems = list(problems)[: evaluation.limit]
-    out = Path(out)
     rows = []
     for spec, name in zip(specs, names, strict=True):
         loaded = load_model(spec, device=device)

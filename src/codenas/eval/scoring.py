@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from codenas.eval.execution import (
@@ -45,7 +45,7 @@ from codenas.eval.execution import (
     run_programs,
 )
 from codenas.eval.passk import mean_pass_at_k, pass_at_k
-from codenas.eval.postprocess import extract_completion
+from codenas.eval.postprocess import extract_with_reason
 from codenas.eval.verdicts import LABELS, classify, tally
 from codenas.io import (
     CodenasError,
@@ -108,8 +108,14 @@ def _problem_index(problems: Sequence[Record]) -> dict[str, Record]:
     return index
 
 
-def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list[tuple[Record, str]]:
-    """Each sample's problem and the completion to run; unknown ids and bad rows fail before anything runs."""
+Cuts = Mapping[int, tuple[str, str]]
+"""Samples whose raw text post-processing cut to nothing: index -> (raw text, why it was cut)."""
+
+
+def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool,
+             cuts: dict[int, tuple[str, str]]) -> list[tuple[Record, str]]:
+    """Each sample's problem and the completion to run (with ``raw``, the raw texts cut to nothing go to ``cuts``);
+    unknown ids and bad rows fail before anything runs."""
     if not samples:
         raise CodenasError("no samples to score")
     by_id = _problem_index(problems)
@@ -125,7 +131,10 @@ def _resolve(samples: list[dict], problems: Sequence[Record], raw: bool) -> list
         rec = by_id.get(canonical_id(sample["task_id"]))
         if rec is None:
             raise CodenasError(f"{where}: unknown task id {sample['task_id']!r}")
-        completion = extract_completion(sample["completion"], rec.entry_point) if raw else sample["completion"]
+        completion, reason = extract_with_reason(sample["completion"], rec.entry_point) if raw else \
+            (sample["completion"], None)
+        if reason:
+            cuts[i] = (sample["completion"], reason)
         resolved.append((rec, completion))
     return resolved
 
@@ -157,8 +166,9 @@ def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[i
         if (0 <= i < len(task_ids) and row.get("task_id") == task_ids[i] and isinstance(row.get("completion"), str)
                 # older versions journaled a killed worker as a verdict: never reuse it
                 and row.get("status") in STATUSES and not str(row.get("detail", "")).startswith(WORKER_DIED)):
+            cut = (row["raw"], row["cut_reason"]) if isinstance(row.get("cut_reason"), str) else None
             usable[i] = judged_row(row["task_id"], row["completion"], row["status"], row["detail"],
-                                   str(row.get("harness_fault", "")))
+                                   str(row.get("harness_fault", "")), cut=cut)
             if "base_passed" in row:
                 usable[i]["base_passed"] = bool(row["base_passed"])
             if isinstance(row.get("diff_passed"), bool):
@@ -168,12 +178,17 @@ def _previous_rows(out_dir: Path, task_ids: list[str], settings: dict) -> dict[i
     return usable
 
 
-def judged_row(task_id: str, completion: str, status: str, detail: str, fault: str = "") -> dict:
-    """One row of results.jsonl (with ``harness_fault`` only when ``fault`` is given)."""
+def judged_row(task_id: str, completion: str, status: str, detail: str, fault: str = "", *,
+               cut: tuple[str, str] | None = None) -> dict:
+    """One row of results.jsonl (with ``harness_fault`` only when ``fault`` is given); ``cut`` = (raw text,
+    reason) when post-processing kept nothing of the model's text: the row then keeps both (``raw``,
+    ``cut_reason``) and its verdict is ``cut``."""
     row = {"task_id": task_id, "completion": completion, "passed": status == "passed", "status": status,
-           "detail": detail, "verdict": classify(completion, status, detail)}
+           "detail": detail, "verdict": classify(completion, status, detail, cut[1] if cut else None)}
     if fault:
         row["harness_fault"] = fault
+    if cut is not None:
+        row.update(raw=cut[0], cut_reason=cut[1])
     return row
 
 
@@ -183,7 +198,8 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
                   benchmark_size: int | None = None, check_problems: bool = False) -> dict:
     """Run every sample against its problem's tests; write results.jsonl and summary.json; return the summary.
 
-    ``raw=True`` first turns each completion from raw model text into a body with ``extract_completion``.
+    ``raw=True`` first turns each completion from raw model text into a body with ``extract_completion``; a raw
+    text cut to nothing is kept in its row (``raw``, ``cut_reason``) and its verdict is ``cut``.
     Samples already scored in ``out_dir`` (same index, task id and completion) are not run again.
     The summary's ``isolation`` is the sandbox's isolation level on this machine (``execution.isolation_level``);
     it warns when the kernel confines no writes, or refuses to run then with ``require_isolation``.
@@ -194,7 +210,8 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
     reference solution and stops, naming them, if any fails its own tests.
     """
     out_dir = check_writable(Path(out_dir))
-    resolved = _resolve(samples, problems, raw)
+    cuts: dict[int, tuple[str, str]] = {}
+    resolved = _resolve(samples, problems, raw, cuts)
     records = [rec for rec, _ in resolved]
     coverage = _coverage(records, problems, benchmark_size, partial)
     if check_problems:
@@ -202,7 +219,7 @@ def score_samples(samples: list[dict], problems: list[Record], out_dir: Path, *,
                                   timeout=timeout, memory_mb=memory_mb)
     return _score(list(enumerate(completion for _, completion in resolved)), records,
                   [str(s["task_id"]) for s in samples], out_dir, workers=workers, timeout=timeout,
-                  memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
+                  memory_mb=memory_mb, ks=ks, require_isolation=require_isolation, cuts=cuts,
                   extra={"raw": raw, "problems_available": len(problems), **coverage})
 
 
@@ -222,11 +239,12 @@ def _coverage(records: list[Record], problems: Sequence[Record], benchmark_size:
 def score_stream(completions: Iterable[tuple[int, str]], task_ids: Sequence[str], problems: list[Record],
                  out_dir: Path, *, workers: int | None = None, timeout: float = 3.0, memory_mb: int = 1024,
                  ks: Sequence[int] = (1, 10, 100), require_isolation: bool = False, partial: bool = False,
-                 benchmark_size: int | None = None) -> dict:
+                 benchmark_size: int | None = None, cuts: Cuts | None = None) -> dict:
     """``score_samples`` for samples that arrive while they are produced: ``completions`` yields
     ``(index, completion)`` once for every index of ``task_ids`` (the task of each sample, in input order), in
     any order, and each goes to the sandbox at once. The files, their input order, the resume and the
-    coverage (``partial``, ``benchmark_size``) are those of ``score_samples``."""
+    coverage (``partial``, ``benchmark_size``) are those of ``score_samples``. ``cuts`` holds, by the time an
+    index is yielded, the raw text and reason of each sample post-processing cut to nothing."""
     out_dir = check_writable(Path(out_dir))
     by_id = _problem_index(problems)
     records = []
@@ -237,14 +255,14 @@ def score_stream(completions: Iterable[tuple[int, str]], task_ids: Sequence[str]
         records.append(rec)
     coverage = _coverage(records, problems, benchmark_size, partial)
     return _score(completions, records, [str(t) for t in task_ids], out_dir, workers=workers,
-                  timeout=timeout, memory_mb=memory_mb, ks=ks, require_isolation=require_isolation,
+                  timeout=timeout, memory_mb=memory_mb, ks=ks, require_isolation=require_isolation, cuts=cuts,
                   extra={"raw": False, "problems_available": len(problems), **coverage})
 
 
 @locks_output("out_dir")
 def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_ids: list[str], out_dir: Path, *,
            workers: int | None, timeout: float, memory_mb: int, ks: Sequence[int],
-           require_isolation: bool, extra: dict) -> dict:
+           require_isolation: bool, extra: dict, cuts: Cuts | None = None) -> dict:
     """Judge each ``(index, completion)`` as it arrives (reusing matching rows of an earlier run); write
     results.jsonl in input order once every index has one, and summary.json (with ``extra``); return it."""
     if not records:
@@ -260,6 +278,9 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
     given: set[int] = set()
     pending: dict[int, dict[str, ExecResult]] = {}
 
+    def _cut(i: int) -> tuple[str | None, str | None]:
+        return cuts[i] if cuts and i in cuts else (None, None)
+
     with JsonlAppender(out_dir / JOURNAL) as journal, progress(total=len(task_ids), desc="scoring",
                                                                 unit="sample") as bar:
         def programs() -> Iterator[tuple[str, float]]:
@@ -268,7 +289,7 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
                     raise CodenasError(f"sample index {i} given twice or out of range")
                 given.add(i)
                 old = previous.get(i)
-                if old is not None and old["completion"] == completion:
+                if old is not None and old["completion"] == completion and old.get("raw") == _cut(i)[0]:
                     rows[i] = old
                     bar.update()
                     continue
@@ -292,7 +313,8 @@ def _score(completions: Iterable[tuple[int, str]], records: list[Record], task_i
             del pending[i]
             first = got["base"] if has_base and not got["base"].passed else got["plus"]
             fault = next((r.fault for r in got.values() if r.fault), "")
-            rows[i] = judged_row(task_ids[i], completion, first.status, first.detail, fault)
+            cut = cuts.get(i) if cuts else None
+            rows[i] = judged_row(task_ids[i], completion, first.status, first.detail, fault, cut=cut)
             if has_base:
                 rows[i]["base_passed"] = got["base"].passed
             journal.append({"index": i, **rows[i], **settings})

@@ -2,15 +2,18 @@
 
 Each scored sample falls in exactly one class, decided from its completion and the judge's ``(status, detail)``:
 
-    empty          the completion is blank after post-processing (the model wrote nothing usable)
     syntax_error   the program does not compile (SyntaxError, IndentationError, TabError)
     runtime_error  it compiles but raises before the tests finish (by exception type: NameError, TypeError, ...),
                    or crashes, exits or runs out of memory
     wrong_answer   it runs, and a test assertion fails
     timeout        it ran out of CPU or wall-clock time
     passed         every test passed
+    cut            the model wrote text, but post-processing kept none of it (``results.jsonl`` keeps the ``raw``
+                   text and the ``cut_reason``)
+    empty          nothing to run: the model wrote nothing up to its end of text (or a samples file gave a blank
+                   completion)
 
-A completion "parses" when it is neither empty nor a syntax error. A small model shows progress here (empty ->
+A completion "parses" when it is neither empty, cut nor a syntax error. A small model shows progress here (empty ->
 syntax error -> runtime error -> wrong answer) long before pass@1 moves.
 """
 
@@ -20,9 +23,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-VERDICTS = ("passed", "wrong_answer", "runtime_error", "syntax_error", "timeout", "empty")
+VERDICTS = ("passed", "wrong_answer", "runtime_error", "syntax_error", "timeout", "cut", "empty")
 LABELS = {"passed": "passed", "wrong_answer": "wrong answer", "runtime_error": "runtime error",
-          "syntax_error": "syntax error", "timeout": "timeout", "empty": "empty"}
+          "syntax_error": "syntax error", "timeout": "timeout", "cut": "cut by post-processing", "empty": "empty"}
 PARSING = ("passed", "wrong_answer", "runtime_error", "timeout")
 SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
@@ -40,10 +43,11 @@ def error_type(detail: str) -> str:
     return "other"
 
 
-def classify(completion: str, status: str, detail: str) -> str:
-    """The verdict class (one of ``VERDICTS``) of a sample with this completion and sandbox outcome."""
+def classify(completion: str, status: str, detail: str, cut_reason: str | None = None) -> str:
+    """The verdict class (one of ``VERDICTS``) of a sample with this completion and sandbox outcome;
+    ``cut_reason``: why post-processing kept nothing of the model's text (a blank completion is then ``cut``)."""
     if not completion.strip():
-        return "empty"
+        return "cut" if cut_reason else "empty"
     if status == "passed":
         return "passed"
     if status == "timeout":

@@ -24,11 +24,19 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from codenas.io import CodenasError, atomic_directory, atomic_write_json, read_json, sha256_file
-from codenas.model.checkpoint import META, TRAINER_STATE, WEIGHTS, load_checkpoint, read_state_dict, save_checkpoint
+from codenas.model.checkpoint import (
+    META,
+    TRAINER_STATE,
+    WEIGHTS,
+    load_checkpoint,
+    read_meta,
+    read_state_dict,
+    save_checkpoint,
+)
 from codenas.model.config import ArchConfig
 from codenas.model.hf import HF_PREFIX, HFCausalLM, hf_dir, load_hf, save_hf
 from codenas.model.model import GPT
-from codenas.model.tokenizer import check_vocab_fits, eot_id, load_tokenizer, pad_id, tokenizer_file
+from codenas.model.tokenizer import TOKENIZER_FILE, check_vocab_fits, eot_id, load_tokenizer, pad_id, tokenizer_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -91,6 +99,34 @@ def load_model(spec: str, *, arch: ArchConfig | None = None, tokenizer_path: Pat
             path, arch, tokenizer_path)
     loaded.model.to(resolve_device(device))
     return loaded
+
+
+def check_loadable(spec: str) -> None:
+    """The checks of ``load_model`` that need no weights read (files present, metadata valid), for commands that
+    validate every input before creating their output; ``load_model`` still checks the weights themselves."""
+    spec = str(spec)
+    if is_adapter(spec):
+        adapter_dir = Path(spec).resolve()
+        pointer = read_json(adapter_dir / META)
+        if not isinstance(pointer, dict) or pointer.get("kind") != "lora" or "base" not in pointer:
+            raise CodenasError('not a codenas LoRA adapter (expected "kind": "lora" with a "base")', adapter_dir / META)
+        base = str(pointer["base"])
+        if base.startswith(HF_PREFIX) or not Path(base).is_file():  # a bare weights base is checked on load
+            check_loadable(base)
+        return
+    if _is_hf_spec(spec):
+        hf_dir(spec if spec.startswith(HF_PREFIX) else HF_PREFIX + spec)
+        return
+    path = Path(spec).expanduser().resolve()
+    if not path.is_dir():
+        if not path.is_file():
+            raise CodenasError("checkpoint not found", path)
+        return
+    meta = read_meta(path)
+    ArchConfig.from_dict(meta["arch"], path / META)
+    for name, what in ((WEIGHTS, "weights file"), (TOKENIZER_FILE, "tokenizer file")):
+        if not (path / name).is_file():
+            raise CodenasError(f"{what} missing from checkpoint", path / name)
 
 
 def _load_hf(spec: str) -> LoadedModel:

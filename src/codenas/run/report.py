@@ -130,7 +130,8 @@ class RunView:
         """Judged samples of ``model`` on ``bench`` (each with its verdict class)."""
         if (model, bench) not in self._results:
             self._results[model, bench] = [
-                {**row, "verdict": row.get("verdict") or classify(row["completion"], row["status"], row["detail"])}
+                {**row, "verdict": row.get("verdict") or classify(row["completion"], row["status"], row["detail"],
+                                                                  row.get("cut_reason"))}
                 for row in read_results(eval_folder(self.out, model, bench))]
         return self._results[model, bench]
 
@@ -334,7 +335,8 @@ def _what_was_trained(run: RunView) -> list[Block]:
                 if info.get("lora") else "full fine-tuning on the train records")
         rows.append([stage, what, f"{result['trainable_params']:,} of {result['total_params']:,}",
                      f"{result['steps']:,}", _count(_tokens_seen(run, stage)), _wall(run, stage)])
-        sentences.append(f"It was then fine-tuned ({stage}) on {result['train_examples']:,} supervised records.")
+        sentences.append(f"It was then fine-tuned ({stage}) on {result['train_examples']:,} supervised records"
+                         + _drops_text(info, "train", "not trained on") + ".")
     improved = run.results_of[IMPROVE]
     if improved:
         trained = [r for r in improved["rows"] if r["trained"]]
@@ -349,6 +351,18 @@ def _what_was_trained(run: RunView) -> list[Block]:
         return [("p", "No model has been trained yet.")]
     header = ["stage", "what", "parameters trained", "steps", "tokens seen", "wall time"]
     return [("p", " ".join(sentences)), ("table", header, rows)]
+
+
+def _drops_text(info: dict, split: str, meaning: str) -> str:
+    """``" of the 92 train records (15 not trained on: prompt fills the context 15)"``: the records of ``split`` the
+    fine-tuning stage left out, by reason, as its settings file records them; "" when it dropped none."""
+    drops = (info.get("dropped") or {}).get(split) or {}
+    total = (info.get("records") or {}).get(split)
+    if not any(drops.values()):
+        return ""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in drops.items() if n)
+    of = f" of the {total:,} {split} records" if isinstance(total, int) else ""
+    return f"{of} ({sum(drops.values()):,} {meaning}: {reasons})"
 
 
 def _params(n: int) -> str:
@@ -463,11 +477,13 @@ def _verdicts(run: RunView) -> list[Block]:
     blocks: list[Block] = [("h2", "What the models wrote")]
     if not run.summaries:
         return blocks + [("p", "No evaluation results yet.")]
-    blocks.append(("p", "Every sample falls in one class, read from what the sandbox reported: **empty** (nothing "
-                        "usable after post-processing), **syntax error** (does not compile), **runtime error** "
-                        "(raises before the tests finish; the most common exception types follow), **wrong answer** "
-                        "(runs, and a test assertion fails), **timeout**, **passed**. A completion *parses* when "
-                        "it is neither empty nor a syntax error."))
+    blocks.append(("p", "Every sample falls in one class, read from what the sandbox reported: **empty** (the "
+                        "model wrote nothing), **cut by post-processing** (the model wrote text, but none of it is a "
+                        "function body or code the body needs: the samples below show the raw text and why it was "
+                        "cut), **syntax error** (does not compile), **runtime error** (raises before the tests "
+                        "finish; the most common exception types follow), **wrong answer** (runs, and a test "
+                        "assertion fails), **timeout**, **passed**. A completion *parses* when it is neither empty, "
+                        "cut nor a syntax error."))
     header = ["benchmark", "model", "samples", "parses"] + [LABELS[v] for v in VERDICTS] + ["runtime errors"]
     rows, shares = [], {}
     for bench in run.benchmarks:
@@ -493,8 +509,8 @@ def _samples(run: RunView) -> list[Block]:
     blocks.append(("p", f"Per benchmark and model: the problems a fine-tuned model newly solves or newly breaks "
                         f"(compared with the base model), then one sample of each verdict class, up to "
                         f"{SAMPLES_SHOWN}. Each shows the function's signature and the last {PROMPT_TAIL_LINES} "
-                        "lines of the prompt, then what the model wrote (after post-processing), with the sandbox's "
-                        "verdict."))
+                        "lines of the prompt, then what the model wrote (after post-processing; its raw text when "
+                        "post-processing cut all of it, with the reason), with the sandbox's verdict."))
     for bench in run.benchmarks:
         problems = run.problems(bench)
         changed: dict[str, str] = {}
@@ -537,18 +553,22 @@ def _pick_samples(rows: list[dict], changed: dict[str, str]) -> list[tuple[dict,
 
 
 def _sample_blocks(row: dict, why: str, problems: dict[str, Record] | None, model: str) -> list[Block]:
+    cut = row["verdict"] == "cut" and isinstance(row.get("raw"), str)
     clipped = _clip(row.get("detail", ""), 160).replace("`", "'")
-    detail = f": `{clipped}`" if clipped and row["verdict"] != "empty" else ""
+    detail = f": `{clipped}`" if clipped and row["verdict"] not in ("empty", "cut") else ""
+    if cut:  # what the judge says about the empty program it ran is beside the point
+        detail = f"; post-processing kept none of it: {row.get('cut_reason') or 'no reason recorded'}"
     head = f"**{row['task_id']}**, {LABELS[row['verdict']]}{detail}" + (f" ({why})" if why else "")
     problem = (problems or {}).get(row["task_id"])
     text = "\n".join(_prompt_tail(problem.prompt) if problem else ["# (prompt not found)"])
-    lines = row["completion"].rstrip().splitlines()
+    lines = (row["raw"] if cut else row["completion"]).rstrip().splitlines()
     while lines and not lines[0].strip():
         lines.pop(0)
     shown = [_clip(line, 120) for line in lines[:COMPLETION_LINES]]
     if len(lines) > COMPLETION_LINES:
         shown.append(f"# ... {len(lines) - COMPLETION_LINES} more lines")
-    text += f"\n# ---- written by {model} ----\n" + ("\n".join(shown) if shown else "# (empty)")
+    written = f"written by {model}, raw (cut away by post-processing)" if cut else f"written by {model}"
+    text += f"\n# ---- {written} ----\n" + ("\n".join(shown) if shown else "# (empty)")
     return [("p", head), ("code", text, "python")]
 
 
@@ -739,9 +759,11 @@ def _pass1_vs_step(run: RunView) -> list[Block]:
             panels[stage] = {"pass@1 (validation problems)": [(step, 100 * v) for step, v in points]}
     if not panels:
         return blocks + [("p", "No pass@1 evaluations logged during fine-tuning.")]
-    problems = (run.config or {}).get("finetune", {}).get("eval_problems")
-    what = f"the first {problems} validation records" if problems else "the validation records"
-    blocks.append(("p", f"pass@1 on {what} (one sample each) at each evaluation during fine-tuning; the best "
+    finetune = (run.config or {}).get("finetune", {})
+    limit, samples = finetune.get("eval_limit"), finetune.get("eval_samples", 1)
+    what = f"the first {limit} validation records" if limit else "every validation record"
+    each = "one sample each" if samples == 1 else f"{samples} samples each"
+    blocks.append(("p", f"pass@1 on {what} ({each}) at each evaluation during fine-tuning; the best "
                         "checkpoint is the one with the most passing samples, ties broken by the lower val loss."))
     png = plots.plot_curves(run.plots / "pass1_vs_step.png", panels, ylabel="pass@1 (%)", percent=True)
     blocks.append(("img", png, "pass@1 on validation problems during fine-tuning"))
@@ -833,7 +855,27 @@ def _data(run: RunView) -> list[Block]:
     blocks.append(("p", "Files: " + ", ".join(f"`{name}` {n}" for name, n in sizes.items()) + ". Settings: "
                         + ", ".join(f"{k} = {str(v).strip()!r}" if isinstance(v, str) else f"{k} = {v}"
                                     for k, v in settings.items()) + "."))
-    return blocks
+    return blocks + _finetune_drops(run)
+
+
+def _finetune_drops(run: RunView) -> list[Block]:
+    """The records each fine-tuning stage left out, per split and reason (train: not trained on; val: left out of
+    the val loss, still sampled for pass@1)."""
+    rows = []
+    for stage in TRAIN_STAGES[1:]:
+        info = _read_json_if(run.out / stage / sft_mod.SETTINGS)
+        if not info or "dropped" not in info:
+            continue
+        for split, meaning in (("train", "not trained on"), ("val", "left out of the val loss")):
+            total = (info.get("records") or {}).get(split)
+            drops = info["dropped"].get(split) or {}
+            used = (info.get("examples") or {}).get(split)
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in drops.items() if n) or "none"
+            rows.append([stage, split, _count(total), _count(used), f"{reasons}" + (f" ({meaning})" if drops else "")])
+    if not rows:
+        return []
+    return [("p", "Records each fine-tuning stage used, and those it left out with the reason:"),
+            ("table", ["stage", "split", "records", "used", "dropped"], rows)]
 
 
 def _corpus(run: RunView) -> list[Block]:

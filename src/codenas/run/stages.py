@@ -123,16 +123,16 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
 # --- training ------------------------------------------------------------------------------------------------------
 
 
-def _fresh_or_resumable(folder: Path, resume: bool) -> bool:
-    """Resume from ``checkpoint_last`` when an interrupted run left one (also when a kill between the renames
-    of its replacement left it aside); otherwise start clean."""
+def _fresh_or_resumable(folder: Path, resume: bool) -> dict[str, bool]:
+    """The training call's ``resume``/``overwrite``: resume from ``checkpoint_last`` when an interrupted run of
+    this stage left one (also when a kill between the renames of its replacement left it aside); otherwise start
+    over, removing what the interrupted run wrote (the run decides, so nothing is refused)."""
     from codenas.io import recover_directory
-    from codenas.train.loop import LAST, METRICS
+    from codenas.train.loop import LAST
 
     if resume and recover_directory(folder / LAST).is_dir():
-        return True
-    (folder / METRICS).unlink(missing_ok=True)
-    return False
+        return {"resume": True, "overwrite": False}
+    return {"resume": False, "overwrite": True}
 
 
 def _pretrain_stage(config: dict, out: Path) -> Stage:
@@ -152,7 +152,7 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
         tokenizer = run_tokenizer(out)
         arch = dataclasses.replace(load_arch(settings.arch), vocab_size=load_tokenizer(tokenizer).get_vocab_size())
         result = pretrain(settings, training, arch=arch, tokenizer=tokenizer, out=folder, corpus=corpus_folder(out),
-                          resume=_fresh_or_resumable(folder, resume))
+                          **_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
     return Stage("pretrain", out / "pretrain", action, params, upstream=("corpus",),
@@ -264,7 +264,7 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
                           val_path=out / "data" / "val.jsonl", out=folder, training=training, lora=lora,
                           sampling=sampling, judge=judge, evaluation=evaluation,
                           mined=mined_folder(out) / MINED_RECORDS if mix.mined_share > 0 else None, mix=mix,
-                          resume=_fresh_or_resumable(folder, resume))
+                          **_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
     return Stage(method, out / method, action, params, upstream=upstream,

@@ -25,7 +25,7 @@ The study lives in an Optuna RDB storage: ``sqlite:///OUT/study.db`` by default,
 second invocation runs only the missing ones (none after completion; it then only rewrites the outputs). A trial
 interrupted by Ctrl-C is marked failed and replaced by a new one; one whose process died silently is noticed by
 its stopped heartbeat after ``GRACE_PERIOD_S`` seconds and retried with the same shape. The study remembers the
-settings that make its trials comparable (budgets, space, corpus, tokenizer, seed...) and refuses to continue
+settings that make its trials comparable (budgets, space, corpus, tokenizer, seed, dtype...) and refuses to continue
 under different ones.
 
 Determinism: the sampler is seeded from ``(seed, worker, trials already in the study)``, so an uninterrupted
@@ -66,6 +66,7 @@ from codenas.search.space import (
     smallest_arch,
 )
 from codenas.settings import CorpusSettings, PretrainSettings, SearchSettings, TrainSettings
+from codenas.train.corpus import check_corpus
 from codenas.train.pretrain import pretrain
 
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -336,14 +337,19 @@ class _StopWhenTrained:
             study.stop()
 
 
-def _check_some_shape_fits(cfg: SearchConfig, vocab_size: int) -> None:
-    """Fail fast when even the smallest shape of the space breaks a budget."""
+MIN_VOCAB = 258  # a byte-level BPE's 256 bytes and 2 special tokens: no trained tokenizer has fewer
+
+
+def _check_some_shape_fits(cfg: SearchConfig, vocab_size: int, *, latency: bool = True) -> None:
+    """Fail fast when even the smallest shape of the space breaks a budget (``latency``: time it too)."""
     smallest = smallest_arch(cfg.space, vocab_size)
     params = count_params(smallest)
     if params > cfg.max_params:
         raise CodenasError(f"no shape of the search space fits max_params {cfg.max_params:,}: the smallest has "
-                           f"{params:,} parameters (with this tokenizer's {vocab_size} tokens)")
-    if cfg.max_latency_ms is not None:
+                           f"{params:,} parameters (with {vocab_size} tokens"
+                           + (", the fewest a tokenizer can have)" if cfg.tokenizer is None and vocab_size == MIN_VOCAB
+                              else " of this tokenizer)"))
+    if latency and cfg.max_latency_ms is not None:
         latency = measure_latency_ms(smallest, device=str(resolve_device(cfg.device)), seed=cfg.seed)
         if latency > cfg.max_latency_ms:
             raise CodenasError(f"no shape of the search space fits max_latency_ms {cfg.max_latency_ms:g}: the "
@@ -362,6 +368,17 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
     out = check_writable(Path(cfg.out))
+    # every input is checked before OUT is created: the corpus, the tokenizer (or, before one is trained, the
+    # budget against the smallest vocabulary a BPE can have), the storage URL
+    check_corpus(cfg.corpus)
+    _check_some_shape_fits(cfg, load_tokenizer(tokenizer_file(Path(cfg.tokenizer))).get_vocab_size()
+                           if cfg.tokenizer is not None else MIN_VOCAB, latency=False)
+    if cfg.storage:
+        try:
+            make_url(cfg.storage)
+        except sqlalchemy.exc.ArgumentError:
+            raise CodenasError(f"cannot open storage {redact(cfg.storage)}: not a database URL "
+                               "(e.g. postgresql://user@host/db)") from None
     out.mkdir(parents=True, exist_ok=True)
     corpus, tokenizer = prepare_corpus(cfg)
     vocab_size = load_tokenizer(tokenizer).get_vocab_size()

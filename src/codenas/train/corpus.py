@@ -72,6 +72,16 @@ def prepare_corpus(tokenizer_path: Path, corpus: Path | str | None = None, *, ma
     return open_built_corpus(Path(corpus), Path(tokenizer_path), max_tokens=max_tokens)
 
 
+def check_corpus(corpus: Path | str | None) -> None:
+    """Cheap check of a corpus argument before any work: a built corpus or the default (the stdlib) passes; another
+    source must resolve (``corpus.sources``: a folder holding readable files, a file, a URL)."""
+    if corpus is None or is_built_corpus(corpus):
+        return
+    from codenas.corpus.sources import resolve_sources
+
+    resolve_sources([str(corpus)])
+
+
 def _windows(tokens: np.ndarray, starts: np.ndarray | list[int], length: int) -> dict[str, torch.Tensor]:
     rows = np.stack([np.asarray(tokens[s:s + length + 1], dtype=np.int64) for s in starts])
     data = torch.from_numpy(rows)

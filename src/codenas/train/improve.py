@@ -473,7 +473,7 @@ def _run_round(r: int, folder: Path, out: Path, model: str, pool: list[PoolProbl
     result = finetune(init_checkpoint=model, data_path=folder / TRAIN_RECORDS, val_path=val_path,
                       out=folder / TRAIN_DIR, training=_round_training(training, s, r),
                       lora=lora if s.method == "lora" else None, sampling=val_sampling, judge=judge,
-                      evaluation=evaluation)
+                      evaluation=evaluation, overwrite=True)
     trained = Path(result["best_checkpoint"] or result["last_checkpoint"])
     if s.method == "lora":
         from codenas.train.lora import merge_adapter

@@ -30,7 +30,9 @@ import contextlib
 import copy
 import math
 import random
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,10 +40,20 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from codenas.io import CodenasError, JsonlAppender, read_jsonl, recover_directory, write_jsonl
+from codenas.io import (
+    CodenasError,
+    JsonlAppender,
+    find_directory,
+    read_json,
+    read_jsonl,
+    recover_directory,
+    write_jsonl,
+)
+from codenas.model.checkpoint import META
 from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.settings import TrainSettings
 from codenas.train import distributed
@@ -124,15 +136,30 @@ def has_fast_bf16(device: torch.device) -> bool:
 
 
 def autocast_dtype(cfg_dtype: str, device: torch.device) -> torch.dtype | None:
-    """bf16 when asked (``auto``: when the hardware has native bf16), else None (full fp32).
+    """bf16 when asked (``auto``: on a CUDA GPU that supports bf16), else None (full fp32).
 
-    ``auto`` matters on CPUs: without AVX512-BF16/AMX, bf16 autocast is emulated and several times slower.
+    ``auto`` picks fp32 on every CPU: bf16 autocast there is several times slower than fp32 without AVX512-BF16 or
+    AMX, and was still about 10x slower with AVX512-BF16 on the tiny model (it casts more than it saves).
     """
-    if cfg_dtype == "fp32" or (cfg_dtype == "auto" and not has_fast_bf16(device)):
+    if cfg_dtype == "fp32" or (cfg_dtype == "auto" and not (device.type == "cuda" and has_fast_bf16(device))):
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise CodenasError("this GPU does not support bf16; use --dtype fp32")
     return torch.bfloat16
+
+
+# What torch warns on every bf16 autocast step of an RMSNorm (its fp32 weight meets a bf16 input, so it takes the
+# unfused path): the result is right, and the warning says nothing a user can act on.
+_AUTOCAST_NOISE = r"Mismatch dtype between input and weight"
+
+
+@contextlib.contextmanager
+def quiet_autocast(device_type: str, dtype: torch.dtype):
+    """``torch.autocast`` without torch's warning about norms whose weight and input dtypes differ."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_AUTOCAST_NOISE, category=UserWarning)
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            yield
 
 
 def make_optimizer(model: nn.Module, cfg: TrainSettings, device: torch.device) -> torch.optim.AdamW | MuonWithAdamW:
@@ -302,6 +329,72 @@ def metrics_text(metrics: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def write_failure(error: BaseException, path: Path, step: int) -> str:
+    """What a failed checkpoint write says: the cause, the free space, and which checkpoint a resume starts from
+    (the atomic writers leave the previous one whole)."""
+    path = Path(path)
+    cause = error.strerror if isinstance(error, OSError) and error.strerror else \
+        (str(error).strip().splitlines() or [type(error).__name__])[0]
+    last = find_directory(path.parent / LAST)
+    earlier = find_directory(path)  # the same checkpoint as last written: about the size of this one
+    try:
+        free = shutil.disk_usage(path.parent).free
+        need = sum(f.stat().st_size for f in earlier.iterdir() if f.is_file()) if earlier is not None else 0
+        space = f"{free / 2**20:.1f} MiB free" + (f", about {need / 2**20:.1f} MiB needed: the disk is full"
+                                                  if need > free else "")
+    except OSError:
+        space = "free space unknown"
+    kept = (f"{LAST} of step {checkpoint_step(last)} is intact: free space, then rerun with --resume"
+            if last is not None else "no checkpoint to resume from yet")
+    return f"cannot write the checkpoint of step {step} ({cause}; {space}); {kept}"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint (or adapter) folder was saved at, from its ``codenas.json``; None when unreadable."""
+    try:
+        step = read_json(Path(path) / META).get("step")
+    except (CodenasError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def check_start(out_dir: Path, *, resume: bool, overwrite: bool) -> int | None:
+    """Before anything is created: whether a run may start in ``out_dir``. ``resume`` needs a ``checkpoint_last``
+    (its step is returned); a fresh run refuses a folder that holds an earlier run's checkpoint unless
+    ``overwrite`` (then ``clear_run`` removes that run once the folder is locked)."""
+    out_dir = Path(out_dir)
+    last = find_directory(out_dir / LAST)  # also the copy a kill between a checkpoint's renames left aside
+    if resume:
+        if overwrite:
+            raise CodenasError("--resume continues the run in this folder and --overwrite starts over: give one")
+        if last is None:
+            raise CodenasError("nothing to resume from (no checkpoint_last folder)", out_dir / LAST)
+        return checkpoint_step(last)
+    if overwrite:
+        return None
+    held = last or find_directory(out_dir / BEST)
+    if held is not None:
+        step = checkpoint_step(held)
+        at = f" at step {step}" if step is not None else ""
+        if last is None:
+            raise CodenasError(f"holds a run{at} with only a {BEST} (nothing to resume from): --overwrite to start "
+                               "over", out_dir)
+        raise CodenasError(f"holds a run{at}: --resume to continue, --overwrite to start over", out_dir)
+    return None
+
+
+def clear_run(out_dir: Path, also: tuple[str, ...] = ()) -> None:
+    """Remove what an earlier run wrote in ``out_dir`` (its checkpoints, metrics and the entries named in
+    ``also``) before a run starts over; call it while holding the folder's lock."""
+    out_dir = Path(out_dir)
+    for name in (LAST, BEST, METRICS, *also):
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
     """The rows of ``out_dir/metrics.jsonl`` (a torn last line is ignored); none when it is absent."""
     path = Path(out_dir) / METRICS
@@ -350,7 +443,7 @@ class _Trainer:
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.ctx.device.type, dtype=self.amp_dtype)
+        return quiet_autocast(self.ctx.device.type, self.amp_dtype)
 
     def _resume(self) -> None:
         path = recover_directory(self.out_dir / LAST)  # a kill between a checkpoint's renames left it aside
@@ -374,6 +467,7 @@ class _Trainer:
         _set_rng_state(mine["rng"])
         if self.ctx.is_main:
             _truncate_metrics(self.out_dir / METRICS, self.step)
+            say(f"{self.desc}: resuming from {path} (step {self.step} of {self.cfg.max_steps})")
 
     def _train_step(self) -> torch.Tensor:
         """One optimizer step (``grad_accum`` micro-batches); returns the mean micro-batch loss (no device sync)."""
@@ -421,15 +515,23 @@ class _Trainer:
             self.best_metrics, self.best_step = {name: metrics[name] for name, _ in self.best}, self.step
         ranks = distributed.gather_objects({"rng": _rng_state(), "batches": self.batches.state_dict()}, self.ctx)
         if self.checkpointer is not None and self.ctx.is_main:
+            # best first: a failed write then leaves checkpoint_last (the resume point) as it was, whose state
+            # names the best checkpoint still in place
             if improved:
-                self.checkpointer.save(self.out_dir / BEST, self.model, step=self.step, metrics=metrics,
-                                       trainer_state=None)
+                self._save(BEST, metrics=metrics, trainer_state=None)
             state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "tokens": self.tokens,
                      "best_metrics": self.best_metrics, "best_step": self.best_step, "metrics": metrics,
                      "ranks": ranks, "config": asdict(self.cfg)}
-            self.checkpointer.save(self.out_dir / LAST, self.model, step=self.step, metrics=metrics,
-                                   trainer_state=state)
+            self._save(LAST, metrics=metrics, trainer_state=state)
         distributed.barrier(self.ctx)
+
+    def _save(self, name: str, *, metrics: dict, trainer_state: dict | None) -> None:
+        """Save a checkpoint; a failed write (a full disk...) is one error naming the folder and what is left."""
+        path = self.out_dir / name
+        try:
+            self.checkpointer.save(path, self.model, step=self.step, metrics=metrics, trainer_state=trainer_state)
+        except (OSError, RuntimeError, SafetensorError) as e:  # the writers' own error types (torch: RuntimeError)
+            raise CodenasError(write_failure(e, path, self.step), path) from None
 
     def _train_stats(self, mean_loss: torch.Tensor, tokens_before: int, start_time: float) -> dict:
         if self.ctx.device.type == "cuda":

@@ -19,17 +19,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json, locks_output
+from codenas.io import CodenasError, atomic_write_json, check_writable, output_lock
 from codenas.model.checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
 from codenas.model.config import ArchConfig, load_arch
+from codenas.model.loading import resolve_device
+from codenas.model.memory import check_fits
 from codenas.model.model import GPT, describe
 from codenas.model.tokenizer import check_vocab_fits, load_tokenizer
+from codenas.paths import resolve_config
 from codenas.progress import say
 from codenas.settings import CorpusSettings, PretrainSettings, TrainSettings
 from codenas.train import distributed
-from codenas.train.corpus import RandomWindows, TokenCorpus, fixed_windows, prepare_corpus
+from codenas.train.corpus import RandomWindows, TokenCorpus, check_corpus, fixed_windows, prepare_corpus
 from codenas.train.distributed import DistContext
-from codenas.train.loop import lm_loss, train
+from codenas.train.loop import check_start, clear_run, lm_loss, train
 
 PRETRAIN_INFO = "pretrain.json"
 
@@ -87,11 +90,10 @@ def _prepare_corpus_once(ctx: DistContext, **kwargs) -> TokenCorpus:
     return corpus
 
 
-@locks_output("out")
 def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSettings = TrainSettings(), *,
              tokenizer: Path,
              out: Path, corpus: Path | str | None = None, corpus_settings: CorpusSettings | None = None,
-             arch: ArchConfig | None = None, resume: bool = False,
+             arch: ArchConfig | None = None, resume: bool = False, overwrite: bool = False,
              cache: Path | None = None, on_eval: Callable[[int, dict], None] | None = None,
              save_checkpoints: bool = True, desc: str = "pretrain") -> dict:
     """Pretrain a GPT of ``settings.arch`` (or of ``arch``, an already loaded config) on ``corpus`` into ``out``;
@@ -99,6 +101,9 @@ def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSet
 
     ``corpus`` is a built corpus folder, or a corpus source (default: the stdlib) that is first built with
     ``tokenizer`` and ``corpus_settings`` into the cache (``cache`` overrides its folder; see ``train.corpus``).
+    Every input is checked before ``out`` is created: the arch (and that its training fits the device's memory),
+    the tokenizer, the corpus, and the folder itself: one that holds an earlier run's checkpoint is refused unless
+    ``resume`` (continue it) or ``overwrite`` (remove it and start over).
 
     ``on_eval(step, metrics)`` is called after each evaluation (it may raise to stop the run: the architecture
     search prunes trials this way); ``save_checkpoints=False`` writes only the logs (short proxy runs).
@@ -107,13 +112,31 @@ def pretrain(settings: PretrainSettings = PretrainSettings(), training: TrainSet
     "last_checkpoint"}`` (checkpoint paths as strings, None when not written).
     """
     cfg = training
+    out = check_writable(Path(out))
     if arch is None and not settings.arch:
         raise CodenasError("no architecture given (settings.arch or arch)")
     arch_cfg = arch if arch is not None else load_arch(settings.arch)
     tokenizer = Path(tokenizer)
     vocab = load_tokenizer(tokenizer).get_vocab_size()
     check_vocab_fits(vocab, arch_cfg.vocab_size, tokenizer)
-    out = Path(out)
+    check_fits(arch_cfg, cfg.batch_size, resolve_device(cfg.device), optimizer=cfg.optimizer,
+               path=None if arch is not None else resolve_config(settings.arch, ".json"))
+    check_corpus(corpus)
+    if save_checkpoints:
+        check_start(out, resume=resume, overwrite=overwrite)
+    with output_lock(out):
+        if overwrite and distributed.context().is_main:
+            clear_run(out, also=(PRETRAIN_INFO,))
+        return _pretrain(settings, cfg, arch_cfg, vocab, tokenizer=tokenizer, out=out, corpus=corpus,
+                         corpus_settings=corpus_settings, resume=resume, cache=cache, on_eval=on_eval,
+                         save_checkpoints=save_checkpoints, desc=desc)
+
+
+def _pretrain(settings: PretrainSettings, cfg: TrainSettings, arch_cfg: ArchConfig, vocab: int, *, tokenizer: Path,
+              out: Path, corpus: Path | str | None, corpus_settings: CorpusSettings | None, resume: bool,
+              cache: Path | None,
+              on_eval: Callable[[int, dict], None] | None, save_checkpoints: bool, desc: str) -> dict:
+    """``pretrain`` once its inputs are checked and ``out`` is locked."""
     ctx = distributed.setup(cfg.device)
     data = _prepare_corpus_once(ctx, tokenizer_path=tokenizer, corpus=corpus, max_tokens=settings.max_tokens,
                                 settings=corpus_settings, cache=cache)

@@ -20,13 +20,14 @@ val loss (lower is better). With ``sampling.samples == 0`` only the val loss is 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from codenas.io import CodenasError, atomic_write_json, locks_output, read_json
+from codenas.io import CodenasError, atomic_write_json, check_writable, output_lock, read_json
 from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.model.loading import LoadedModel, load_model, save_model
@@ -44,7 +45,7 @@ from codenas.settings import (
 from codenas.train import distributed
 from codenas.train.batching import SupervisedBatches, SupervisedExample, encode_records, eval_batches
 from codenas.train.distributed import DistContext
-from codenas.train.loop import LAST, VAL_LOSS, BestKey, lm_loss, train
+from codenas.train.loop import LAST, VAL_LOSS, BestKey, check_start, clear_run, lm_loss, train
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, restore_adapter, save_adapter
 
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
@@ -145,60 +146,92 @@ def _read_val(data_path: Path, val_path: Path | None) -> tuple[Path, list[Record
     return path, read_records(path)
 
 
-@locks_output("out")
 def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path | None = None,
              arch_json: str | None = None, tokenizer_path: Path | None = None,
              training: TrainSettings = FINETUNE_TRAIN, lora: LoraSettings | None = None,
              sampling: SamplingSettings = SamplingSettings(), judge: JudgeSettings = JudgeSettings(),
              evaluation: EvalSettings = FINETUNE_EVAL, mined: Path | None = None, mix: MixSettings = MixSettings(),
-             resume: bool = False) -> dict:
+             resume: bool = False, overwrite: bool = False) -> dict:
     """Fine-tune ``init_checkpoint`` on ``data_path`` records into ``out`` (full SFT, or LoRA when ``lora``).
 
     At each evaluation the val loss is measured and, unless ``sampling.samples`` is 0, ``sampling.samples``
     completions of each of the first ``evaluation.limit`` val records are judged (``judge``). Resumable
-    (``resume``) and DDP-aware under torchrun. ``mined`` (records of `codenas data mine`) are mixed in as
-    ``mix`` says (``train.mix``; the val records stay ``val_path``'s). Returns ``{"mode", "trainable_params",
-    "total_params", "steps", "best_step", "best_metrics", "final_metrics", "best_checkpoint", "last_checkpoint",
-    "train_examples", "dropped_examples", "train_files"}``; ``train_files`` lists the record files trained on as
-    ``{"path", "records"}`` (the mined ones as ``OUT/mined_train.jsonl``, with the file they were drawn ``from``).
+             evaluation: EvalSettings = FINETUNE_EVAL, resume: bool = False, overwrite: bool = False) -> dict:
     """
     cfg = training
-    out = Path(out)
-    ctx = distributed.setup(cfg.device)
+    out = check_writable(Path(out))
     base = load_model(init_checkpoint, arch=load_arch(arch_json) if arch_json else None,
                       tokenizer_path=Path(tokenizer_path) if tokenizer_path else None)
     if base.adapter is not None:
         raise CodenasError("this is a LoRA adapter, not a base: merge it first (codenas lora merge)", base.adapter)
     train_records = read_records(data_path)
     train_files = [{"path": str(Path(data_path).resolve()), "records": len(train_records)}]
+    chosen: list[Record] = []
     if mined is not None and mix.mined_share > 0:
         from codenas.train.mix import choose_mined
 
         chosen = choose_mined(read_records(mined), len(train_records), mix.mined_share,
                               proven_only=mix.mined_proven_only, seed=cfg.seed)
-        if ctx.is_main:
-            write_records(out / MINED_TRAIN, chosen)
-            say(f"mixing in {len(chosen)} mined records from {mined} (mined_share {mix.mined_share}"
-                f"{', proven only' if mix.mined_proven_only else ''})")
         train_files.append({"path": str((out / MINED_TRAIN).resolve()), "records": len(chosen),
                             "from": str(Path(mined).resolve())})
         train_records = train_records + chosen
     val_file, val_records = _read_val(data_path, val_path)
     examples, dropped = encode_records(train_records, base.tokenizer, base.eot_id, base.context_length)
-    val_examples, _ = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
+    val_examples, val_dropped = encode_records(val_records, base.tokenizer, base.eot_id, base.context_length)
+    if not examples:
+        raise CodenasError(f"no training record fits the context of {base.context_length} tokens "
+                           f"({dropped} of {len(train_records)} dropped: {PROMPT_FILLS_CONTEXT})", data_path)
+    drops = drop_counts(train=dropped, val=val_dropped)
+    check_start(out, resume=resume, overwrite=overwrite)
+    with output_lock(out):
+        ctx = distributed.setup(cfg.device)
+        if overwrite and ctx.is_main:
+            clear_run(out, also=(SETTINGS, EVALS, MINED_TRAIN,
+                                 *(p.name for p in out.iterdir() if _STEP_DIR.fullmatch(p.name))))
+        if chosen and ctx.is_main:
+            write_records(out / MINED_TRAIN, chosen)
+            say(f"mixing in {len(chosen)} mined records from {mined} (mined_share {mix.mined_share}"
+                f"{', proven only' if mix.mined_proven_only else ''})")
+        return _finetune(base, examples, val_examples, train_records, val_records, val_file, drops, ctx,
+                         data_path=data_path, out=out, training=cfg, lora=lora, sampling=sampling, judge=judge,
+                         evaluation=evaluation, resume=resume, mix=mix, train_files=train_files)
+
+
+PROMPT_FILLS_CONTEXT = "prompt fills the context"  # a record with no solution token left after truncation
+_STEP_DIR = re.compile(r"step\d+")
+
+
+def drop_counts(*, train: int, val: int) -> dict[str, dict[str, int]]:
+    """The records fine-tuning leaves out, per split and reason (what ``finetune.json`` and the result hold):
+    train records are not trained on; val records are left out of the val loss (pass@1 still samples them)."""
+    return {"train": {PROMPT_FILLS_CONTEXT: train} if train else {},
+            "val": {PROMPT_FILLS_CONTEXT: val} if val else {}}
+
+
+def _finetune(base: LoadedModel, examples: list[SupervisedExample], val_examples: list[SupervisedExample],
+              train_records: list[Record], val_records: list[Record], val_file: Path,
+              drops: dict[str, dict[str, int]], ctx: DistContext, *, data_path: Path, out: Path,
+              training: TrainSettings, lora: LoraSettings | None, sampling: SamplingSettings, judge: JudgeSettings,
+              evaluation: EvalSettings, resume: bool, mix: MixSettings, train_files: list[dict]) -> dict:
+    """``finetune`` once its inputs are read and checked and ``out`` is locked."""
+    cfg = training
     torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same on every rank and every resume
     model = apply_lora(base.model, lora) if lora is not None else base.model
     trainable, total = count_parameters(model)
+    dropped = sum(drops["train"].values())
     if ctx.is_main:
         say(f"{'LoRA' if lora else 'full fine-tuning'}: {trainable:,} trainable of {total:,} parameters")
-        say(f"{len(examples)} train examples ({dropped} dropped: prompt fills the context), "
-            f"{len(val_records)} val records")
+        val_dropped = sum(drops["val"].values())
+        say(f"{len(examples)} of {len(train_records)} train records used ({dropped} dropped: "
+            f"{PROMPT_FILLS_CONTEXT}), {len(val_records)} val records"
+            + (f" ({val_dropped} left out of the val loss: {PROMPT_FILLS_CONTEXT})" if val_dropped else ""))
         atomic_write_json(out / SETTINGS, {
             "init_checkpoint": base.ref, "data_path": str(Path(data_path).resolve()),
             "val_path": str(val_file.resolve()), "lora": asdict(lora) if lora else None, "train": asdict(cfg),
             "sampling": asdict(sampling), "judge": asdict(judge), "eval": asdict(evaluation),
             "trainable_params": trainable, "total_params": total, "mix": asdict(mix), "train_files": train_files,
-            "world_size": ctx.world_size})
+            "world_size": ctx.world_size, "records": {"train": len(train_records), "val": len(val_records)},
+            "examples": {"train": len(examples), "val": len(val_examples)}, "dropped": drops})
     batches = SupervisedBatches(examples, cfg.batch_size, base.pad_id, seed=cfg.seed, rank=ctx.rank,
                                 world_size=ctx.world_size)
     problems = val_records[: evaluation.limit]
@@ -218,5 +251,6 @@ def finetune(*, init_checkpoint: str, data_path: Path, out: Path, val_path: Path
         "last_checkpoint": str(result.last_checkpoint),
         "train_examples": len(examples),
         "dropped_examples": dropped,
+        "dropped": drops,
         "train_files": train_files,
     }

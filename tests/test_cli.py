@@ -93,7 +93,10 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
     samples.write_text("".join(json.dumps({"task_id": i, "completion": slow}) + "\n" for i in MINI_IDS[:3]))
     proc = subprocess.Popen([sys.executable, "-m", "codenas.cli", "eval", "samples", str(samples), "--problems",
                              "mini", "--out", str(tmp_path / "out"), "--workers", "1", "--partial"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: an ignored SIGINT (which a test process may have inherited) would
+                            # be inherited across exec, and Python then never raises KeyboardInterrupt
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not (tmp_path / "out" / "results.partial.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -125,6 +125,7 @@ def run_in_group(work: Path, fn: Callable[[], T], interrupted: str = "") -> T:
         try:
             os.setpgid(0, 0)
             _end_group_with(parent)
+            _forget_inherited_forkserver()
             work.mkdir(parents=True, exist_ok=True)
             atomic_write_json(work / PID_FILE, {"pgid": os.getpid(), **_identity(os.getpid())})
             try:
@@ -166,6 +167,16 @@ def run_in_group(work: Path, fn: Callable[[], T], interrupted: str = "") -> T:
         raise error from ChildTraceback(text)
     how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
     raise CodenasError(f"the build's process {how}; run the same command again to resume", work)
+
+
+def _forget_inherited_forkserver() -> None:
+    """A forkserver the parent started (an earlier local stage run in the parent itself) is not this child's child:
+    multiprocess would wait on it and fail (ECHILD). The child starts its own, so it forgets the inherited one."""
+    forkserver = sys.modules.get("multiprocess.forkserver")
+    if forkserver is not None:
+        forkserver._forkserver = forkserver.ForkServer()
+        for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
+            setattr(forkserver, name, getattr(forkserver._forkserver, name))
 
 
 def _write_outcome(path: Path, error: BaseException) -> None:

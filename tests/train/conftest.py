@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,15 +15,25 @@ from codenas.model.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="session")
-def small_corpus(tmp_path_factory) -> Path:
+def small_corpus() -> Path:
     """About 60 stdlib modules copied into a folder (a few hundred thousand characters): a corpus source that
-    pretraining builds once per session into the private cache."""
-    root = tmp_path_factory.mktemp("corpus")
+    pretraining builds once per session into the private cache. The folder's path is the same in every run
+    (a document's id, and so its train/validation split, includes it), so the split and the losses the tests
+    bound do not change from run to run; it is written aside and renamed into place, so parallel workers share it."""
     stdlib = resolve_sources(["stdlib"], 60)[0]
-    for rel in stdlib.files:
-        dest = root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes((Path(stdlib.root) / rel).read_bytes())
+    key = hashlib.sha256("\n".join(stdlib.files).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / "codenas-tests" / f"stdlib60-{key}"
+    if not root.is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".stdlib60-", dir=root.parent))
+        for rel in stdlib.files:
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes((Path(stdlib.root) / rel).read_bytes())
+        try:
+            staging.rename(root)
+        except OSError:  # another worker renamed its copy first: the same files
+            shutil.rmtree(staging)
     return root
 
 

@@ -93,18 +93,24 @@ class PoolProblem:
 # --- the pool ------------------------------------------------------------------------------------------------------
 
 
-def held_out(data_dir: Path | None, val_path: Path | None) -> dict[str, str]:
+def held_out(data_dir: Path | None, val_path: Path | None) -> tuple[dict[str, str], dict[str, str]]:
     """Problem id -> the held-out set it belongs to: ``mini``, each ``benchmarks/NAME.jsonl`` of the data folder,
-    and the val records. MBPP test ids (11-510) are refused by ``is_mbpp_test`` even without a data folder."""
-    from codenas.data.humaneval import MINI_IDS
+    and the val records. MBPP test ids (11-510) are refused by ``is_mbpp_test`` even without a data folder.
+    Returns (problem id -> set, prompt text -> set): a held-out problem under another id is refused by its prompt."""
+    from codenas.data.humaneval import load_mini
 
-    found = {i: "mini" for i in MINI_IDS}
+    records = [(r, "mini") for r in load_mini()]
     if data_dir is not None and (Path(data_dir) / "benchmarks").is_dir():
         for path in sorted((Path(data_dir) / "benchmarks").glob("*.jsonl")):
-            found.update({r.id: path.stem for r in read_records(path) if r.id not in found})
+            records += [(r, path.stem) for r in read_records(path)]
     if val_path is not None and Path(val_path).is_file():
-        found.update({r.id: Path(val_path).name for r in read_records(val_path) if r.id not in found})
-    return found
+        records += [(r, Path(val_path).name) for r in read_records(val_path)]
+    ids: dict[str, str] = {}
+    prompts: dict[str, str] = {}
+    for rec, name in records:  # the first set that holds a problem names it
+        ids.setdefault(rec.id, name)
+        prompts.setdefault(rec.prompt, name)
+    return ids, prompts
 
 
 def is_mbpp_test(problem_id: str) -> bool:
@@ -130,8 +136,7 @@ def build_pool(files: Sequence[Path], data_dir: Path | None, val_path: Path | No
     them (by id, or by a prompt identical to a held-out problem's)."""
     if not files:
         raise CodenasError("no pool given (--pool FILE: the data stage's train.jsonl, a mined records folder...)")
-    held = held_out(data_dir, val_path)
-    held_prompts = _held_prompts(data_dir, val_path)
+    held, held_prompts = held_out(data_dir, val_path)
     problems: list[PoolProblem] = []
     seen: set[str] = set()
     refused: dict[str, list[str]] = {}
@@ -165,19 +170,6 @@ def build_pool(files: Sequence[Path], data_dir: Path | None, val_path: Path | No
     for p in problems:
         sources[p.record.source] = sources.get(p.record.source, 0) + 1
     return problems, {"problems": len(problems), **counts, "sources": sources}
-
-
-def _held_prompts(data_dir: Path | None, val_path: Path | None) -> dict[str, str]:
-    """Prompt text -> held-out set, so that a held-out problem under another id is refused too."""
-    from codenas.data.humaneval import load_mini
-
-    prompts = {r.prompt: "mini" for r in load_mini()}
-    if data_dir is not None and (Path(data_dir) / "benchmarks").is_dir():
-        for path in sorted((Path(data_dir) / "benchmarks").glob("*.jsonl")):
-            prompts.update({r.prompt: path.stem for r in read_records(path) if r.prompt not in prompts})
-    if val_path is not None and Path(val_path).is_file():
-        prompts.update({r.prompt: Path(val_path).name for r in read_records(val_path) if r.prompt not in prompts})
-    return prompts
 
 
 def read_pool(out: Path) -> list[dict]:

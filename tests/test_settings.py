@@ -325,3 +325,15 @@ def test_keys_that_do_nothing_left_the_schema_and_old_configs_still_read(tmp_pat
     assert "max_files" not in config["pretrain"] and "val_fraction" not in config["pretrain"]
     err = capsys.readouterr().err
     assert "pretrain.max_files is no longer used" in err and "tokenizer.val_fraction is no longer used" in err
+
+
+def test_benchmark_choices_come_from_the_registry():
+    from codenas.benchmarks import BENCHMARKS, HOLDOUTS, RUN_BENCHMARKS
+
+    choices = {f.name: f.metadata.get("choices")
+               for cls in (S.BenchmarkSettings, S.DataSettings) for f in dataclasses.fields(cls)}
+    assert choices["benchmarks"] == RUN_BENCHMARKS == tuple(n for n, b in BENCHMARKS.items() if b.built)
+    assert choices["holdout"] == HOLDOUTS
+    assert S.BenchmarkSettings(benchmarks=("humaneval",)).benchmarks == ("humaneval",)
+    with pytest.raises(CodenasError, match="must be one of mini, mbpp-test, humaneval, got 'humaneval\\+'"):
+        S.BenchmarkSettings(benchmarks=("humaneval+",))

@@ -45,6 +45,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from codenas.benchmarks import HOLDOUTS, RUN_BENCHMARKS
 from codenas.io import CodenasError
 from codenas.progress import say
 
@@ -143,7 +144,7 @@ class DataSettings(Settings):
     val_size: int = _h(50, "Records of the shuffled training pool that go to val.jsonl instead of train.jsonl.",
                        min=0)
     holdout: str = _h("mini", "HumanEval problems kept out of training: the fixed 20 (mini) or all 164 (humaneval).",
-                      choices=("mini", "humaneval"))
+                      choices=HOLDOUTS)
     diff_inputs: int = _h(30, "Differential-test inputs per held-out problem, mutated from its asserts' inputs, with "
                               "outputs from its reference solution (0: none).", min=0)
 
@@ -421,8 +422,8 @@ class MixSettings(Settings):
 class BenchmarkSettings(Settings):
     """The held-out benchmarks `codenas run` evaluates every model on."""
 
-    benchmarks: tuple[str, ...] = _h(("mini", "mbpp-test"), "Benchmarks: mini, mbpp-test, humaneval.",
-                                     choices=("mini", "mbpp-test", "humaneval"))
+    benchmarks: tuple[str, ...] = _h(("mini", "mbpp-test"), f"Benchmarks: {', '.join(RUN_BENCHMARKS)}.",
+                                     choices=RUN_BENCHMARKS)
 
     def _check(self) -> None:
         if not self.benchmarks:

@@ -242,12 +242,13 @@ def _mbpp_plus_from_sample(tmp_path: Path, ids: set[int]) -> Path:
 
 
 def test_decontamination_and_data_build_treat_mbpp_plus_as_the_mbpp_problems_it_holds(monkeypatch, tmp_path):
-    from codenas.data.benchmarks import SAME_PROBLEMS_AS, decontamination_records
+    from codenas.benchmarks import BENCHMARKS
+    from codenas.data.benchmarks import decontamination_records
     from codenas.data.build import build_dataset
     from codenas.records import read_records
     from tests.data.conftest import SAMPLE_MBPP
 
-    assert SAME_PROBLEMS_AS["humaneval+"] == "humaneval" and SAME_PROBLEMS_AS["mbpp+"] == "mbpp"
+    assert BENCHMARKS["humaneval+"].same_problems_as == "humaneval" and BENCHMARKS["mbpp+"].same_problems_as == "mbpp"
     _, counts = decontamination_records([], SAMPLE_MBPP)
     assert counts["mbpp+"] == 0  # no MBPP+ file: nothing more to decontaminate against
     monkeypatch.setenv("CODENAS_MBPP_PLUS", str(_mbpp_plus_from_sample(tmp_path, {601, 607})))

@@ -34,3 +34,30 @@ def test_improve_stage_follows_fine_tuning_and_is_evaluated(tmp_path):
 
     sft_only = plan(load_run_config("tiny", overrides=["improve.rounds=1", "finetune.method=\"sft\""]), tmp_path, None)
     assert next(s for s in sft_only if s.name == "improve").upstream == ("data", "sft")
+
+
+def test_benchmarks_are_checked_against_the_registry(tmp_path, monkeypatch, capsys):
+    """The settings refuse a name the registry does not let a run evaluate; the plan refuses a benchmark
+    data.holdout leaves in training, and skips one built from MBPP when there is no MBPP file."""
+    import dataclasses
+
+    from codenas.benchmarks import BENCHMARKS
+    from codenas.io import CodenasError
+
+    with pytest.raises(CodenasError, match="must hold only values that must be one of mini, mbpp-test, humaneval"):
+        load_run_config("tiny", overrides=['eval.benchmarks=["humaneval+"]'])
+    with pytest.raises(CodenasError, match="humaneval is only held out with data.holdout = \"humaneval\""):
+        plan(load_run_config("tiny", overrides=['eval.benchmarks=["humaneval"]']), tmp_path, None)
+    config = load_run_config("tiny", overrides=['eval.benchmarks=["humaneval", "mbpp-test"]',
+                                                'data.holdout="humaneval"'])
+    names = [s.name for s in plan(config, tmp_path, None)]
+    assert "eval/base/humaneval" in names and not any(n.endswith("/mbpp-test") for n in names)
+    assert "skipping mbpp-test: no MBPP file" in capsys.readouterr().err
+
+    # the rules come from each entry, not from the benchmark's name
+    monkeypatch.setitem(BENCHMARKS, "humaneval", dataclasses.replace(BENCHMARKS["humaneval"], needs_mbpp=True))
+    monkeypatch.setitem(BENCHMARKS, "mini", dataclasses.replace(BENCHMARKS["mini"], held_out_with=("humaneval",)))
+    names = [s.name for s in plan(config, tmp_path, None)]
+    assert not any(n.startswith("eval/") for n in names)
+    with pytest.raises(CodenasError, match="mini is only held out with data.holdout"):
+        plan(load_run_config("tiny", overrides=['eval.benchmarks=["mini"]']), tmp_path, None)

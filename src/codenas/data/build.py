@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from codenas.benchmarks import HOLDOUTS
 from codenas.data.decontam import NGRAM, decontaminate
 from codenas.data.difftests import MAX_INPUTS, DiffResult, add_diff_tests
 from codenas.data.evalplus import release_ids
@@ -35,7 +36,6 @@ from codenas.io import (
 from codenas.progress import say
 from codenas.records import DATA_FORMAT, MANIFEST, Record, write_records
 
-HOLDOUTS = ("mini", "humaneval")
 MAX_SOLUTION_LINES = 30
 MAX_COMPLEXITY = 6
 MANIFEST_FORMAT = f"{DATA_FORMAT}1"

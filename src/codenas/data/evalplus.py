@@ -28,6 +28,7 @@ import pickle
 from pathlib import Path
 
 from codenas import paths
+from codenas.benchmarks import BENCHMARKS
 from codenas.data.mbpp import UnconvertibleTask, fetch_verified, mbpp_record
 from codenas.io import CodenasError
 from codenas.progress import say
@@ -216,7 +217,7 @@ def _with_contract(entry_point: str, code: str, contract: str, prompt_has_def: b
 
 def evalplus_records(name: str, rows: list[dict]) -> list[Record]:
     """Records for the rows of a HumanEval+ (``name="humaneval+"``) or MBPP+ (``"mbpp+"``) release file."""
-    dataset = "humaneval" if name == "humaneval+" else "mbpp"
+    dataset = BENCHMARKS[name].prompt_style  # HumanEval's prompts as they are, MBPP's converted
     records, unconvertible = [], 0
     for row in rows:
         task_id, entry = row["task_id"], row["entry_point"]

@@ -25,9 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from codenas.benchmarks import BENCHMARKS, description
 from codenas.corpus.build import RULES as CORPUS_RULES
 from codenas.corpus.build import read_manifest as read_corpus_manifest
-from codenas.data.benchmarks import DESCRIPTIONS, NO_MBPP, NO_MBPP_FIX, load_problems
+from codenas.data.benchmarks import NO_MBPP, NO_MBPP_FIX, load_problems
 from codenas.data.build import TRAIN, read_manifest
 from codenas.data.decontam import normalised_solution
 from codenas.eval.scoring import read_results, read_summary
@@ -159,7 +160,7 @@ class RunView:
         for bench in listed:
             if bench in self.benchmarks:
                 continue
-            if bench == "mbpp-test" and no_mbpp:
+            if no_mbpp and bench in BENCHMARKS and BENCHMARKS[bench].needs_mbpp:
                 out[bench] = (NO_MBPP, NO_MBPP_FIX)
             else:
                 out[bench] = ("its evaluation has not run yet", "run the same command again to finish the run")
@@ -396,7 +397,7 @@ def _headline(run: RunView) -> tuple[list[str], list[list[str]]]:
     for bench in run.benchmarks:
         models = [m for m in run.models if bench in run.summaries[m]]
         first = run.summaries[models[0]][bench]
-        row = [bench, DESCRIPTIONS.get(bench, "a record file"), _scored(run, models[0], bench),
+        row = [bench, description(bench), _scored(run, models[0], bench),
                str(first["n_samples"] // max(first["n_problems"], 1))]
         base = _pass1(run.summaries.get(BASE_MODEL, {}).get(bench))
         for model in run.models:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codenas.benchmarks import BENCHMARKS
 from codenas.data.benchmarks import NO_MBPP, NO_MBPP_FIX
 from codenas.io import CodenasError, atomic_write_json, sha256_file
 from codenas.progress import say
@@ -37,7 +38,6 @@ from codenas.settings import (
 )
 
 BASE_MODEL = "base"
-BENCHMARKS = ("mini", "mbpp-test", "humaneval")  # all held out of training by `data build` (humaneval on request)
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
 TRAIN_STAGES = ("pretrain", "sft", "lora")
 IMPROVE = "improve"  # the expert-iteration stage (and the name of its model in eval/ and the report)
@@ -83,18 +83,21 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
 
 
 def _benchmarks(config: dict[str, dict[str, Any]], mbpp_path: Path | None) -> list[str]:
-    """The benchmarks to evaluate; mbpp-test is skipped (with a note) when no MBPP file is available."""
+    """The benchmarks to evaluate (their names are checked by the settings against the registry); one that
+    ``data.holdout`` leaves in the training data is refused, one built from MBPP is skipped (with a note) when no
+    MBPP file is available."""
     chosen = []
-    for bench in config["eval"]["benchmarks"]:
-        if bench not in BENCHMARKS:
-            raise CodenasError(f"eval.benchmarks: unknown benchmark {bench!r} (known: {', '.join(BENCHMARKS)})")
-        if bench == "humaneval" and config["data"]["holdout"] != "humaneval":
-            raise CodenasError("eval.benchmarks: humaneval is only held out with data.holdout = \"humaneval\" "
-                               "(otherwise the model trains on it)")
-        if bench == "mbpp-test" and mbpp_path is None:
-            say(f"note: skipping mbpp-test: {NO_MBPP}; to include it, {NO_MBPP_FIX}")
+    holdout = config["data"]["holdout"]
+    for name in config["eval"]["benchmarks"]:
+        bench = BENCHMARKS[name]
+        if holdout not in bench.held_out_with:
+            needed = " or ".join(f"data.holdout = \"{h}\"" for h in bench.held_out_with)
+            raise CodenasError(f"eval.benchmarks: {name} is only held out with {needed} (otherwise the model trains "
+                               "on it)")
+        if bench.needs_mbpp and mbpp_path is None:
+            say(f"note: skipping {name}: {NO_MBPP}; to include it, {NO_MBPP_FIX}")
             continue
-        chosen.append(bench)
+        chosen.append(name)
     return chosen
 
 

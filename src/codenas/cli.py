@@ -11,10 +11,12 @@ command also takes ``--config FILE`` (the TOML sections of `codenas run`) and it
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import click
 
 from codenas.io import CodenasError
+from codenas.model.config import layout_fields, layout_flag_help
 from codenas.progress import set_quiet
 from codenas.settings import (
     EVAL,
@@ -571,6 +573,13 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 # --- search -----------------------------------------------------------------------------------------
 
 
+def _layout_search_options(command: Callable) -> Callable:
+    """One ``--<field>`` flag of choices per layout field the search picks (``codenas.model.config``)."""
+    for f in reversed(layout_fields()):
+        command = click.option(f"--{f.name.replace('_', '-')}", default=None, help=layout_flag_help(f))(command)
+    return command
+
+
 @cli.command("search")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Output folder: trials.jsonl, pareto.json, pareto.png, best_arch.json, study.db, trials/.")
@@ -586,19 +595,13 @@ def run_command(preset: str, out: str | None, config_file: str | None, mbpp: str
 @click.option("--d-ff-ratio", default=None, help="Choices of d_ff / d_model [2,3,4].")
 @click.option("--context-length", default=None, help="Choices of context length [128,256,512].")
 @click.option("--dropout", default=None, help="Range of dropout, low:high [0:0.3].")
-@click.option("--position", default=None, help="Choices of position encoding [learned,rope].")
-@click.option("--norm", default=None, help="Choices of norm [layernorm,rmsnorm].")
-@click.option("--mlp", default=None, help="Choices of MLP [gelu,swiglu].")
-@click.option("--qk-norm", default=None, help="Choices of QK normalisation [false,true].")
-@click.option("--n-kv-head", default=None,
-              help="Choices of key/value heads, capped at the trial's n_head (grouped-query attention) [1,2,4,8].")
+@_layout_search_options
 @click.option("--optimizer", default=None, help="Choices of optimizer [adamw,muon].")
 @options(Part(SearchSettings), config=False)
 @click.pass_context
 def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str | None, n_layer: str | None,
            n_head: str | None, d_model: str | None, d_ff_ratio: str | None, context_length: str | None,
-           dropout: str | None, position: str | None, norm: str | None, mlp: str | None, qk_norm: str | None,
-           n_kv_head: str | None, optimizer: str | None, **_settings) -> None:
+           dropout: str | None, optimizer: str | None, **flags) -> None:
     """Search architectures: short pretraining runs scored by held-out loss, under size/latency budgets."""
     from pathlib import Path
 
@@ -606,9 +609,9 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     from codenas.search.space import parse_space
     from codenas.search.study import SearchConfig, run_search
 
+    layout = {f.name: flags[f.name] for f in layout_fields()}
     space = parse_space({"n_layer": n_layer, "n_head": n_head, "d_model": d_model, "d_ff_ratio": d_ff_ratio,
-                         "context_length": context_length, "dropout": dropout, "position": position, "norm": norm,
-                         "mlp": mlp, "qk_norm": qk_norm, "n_kv_head": n_kv_head, "optimizer": optimizer})
+                         "context_length": context_length, "dropout": dropout, **layout, "optimizer": optimizer})
     settings = from_params(ctx.params, Part(SearchSettings))
     r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
                                 corpus=corpus, space=space, **dataclasses.asdict(settings)))

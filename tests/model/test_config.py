@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -74,3 +75,55 @@ def test_not_an_object(tmp_path):
 def test_unknown_name():
     with pytest.raises(CodenasError, match="no such config"):
         load_arch("no_such_arch_config")
+
+
+def test_each_layout_field_is_declared_once_and_reaches_the_flags_the_json_and_the_search():
+    """A field declared with ``search`` choices is a `codenas search` flag, a key of the arch JSON (round trip)
+    and a dimension of the search space, sampled into the arch, with nothing else written for it."""
+    import dataclasses
+
+    import optuna
+    from click.testing import CliRunner
+
+    from codenas.cli import cli
+    from codenas.model.config import layout_fields, layout_flag_help
+    from codenas.search.space import SearchSpace, parse_space, sample_arch
+
+    names = [f.name for f in layout_fields()]
+    assert names == ["position", "norm", "mlp", "qk_norm", "n_kv_head"]
+    flags = {p.name: p for p in cli.commands["search"].params}
+    space_fields = {f.name: f.default for f in dataclasses.fields(SearchSpace)}
+    base = {"n_layer": 2, "n_head": 4, "d_model": 32, "d_ff_ratio": 2, "context_length": 64, "dropout": 0.0,
+            "optimizer": "adamw"}
+    help_text = CliRunner().invoke(cli, ["search", "--help"], terminal_width=200).output
+    for f in layout_fields():
+        assert flags[f.name].opts == [f"--{f.name.replace('_', '-')}"] and flags[f.name].help == layout_flag_help(f)
+        assert layout_flag_help(f) in help_text
+        assert space_fields[f.name] == f.metadata["search"]
+        for value in f.metadata["search"]:
+            text = str(value).lower()
+            assert getattr(parse_space({f.name: text}), f.name) == (value,)
+            cap = f.metadata["cap"]
+            arch = ArchConfig.from_dict({**GOOD, f.name: min(value, GOOD[cap]) if cap else value})
+            assert ArchConfig.from_dict(json.loads(json.dumps(arch.to_dict()))) == arch
+            sampled, _ = sample_arch(optuna.trial.FixedTrial({**base, **{g.name: g.metadata["search"][0]
+                                                                         for g in layout_fields()}, f.name: value}),
+                                     SearchSpace(d_model=(32,), context_length=(64,), **{f.name: (value,)}), 300)
+            assert getattr(sampled, f.name) == (min(value, base[cap]) if cap else value)
+
+
+def test_describe_layout_shows_the_layout_fields_from_their_declaration():
+    from codenas.model.config import describe_layout
+
+    gpt2 = ArchConfig.from_dict(GOOD)
+    assert describe_layout(gpt2) == "2 layers, 4 heads, d_model 32, d_ff 64, context 64, vocab 300"
+    modern = ArchConfig.from_dict({**GOOD, "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 2})
+    assert describe_layout(modern).endswith("vocab 300, rope, rmsnorm, swiglu, 2 kv heads")
+
+
+def test_the_arch_json_schema_in_the_docs_has_a_row_per_field():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    for f in dataclasses.fields(ArchConfig):
+        assert f"| `{f.name}` |" in doc, f"docs/architecture.md: no row for arch field {f.name}"

@@ -1,28 +1,40 @@
 """Architecture config: the validated dataclass behind an arch JSON (``configs/*.json``).
 
 An arch JSON is a flat object whose keys are exactly the fields of ``ArchConfig`` (see docs/architecture.md).
-Bad input raises ``CodenasError`` naming the field and the file, e.g.
+Each field is declared once, with its metadata (``arch_field``): its help, its allowed values (``choices``,
+``min``, ``gt``, ``lt``) and, for a layout field the search picks, the choices searched by default (``search``),
+the words of its ``codenas search`` flag (``flag``) and how a description shows it (``show``). From that one
+declaration come the validation of an arch JSON (``from_dict``), the search space and the search flags
+(``codenas.search.space``, ``cli.py``) and the one-line description (``describe_layout``). Bad input raises
+``CodenasError`` naming the field and the file, e.g.
 ``configs/x.json: arch field 'n_head' must be a positive integer, got -1``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from dataclasses import dataclass
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codenas.io import CodenasError, read_json
 from codenas.paths import resolve_config
 
-_POSITIVE_INT_FIELDS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "vocab_size")
-# the layout choices (GPT-2's first): field -> allowed values
-CHOICES = {
-    "position": ("learned", "rope"),
-    "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "swiglu"),
-}
+
+def arch_field(default: Any = dataclasses.MISSING, *, help: str, search: tuple | None = None,  # noqa: A002
+               flag: str = "", show: Callable[[Any, Any], str] | None = None, cap: str = "", **rules: Any) -> Any:
+    """An ``ArchConfig`` field and its metadata: ``help`` (one line); ``choices`` / ``min`` / ``gt`` / ``lt``
+    (allowed values); a searched layout field's default search choices ``search`` (the first is GPT-2's), the
+    words ``flag`` of its search flag's help, ``cap`` (a field the sampled value is capped at, and its default)
+    and ``show(value, config)``: how ``describe_layout`` writes it ("" for nothing)."""
+    meta = {"help": help, **rules}
+    if search is not None:
+        meta.update(search=search, flag=flag, show=show or (lambda value, config: str(value)), cap=cap)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -32,22 +44,30 @@ class ArchConfig:
     ``n_kv_head`` (grouped-query attention) defaults to ``n_head``: a config built without it stores ``n_head``.
     """
 
-    n_layer: int
-    n_head: int
-    d_model: int
-    d_ff: int
-    context_length: int
-    vocab_size: int
-    dropout: float = 0.0
-    bias: bool = True
-    tie_embeddings: bool = True
-    position: str = "learned"
-    rope_theta: float = 10000.0
-    norm: str = "layernorm"
-    mlp: str = "gelu"
-    qk_norm: bool = False
-    n_kv_head: int | None = None
-    name: str = ""
+    n_layer: int = arch_field(help="transformer blocks", min=1)
+    n_head: int = arch_field(help="attention heads; must divide d_model", min=1)
+    d_model: int = arch_field(help="residual stream width (embedding size)", min=1)
+    d_ff: int = arch_field(help="hidden width of each MLP", min=1)
+    context_length: int = arch_field(help="maximum tokens per sequence", min=1)
+    vocab_size: int = arch_field(help="rows of the token embedding", min=1)
+    dropout: float = arch_field(0.0, help="dropout on embeddings, attention weights and residual branches",
+                                min=0, lt=1)
+    bias: bool = arch_field(True, help="biases in linear layers and LayerNorms")
+    tie_embeddings: bool = arch_field(True, help="the output head reuses the token embedding matrix")
+    position: str = arch_field("learned", help="learned position embedding or rotary embeddings",
+                               choices=("learned", "rope"), search=("learned", "rope"), flag="position encoding")
+    rope_theta: float = arch_field(10000.0, help="rotary base", gt=0)
+    norm: str = arch_field("layernorm", help="every norm: LayerNorm or RMSNorm", choices=("layernorm", "rmsnorm"),
+                           search=("layernorm", "rmsnorm"), flag="norm")
+    mlp: str = arch_field("gelu", help="GELU MLP or SwiGLU", choices=("gelu", "swiglu"), search=("gelu", "swiglu"),
+                          flag="MLP")
+    qk_norm: bool = arch_field(False, help="RMSNorm on queries and keys per head", search=(False, True),
+                               flag="QK normalisation", show=lambda value, config: "qk_norm" if value else "")
+    n_kv_head: int | None = arch_field(
+        None, help="key/value heads (grouped-query attention); default n_head", min=1, search=(1, 2, 4, 8),
+        flag="key/value heads, capped at the trial's n_head (grouped-query attention)", cap="n_head",
+        show=lambda value, config: f"{value} kv heads" if value != config.n_head else "")
+    name: str = arch_field("", help="shown in logs and saved in checkpoints")
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -59,9 +79,9 @@ class ArchConfig:
 
     @property
     def is_gpt2_layout(self) -> bool:
-        """Learned positions, LayerNorm, GELU MLP, plain multi-head attention (what every field defaults to)."""
-        return (self.position, self.norm, self.mlp, self.qk_norm, self.n_kv_head) == (
-            "learned", "layernorm", "gelu", False, self.n_head)
+        """Every searched layout field at its default: learned positions, LayerNorm, GELU MLP, no QK norms,
+        plain multi-head attention."""
+        return all(getattr(self, f.name) == _default(f, self) for f in layout_fields())
 
     def num_params(self) -> int:
         """Parameters of ``GPT(self)`` (tied weights once), counted from the shape alone: nothing is built, so it
@@ -90,26 +110,16 @@ class ArchConfig:
         missing = [name for name in required if name not in d]
         if missing:
             raise CodenasError(f"missing arch field {missing[0]!r}", path)
-        for name in _POSITIVE_INT_FIELDS:
-            _check_positive_int(name, d[name], path)
-        if "dropout" in d:
-            _check_dropout(d["dropout"], path)
-        for name in ("bias", "tie_embeddings", "qk_norm"):
-            if name in d and not isinstance(d[name], bool):
-                raise CodenasError(f"arch field {name!r} must be true or false, got {d[name]!r}", path)
-        for name, allowed in CHOICES.items():
-            if name in d and d[name] not in allowed:
-                raise CodenasError(f"arch field {name!r} must be one of {', '.join(allowed)}, got {d[name]!r}", path)
-        theta = d.get("rope_theta", 10000.0)
-        if isinstance(theta, bool) or not isinstance(theta, int | float) or not theta > 0 or theta == float("inf"):
-            raise CodenasError(f"arch field 'rope_theta' must be a positive number, got {theta!r}", path)
-        if d.get("n_kv_head") is not None:
-            _check_positive_int("n_kv_head", d["n_kv_head"], path)
-            if d["n_head"] % d["n_kv_head"]:
-                raise CodenasError(f"arch field 'n_kv_head' ({d['n_kv_head']}) must divide 'n_head' ({d['n_head']})",
-                                   path)
-        if "name" in d and not isinstance(d["name"], str):
-            raise CodenasError(f"arch field 'name' must be a string, got {d['name']!r}", path)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                problem = field_problem(f, d[f.name])
+                if problem:
+                    raise CodenasError(f"arch field {f.name!r} must be {problem}, got {d[f.name]!r}", path)
+                values[f.name] = float(d[f.name]) if field_type(f) is float else d[f.name]
+        if d.get("n_kv_head") is not None and d["n_head"] % d["n_kv_head"]:
+            raise CodenasError(f"arch field 'n_kv_head' ({d['n_kv_head']}) must divide 'n_head' ({d['n_head']})",
+                               path)
         if d["d_model"] % d["n_head"] != 0:
             raise CodenasError(
                 f"arch field 'd_model' ({d['d_model']}) must be divisible by 'n_head' ({d['n_head']})", path
@@ -117,7 +127,7 @@ class ArchConfig:
         if d.get("position") == "rope" and (d["d_model"] // d["n_head"]) % 2:
             raise CodenasError(f"arch field 'position' rope needs an even head size (d_model / n_head), got "
                                f"{d['d_model'] // d['n_head']}", path)
-        return cls(**{**d, "dropout": float(d.get("dropout", 0.0)), "rope_theta": float(theta)})
+        return cls(**values)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ArchConfig:
@@ -136,11 +146,54 @@ def load_arch(name_or_path: str | os.PathLike) -> ArchConfig:
     return ArchConfig.from_json(resolve_config(name_or_path, ".json"))
 
 
-def _check_positive_int(name: str, value: Any, path: str | os.PathLike | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise CodenasError(f"arch field {name!r} must be a positive integer, got {value!r}", path)
+def layout_fields() -> list[dataclasses.Field]:
+    """The layout fields the search picks (those declared with ``search`` choices), in declaration order."""
+    return [f for f in dataclasses.fields(ArchConfig) if "search" in f.metadata]
 
 
-def _check_dropout(value: Any, path: str | os.PathLike | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise CodenasError(f"arch field 'dropout' must be a number in [0, 1), got {value!r}", path)
+def layout_flag_help(f: dataclasses.Field) -> str:
+    """The help of a layout field's `codenas search` flag: ``Choices of norm [layernorm,rmsnorm].``"""
+    return f"Choices of {f.metadata['flag']} [{','.join(str(v).lower() for v in f.metadata['search'])}]."
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The value type of an ``ArchConfig`` field (``int`` for ``int | None``)."""
+    tp = typing.get_type_hints(ArchConfig)[f.name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def _default(f: dataclasses.Field, config: Any) -> Any:
+    """A field's default; a capped field's is the field it is capped at (``n_kv_head`` -> ``n_head``)."""
+    cap = f.metadata.get("cap")
+    return getattr(config, cap) if cap else f.default
+
+
+def field_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """What ``value`` must be for field ``f`` ("a positive integer"), or None when it is allowed."""
+    kind, m = field_type(f), f.metadata
+    if value is None and f.default is None:
+        return None
+    if kind is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if kind is str:
+        if "choices" in m:
+            return None if value in m["choices"] else f"one of {', '.join(m['choices'])}"
+        return None if isinstance(value, str) else "a string"
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= m.get("min", -math.inf)
+        return None if ok else "a positive integer" if m.get("min") == 1 else "an integer"
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if "lt" in m:
+        ok = number and m.get("min", -math.inf) <= value < m["lt"]
+        return None if ok else f"a number in [{m.get('min', '-inf')}, {m['lt']})"
+    ok = number and value > m.get("gt", -math.inf)
+    return None if ok else "a positive number" if m.get("gt") == 0 else "a number"
+
+
+def describe_layout(c: ArchConfig) -> str:
+    """The shape and (when not GPT-2's) layout of an architecture: ``2 layers, 4 heads, d_model 128, ...``."""
+    shown = [] if c.is_gpt2_layout else [f.metadata["show"](getattr(c, f.name), c) for f in layout_fields()]
+    layout = "".join(f", {text}" for text in shown if text)
+    return (f"{c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
+            f"context {c.context_length}, vocab {c.vocab_size}{layout}")

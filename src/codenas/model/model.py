@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from codenas.model.config import ArchConfig
+from codenas.model.config import ArchConfig, describe_layout
 
 NORM_EPS = 1e-5  # GPT-2's layer_norm_epsilon, used by every norm (LayerNorm or RMSNorm)
 
@@ -331,15 +331,6 @@ def _positions_within_segments(segment_ids: torch.Tensor) -> torch.Tensor:
     is_start[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
     segment_start = torch.where(is_start, index, 0).cummax(dim=1).values
     return index - segment_start
-
-
-def describe_layout(c: ArchConfig) -> str:
-    """The shape and (when not GPT-2's) layout of an architecture: ``2 layers, 4 heads, d_model 128, ...``."""
-    layout = "" if c.is_gpt2_layout else (
-        f", {c.position}, {c.norm}, {c.mlp}" + (", qk_norm" if c.qk_norm else "")
-        + (f", {c.n_kv_head} kv heads" if c.n_kv_head != c.n_head else ""))
-    return (f"{c.n_layer} layers, {c.n_head} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
-            f"context {c.context_length}, vocab {c.vocab_size}{layout}")
 
 
 def describe(model: GPT) -> str:

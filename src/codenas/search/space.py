@@ -2,17 +2,20 @@
 
 Shape dimensions: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio
 (``d_ff = ratio * d_model``), ``context_length`` (each a list of choices) and ``dropout`` (a float range). Layout
-dimensions (lists of choices, both values of each by default): ``position`` (learned | rope), ``norm``
-(layernorm | rmsnorm), ``mlp`` (gelu | swiglu), ``qk_norm`` (false | true), ``n_kv_head`` (key/value heads,
-capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head attention) and the training
-``optimizer`` (adamw | muon). The vocabulary size is not searched: it is the tokenizer's. A sampled shape whose
-``d_model`` is not a multiple of ``n_head`` (or whose ``n_kv_head`` does not divide ``n_head``) is not a valid
-``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as infeasible (the default
-choices are powers of two times 1 or 3 and never clash).
+dimensions: every ``ArchConfig`` field declared with ``search`` choices (``codenas.model.config.layout_fields``:
+``position``, ``norm``, ``mlp``, ``qk_norm``, ``n_kv_head``, each with all its values by default; ``n_kv_head`` is
+capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head attention), then the training
+``optimizer`` (adamw | muon). The layout part of ``SearchSpace``, its checks, its flag parsing and its sampling
+are generated from those declarations. The vocabulary size is not searched: it is the tokenizer's. A sampled
+shape whose ``d_model`` is not a multiple of ``n_head`` (or whose ``n_kv_head`` does not divide ``n_head``) is
+not a valid ``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as infeasible
+(the default choices are powers of two times 1 or 3 and never clash).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,19 +23,30 @@ import optuna
 import torch
 
 from codenas.io import CodenasError
-from codenas.model.config import CHOICES, ArchConfig
+from codenas.model.config import ArchConfig, field_type, layout_fields
 from codenas.model.model import GPT
 from codenas.settings import OPTIMIZERS
 
 SEARCHED = ("n_layer", "n_head", "d_model", "d_ff_ratio", "context_length", "dropout")
-# layout choices: name -> the value a trial sampled before they were searched stands for (GPT-2's layout)
-LAYOUT = {name: values[0] for name, values in CHOICES.items()} | {"qk_norm": False}
-_STRING_CHOICES = {**CHOICES, "optimizer": OPTIMIZERS}
+LAYOUT = tuple(f.name for f in layout_fields())  # in the order a trial samples them, before the optimizer
 
 
-@dataclass(frozen=True)
+@typing.dataclass_transform(frozen_default=True)
+def _with_layout(cls: type) -> type:
+    """Add a ``tuple`` field per searched layout field of ``ArchConfig`` (its ``search`` choices as the default),
+    after the shape fields and before ``optimizer``, and make ``cls`` a frozen dataclass."""
+    optimizer = cls.__annotations__.pop("optimizer")
+    for f in layout_fields():
+        cls.__annotations__[f.name] = "tuple"
+        setattr(cls, f.name, dataclasses.field(default=f.metadata["search"]))
+    cls.__annotations__["optimizer"] = optimizer
+    return dataclass(frozen=True)(cls)
+
+
+@_with_layout
 class SearchSpace:
-    """Ranges (``low, high`` inclusive) and choices of the searched architecture fields."""
+    """Ranges (``low, high`` inclusive) and choices of the searched architecture fields (and one field of choices
+    per searched layout field of ``ArchConfig``, added by ``_with_layout``)."""
 
     n_layer: tuple[int, int] = (2, 8)
     n_head: tuple[int, ...] = (2, 4, 8)
@@ -40,11 +54,6 @@ class SearchSpace:
     d_ff_ratio: tuple[int, ...] = (2, 3, 4)
     context_length: tuple[int, ...] = (128, 256, 512)
     dropout: tuple[float, float] = (0.0, 0.3)
-    position: tuple[str, ...] = CHOICES["position"]
-    norm: tuple[str, ...] = CHOICES["norm"]
-    mlp: tuple[str, ...] = CHOICES["mlp"]
-    qk_norm: tuple[bool, ...] = (False, True)
-    n_kv_head: tuple[int, ...] = (1, 2, 4, 8)
     optimizer: tuple[str, ...] = OPTIMIZERS
 
     def __post_init__(self) -> None:
@@ -52,13 +61,17 @@ class SearchSpace:
             low, high = getattr(self, name)
             if low > high:
                 raise CodenasError(f"search range {name} is empty: {low} > {high}")
-        for name, allowed in _STRING_CHOICES.items():
+        choices = {f.name: f.metadata["choices"] for f in layout_fields() if "choices" in f.metadata}
+        for name, allowed in {**choices, "optimizer": OPTIMIZERS}.items():
             values = getattr(self, name)
             if not values or any(v not in allowed for v in values):
                 raise CodenasError(f"search choices {name} must be among {', '.join(allowed)}, got {values!r}")
-        if not self.qk_norm or any(not isinstance(v, bool) for v in self.qk_norm):
-            raise CodenasError(f"search choices qk_norm must be true/false, got {self.qk_norm!r}")
-        for name in ("n_head", "d_model", "d_ff_ratio", "context_length", "n_kv_head"):
+        for name in [f.name for f in layout_fields() if field_type(f) is bool]:
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, bool) for v in values):
+                raise CodenasError(f"search choices {name} must be true/false, got {values!r}")
+        ints = [f.name for f in layout_fields() if field_type(f) is int]
+        for name in ("n_head", "d_model", "d_ff_ratio", "context_length", *ints):
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
                 raise CodenasError(f"search choices {name} must be positive integers, got {values!r}")
@@ -83,9 +96,17 @@ def shape_of(params: dict[str, Any]) -> dict[str, Any] | None:
         "d_ff": params["d_ff_ratio"] * params["d_model"],
         "context_length": params["context_length"],
         "dropout": round(params["dropout"], 4),
-        **{name: params.get(name, default) for name, default in LAYOUT.items()},
-        "n_kv_head": min(params.get("n_kv_head", params["n_head"]), params["n_head"]),
+        **{f.name: _sampled(f, params) for f in layout_fields()},
     }
+
+
+def _sampled(f: dataclasses.Field, params: dict[str, Any]) -> Any:
+    """A layout field's value in a trial: as sampled (capped), or its default for trials from before it was
+    searched (GPT-2's layout; a capped field's default is the field it is capped at)."""
+    cap = f.metadata["cap"]
+    if not cap:
+        return params.get(f.name, f.default)
+    return min(params.get(f.name, params[cap]), params[cap])
 
 
 def sample_arch(trial: optuna.Trial, space: SearchSpace, vocab_size: int, *,
@@ -95,7 +116,7 @@ def sample_arch(trial: optuna.Trial, space: SearchSpace, vocab_size: int, *,
     for choice in ("n_head", "d_model", "d_ff_ratio", "context_length"):
         trial.suggest_categorical(choice, getattr(space, choice))
     trial.suggest_float("dropout", *space.dropout)
-    for choice in (*LAYOUT, "n_kv_head", "optimizer"):
+    for choice in (*LAYOUT, "optimizer"):
         trial.suggest_categorical(choice, getattr(space, choice))
     shape = shape_of(trial.params)
     if shape["d_model"] % shape["n_head"]:
@@ -114,18 +135,20 @@ def optimizer_of(params: dict[str, Any]) -> str:
 
 def smallest_arch(space: SearchSpace, vocab_size: int) -> ArchConfig:
     """The shape of ``space`` with the fewest parameters: the most heads sharing the fewest key/value heads (the
-    fused projection has ``d_model * (1 + 2 * n_kv_head / n_head)`` rows), and the cheaper choice of each layout
-    field (no position table, gain-only norms, a two-matrix MLP, no qk norms)."""
+    fused projection has ``d_model * (1 + 2 * n_kv_head / n_head)`` rows), and, for each other layout field, the
+    choice that costs the fewest parameters (no position table, gain-only norms, a two-matrix MLP, no qk norms)."""
     d_model = min(space.d_model)
     n_head = max((h for h in space.n_head if d_model % h == 0), default=1)
     n_kv_head = min(min(space.n_kv_head), n_head)
     n_kv_head = max(k for k in range(1, n_kv_head + 1) if n_head % k == 0)
-    return ArchConfig(n_layer=space.n_layer[0], n_head=n_head, n_kv_head=n_kv_head, d_model=d_model,
-                      d_ff=min(space.d_ff_ratio) * d_model,
-                      context_length=min(space.context_length), vocab_size=vocab_size,
-                      position="rope" if "rope" in space.position else "learned",
-                      norm="rmsnorm" if "rmsnorm" in space.norm else "layernorm",
-                      mlp="gelu" if "gelu" in space.mlp else "swiglu", qk_norm=False not in space.qk_norm)
+    arch = ArchConfig(n_layer=space.n_layer[0], n_head=n_head, n_kv_head=n_kv_head, d_model=d_model,
+                      d_ff=min(space.d_ff_ratio) * d_model, context_length=min(space.context_length),
+                      vocab_size=vocab_size)
+    for f in layout_fields():
+        if not f.metadata["cap"]:
+            choices = getattr(space, f.name)
+            arch = min((dataclasses.replace(arch, **{f.name: v}) for v in choices), key=ArchConfig.num_params)
+    return arch
 
 
 def count_params(arch: ArchConfig, *, non_embedding: bool = False) -> int:
@@ -152,21 +175,23 @@ def _parse_number(text: str, kind: type, name: str) -> int | float:
 
 
 def parse_space(flags: dict[str, str | None]) -> SearchSpace:
-    """A ``SearchSpace`` from flag strings: ranges (n_layer, dropout) as ``low:high``, choices as ``a,b,c``.
+    """A ``SearchSpace`` from flag strings: ranges (n_layer, dropout) as ``low:high``, choices as ``a,b,c`` (of
+    the layout fields' type: words, true/false or integers).
 
     Keys missing or None keep their defaults: ``parse_space({"n_layer": "2:4", "d_model": "128,256",
     "position": "rope", "qk_norm": "false,true"})``.
     """
+    kinds = {f.name: field_type(f) for f in layout_fields()} | {"optimizer": str}
     fields: dict[str, tuple] = {}
     for name, text in flags.items():
         if text is None:
             continue
-        if name in _STRING_CHOICES:
+        if kinds.get(name) is str:
             fields[name] = tuple(part.strip() for part in text.split(","))
-        elif name == "qk_norm":
+        elif kinds.get(name) is bool:
             words = [part.strip().lower() for part in text.split(",")]
             if any(w not in ("true", "false") for w in words):
-                raise CodenasError(f"search qk_norm must be true and/or false, got {text!r}")
+                raise CodenasError(f"search {name} must be true and/or false, got {text!r}")
             fields[name] = tuple(w == "true" for w in words)
         elif name in ("n_layer", "dropout"):
             kind = int if name == "n_layer" else float
@@ -177,3 +202,4 @@ def parse_space(flags: dict[str, str | None]) -> SearchSpace:
         else:
             fields[name] = tuple(_parse_number(p, int, name) for p in text.split(","))
     return SearchSpace(**fields)
+

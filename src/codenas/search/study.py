@@ -51,7 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from codenas.io import CodenasError, check_writable, sha256_file
-from codenas.model.config import ArchConfig
+from codenas.model.config import ArchConfig, describe_layout
 from codenas.model.loading import resolve_device
 from codenas.model.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 from codenas.progress import say
@@ -279,10 +279,8 @@ class _Objective:
 
         trial_dir = Path(cfg.out) / "trials" / f"{trial.number:05d}"
         shutil.rmtree(trial_dir, ignore_errors=True)  # a leftover of an earlier study in the same OUT
-        say(f"trial {trial.number}: {arch.n_layer} layers, {arch.n_head} heads ({arch.n_kv_head} kv), d_model "
-            f"{arch.d_model}, d_ff {arch.d_ff}, context {arch.context_length}, dropout {arch.dropout:g}, "
-            f"{arch.position}/{arch.norm}/{arch.mlp}{'/qk_norm' if arch.qk_norm else ''}, "
-            f"{train_cfg.optimizer}; {steps} steps")
+        say(f"trial {trial.number}: {describe_layout(arch)}, dropout {arch.dropout:g}, {train_cfg.optimizer}; "
+            f"{steps} steps")
         result = pretrain(settings=PretrainSettings(arch=arch.name), training=train_cfg, arch=arch,
                           tokenizer=self.tokenizer, out=trial_dir, corpus=self.corpus, on_eval=on_eval,
                           save_checkpoints=False, desc=f"trial {trial.number}")

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from codenas.cli import cli
+from codenas.io import CodenasError
 from codenas.model.checkpoint import save_checkpoint
 from codenas.model.config import ArchConfig
 from codenas.model.export_hf import export_hf
@@ -119,6 +120,15 @@ def test_inexpressible_layouts_are_refused_naming_the_field(tmp_path, arch, toke
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "ckpt"), "--hf", str(tmp_path / "hf")])
     assert result.exit_code == 1 and f"arch field {field!r}" in result.output
     assert not (tmp_path / "hf").exists()  # nothing half-written
+
+
+def test_an_arch_field_the_exporter_does_not_map_is_refused_unless_at_its_default(monkeypatch, arch):
+    from codenas.model import export_hf
+
+    monkeypatch.setattr(export_hf, "EXPRESSED", tuple(n for n in export_hf.EXPRESSED if n != "rope_theta"))
+    assert export_hf.hf_layout(arch) == "gpt2"  # rope_theta at its default
+    with pytest.raises(CodenasError, match="arch field 'rope_theta' = 5000.0 has no transformers class"):
+        export_hf.hf_layout(ArchConfig(**{**arch.to_dict(), "rope_theta": 5000.0}))
 
 
 def test_export_never_deletes_files_it_did_not_write(tmp_path, model, tokenizer_path):

@@ -17,6 +17,7 @@ the field, never exported approximately. The folder also gets the tokenizer (``t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -61,11 +62,21 @@ def _use_portable_tokenizer_class(config_file: Path) -> None:
     config_file.write_text(dumps_json(config), encoding="utf-8")
 
 
+# the arch fields the families below express; a field added to ArchConfig later is refused when it is not at its
+# default, until it is mapped here (an export must compute exactly what the model computes)
+EXPRESSED = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "vocab_size", "dropout", "bias",
+             "tie_embeddings", "position", "rope_theta", "norm", "mlp", "qk_norm", "n_kv_head", "name")
+
+
 def hf_layout(c: ArchConfig) -> str:
     """``gpt2``, ``llama`` or ``qwen3``: the transformers family that computes ``c`` exactly.
 
     Raises ``CodenasError`` naming the first field that no transformers class can express with the others.
     """
+    for f in dataclasses.fields(c):
+        if f.name not in EXPRESSED and getattr(c, f.name) != f.default:
+            raise CodenasError(f"cannot export: arch field {f.name!r} = {getattr(c, f.name)!r} has no transformers "
+                               "class (the exporter does not map it)")
     if c.position == "learned":
         for name, gpt2_value in (("norm", "layernorm"), ("mlp", "gelu"), ("qk_norm", False),
                                  ("n_kv_head", c.n_head)):

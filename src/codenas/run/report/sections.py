@@ -382,8 +382,8 @@ def solved_section(run: RunView) -> list[Block]:
                 continue
             has_diff = "diff_pass_at_k" in summary
             values, diff = pass_values(summary), _diff_values(summary)
-            row = [bench, model, _scored(run, model, bench), str(count_solved({t: c for t, (c, _) in
-                                                                                 run.solved(model, bench).items()})),
+            solved = count_solved({t: c for t, (c, _) in run.solved(model, bench).items()})
+            row = [bench, model, _scored(run, model, bench), str(solved),
                    str(count_solved(run.solved_diff(model, bench))) if has_diff else "-",
                    str(summary.get("diff_problems", 0)) if has_diff else "0"]
             for k in ks:

@@ -17,6 +17,16 @@ import click
 
 from codenas.io import CodenasError
 from codenas.model.config import layout_fields, layout_flag_help
+from codenas.names import (
+    BEST_ARCH,
+    CHECKPOINTS_TABLE,
+    PARETO_FILE,
+    PASS_AT_1_PLOT,
+    RESULTS,
+    SUMMARY,
+    TOKENIZER_FILE,
+    TRAIN_RECORDS,
+)
 from codenas.progress import set_quiet
 from codenas.settings import (
     EVAL,
@@ -216,7 +226,7 @@ def eval_samples(ctx: click.Context, samples_file: str, problems: str, data_dir:
     from rich.console import Console
 
     from codenas.data.benchmarks import load_problems
-    from codenas.eval.scoring import RESULTS, SUMMARY, score_samples_file, summary_table
+    from codenas.eval.scoring import score_samples_file, summary_table
 
     judge = from_command(ctx, "eval", Part(JudgeSettings), config_file=config_file)[JudgeSettings]
     summary = score_samples_file(samples_file, load_problems(problems, Path(data_dir)), Path(out_dir), raw=raw,
@@ -229,7 +239,7 @@ def eval_samples(ctx: click.Context, samples_file: str, problems: str, data_dir:
 @click.option("--corpus", "sources", multiple=True,
               help="Corpus source to train on (repeatable): a folder of .py files, stdlib, site-packages, a JSONL/"
                    "Parquet file, a saved datasets folder, a URL (see `codenas corpus build --help`) [stdlib].")
-@click.option("--out", type=click.Path(dir_okay=False), default="tokenizer.json", show_default=True,
+@click.option("--out", type=click.Path(dir_okay=False), default=TOKENIZER_FILE, show_default=True,
               help="Where to write the tokenizer JSON.")
 @options(Part(TokenizerSettings))
 @click.pass_context
@@ -279,8 +289,8 @@ def train_pretrain(ctx: click.Context, tokenizer_path: str | None, corpus: str |
 
     s = from_command(ctx, "pretrain", *PRETRAIN, config_file=config_file)
     if tokenizer_path is None:
-        tokenizer_path = str(Path(corpus) / "tokenizer.json") if corpus and is_built_corpus(corpus) \
-            else "tokenizer.json"
+        tokenizer_path = str(Path(corpus) / TOKENIZER_FILE) if corpus and is_built_corpus(corpus) \
+            else TOKENIZER_FILE
         if not Path(tokenizer_path).is_file():
             raise click.BadParameter(f"{tokenizer_path} not found; name one with --tokenizer",
                                      param_hint="--tokenizer")
@@ -342,7 +352,7 @@ def _finetune_options(command):
         click.option("--tokenizer_path", "--tokenizer-path", "tokenizer_path", type=click.Path(), default=None,
                      help="tokenizer.json; optional when the checkpoint carries its tokenizer (must then match)."),
         click.option("--data_path", "--data-path", "data_path", type=click.Path(dir_okay=False),
-                     default="data/train.jsonl", show_default=True, help="Training records (JSONL)."),
+                     default=f"data/{TRAIN_RECORDS}", show_default=True, help="Training records (JSONL)."),
         click.option("--val_path", "--val-path", "val_path", type=click.Path(dir_okay=False), default=None,
                      help="Validation records for val loss and val pass@1 [val.jsonl beside --data_path]."),
         click.option("--output_dir", "--output-dir", "output_dir", type=click.Path(file_okay=False),
@@ -489,7 +499,7 @@ def eval_model(ctx: click.Context, checkpoints: tuple[str, ...], problems: str, 
     rows = evaluate_checkpoints(list(checkpoints), load_problems(problems, Path(data_dir)), Path(out), sampling,
                                 judge, evaluation, device=device)
     Console().print(results_table(rows))
-    click.echo(f"wrote {out}/" + ("pass_at_1.png and checkpoints.json" if len(rows) > 1 else "summary.json"))
+    click.echo(f"wrote {out}/" + (f"{PASS_AT_1_PLOT} and {CHECKPOINTS_TABLE}" if len(rows) > 1 else SUMMARY))
 
 
 # --- corpus -----------------------------------------------------------------------------------------
@@ -621,14 +631,14 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
                f"{r['study']!r} ({r['storage']}): {counts}")
     if len(settings.objectives) > 1:
         click.echo(f"Pareto front ({','.join(settings.objectives)}): {len(r['front'])} trials -> "
-                   f"{Path(out) / 'pareto.json'}")
+                   f"{Path(out) / PARETO_FILE}")
     if r["best"] is None:
-        click.echo("no trial completed yet: no best_arch.json")
+        click.echo(f"no trial completed yet: no {BEST_ARCH}")
     else:
         b = r["best"]
         click.echo(f"best: trial {b['trial']}, val loss {b['val_loss']:.4f}, {b['params']:,} parameters, "
-                   f"optimizer {b['optimizer']} -> {Path(out) / 'best_arch.json'} (codenas train pretrain --arch "
-                   f"{Path(out) / 'best_arch.json'} --optimizer {b['optimizer']} --corpus {r['corpus']})")
+                   f"optimizer {b['optimizer']} -> {Path(out) / BEST_ARCH} (codenas train pretrain --arch "
+                   f"{Path(out) / BEST_ARCH} --optimizer {b['optimizer']} --corpus {r['corpus']})")
 
 
 def _console():

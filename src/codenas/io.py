@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from codenas.names import LOCK_FILE
+
 
 class CodenasError(Exception):
     """The one error type the CLI prints (one line, no traceback). Names the file and line when known."""
@@ -100,7 +102,6 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-LOCK_FILE = ".codenas.lock"
 _held_locks: dict[Path, list] = {}  # folder -> [open lock file, depth]: a process may lock a folder it holds
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from codenas.io import CodenasError, read_json, read_jsonl, sha256_file, write_jsonl
+from codenas.names import MANIFEST
 
 REQUIRED_FIELDS = ("id", "source", "prompt", "solution", "tests", "entry_point")
 OPTIONAL_FIELDS = ("meta", "proven")
-MANIFEST = "manifest.json"  # written by `data build` beside the record files it lists (with their sha256)
 DATA_FORMAT = "codenas-data/"
 
 

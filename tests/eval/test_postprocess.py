@@ -1,6 +1,6 @@
 """extract_completion on realistic raw model outputs (text generated after a HumanEval-style prompt)."""
 
-from codenas.eval.postprocess import extract_completion, extract_with_reason, truncate_at_stop
+from codenas.eval.postprocess import STOP_SEQUENCES, extract_completion, extract_with_reason
 
 BODY = "    total = 0\n    for x in numbers:\n        total += x\n    return total\n"
 
@@ -68,9 +68,14 @@ def test_windows_newlines_and_trailing_blank_lines():
     assert extract_completion(BODY.replace("\n", "\r\n") + "\r\n\r\n\r\n") == BODY
 
 
-def test_truncate_at_stop_picks_the_earliest():
-    assert truncate_at_stop("a\nprint(1)\nif __name__ == 1") == "a"
-    assert truncate_at_stop("a\ndef helper():\n") == "a\ndef helper():\n"  # helpers may follow the function
+def test_stopping_sampling_at_a_stop_sequence_loses_nothing_the_completion_keeps():
+    helper = "\n\ndef _helper(x):\n    return x\n"
+    raw = "    return _helper(a)\n" + helper
+    assert not any(stop in raw for stop in STOP_SEQUENCES)
+    kept = extract_completion(raw, "f")
+    assert "def _helper" in kept  # helpers may follow the function, so no stop sequence cuts them off
+    for stop in STOP_SEQUENCES:
+        assert extract_completion(raw + stop + "(1)\n", "f") == kept
 
 
 # Top-level helpers the entry function needs are kept, transitively and in the order written; the rest is not.

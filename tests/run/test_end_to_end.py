@@ -19,8 +19,9 @@ from codenas.eval.scoring import read_results, read_summary
 from codenas.eval.verdicts import VERDICTS
 from codenas.io import read_json
 from codenas.run.cache import read_stages
-from codenas.run.report import SECTIONS
 from codenas.run.stages import RESULT
+
+from .test_report import SECTIONS
 
 MBPP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 

@@ -10,13 +10,17 @@ import pytest
 from codenas.eval.scoring import RESULTS, SUMMARY, judged_row, summarize
 from codenas.io import atomic_write_json, write_jsonl
 from codenas.run.config import dumps_toml, load_run_config
-from codenas.run.report import SECTIONS, per_problem, write_report
+from codenas.run.report import write_report
 from codenas.run.stages import RESULT
 from codenas.train.pretrain import PRETRAIN_INFO as PRETRAIN_SETTINGS
 from codenas.train.sft import SETTINGS as FINETUNE_SETTINGS
 
 HARDWARE = {"cpu": "Test CPU", "cores": "2", "memory": "1.0 GiB", "gpu": "none"}
 VERSIONS = {"python": "3.11.0", "torch": "9.9.9"}
+SECTIONS = ("Summary", "What the models wrote", "Sample completions", "pass@k before and after fine-tuning",
+            "Solved problems", "Loss curves", "pass@1 vs step", "Expert iteration", "Per-problem changes",
+            "Copying check", "Data", "Pretraining corpus", "Configuration", "Hardware", "Versions",
+            "Wall time per stage")  # the report's sections, in this order
 
 
 def _results(folder, passed: dict[str, list[bool]]) -> None:
@@ -75,6 +79,7 @@ def test_report_has_every_section_in_both_formats(run_dir):
     for section in SECTIONS:
         assert f"## {section}\n" in md
         assert f"<h2>{section}</h2>" in html
+    assert re.findall(r"^## (.+)$", md, flags=re.M) == list(SECTIONS)
     assert "Test CPU" in md and "9.9.9" in md
     assert "| humaneval | HumanEval.jsonl.gz | ffffffffffffffff |" in md
     assert "| input | 164 |" in md and "| contaminated | 15 |" in md  # counts per source and per rule
@@ -110,9 +115,12 @@ def test_per_problem_changes_list_gained_and_lost(run_dir):
     assert "| he_1 | solved before, not after | 1/2 | 0/2 |" in md
 
 
-def test_per_problem_counts(run_dir):
-    assert per_problem(run_dir / "eval" / "base" / "mini") == {
-        "he_1": (1, 2), "he_2": (0, 2), "he_3": (2, 2)}
+def test_solved_problems_are_counted_per_problem(run_dir):
+    md = write_report(run_dir, hardware=HARDWARE, versions=VERSIONS)[0].read_text()
+    # the copying check lists each solved problem with its passing samples / samples
+    assert "| he_1 | mini | base | 1/2 |" in md and "| he_3 | mini | base | 2/2 |" in md
+    assert "| he_2 | mini | base |" not in md  # no passing sample: not solved
+    assert "| he_2 | mini | lora | 1/2 |" in md
 
 
 def test_report_of_an_empty_run_still_has_every_section(tmp_path):

@@ -51,13 +51,12 @@ from codenas.io import (
     sha256_file,
 )
 from codenas.model.tokenizer import TOKENIZER_FILE
+from codenas.names import FORCED_VAL, MANIFEST
 from codenas.paths import cache_dir
 from codenas.progress import say
 from codenas.settings import CorpusSettings
 
 MANIFEST_FORMAT = "codenas-corpus/1"
-MANIFEST = "manifest.json"
-FORCED_VAL = "forced_val.json"  # in the work folder: the document put in val so that val is not empty
 DEFAULT_VOCAB_SIZE = 8192
 DEDUP_RULES = ("exact_duplicate", "near_duplicate")
 RULES = (*(f.name for f in FILTERS), *DEDUP_RULES)  # pipeline order: the filters, then the two dedup passes

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from codenas.io import CodenasError, atomic_write_json, read_json
+from codenas.names import EXECUTOR_PID
 from codenas.progress import say
 from codenas.settings import EXECUTORS
 
-PID_FILE = "executor.pid"  # in the work folder, while a local build runs: its process group
+PID_FILE = EXECUTOR_PID
 _PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
 _SLURM_POLL_S = 30.0

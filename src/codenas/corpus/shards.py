@@ -22,6 +22,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from codenas.io import CodenasError, atomic_path, atomic_write_json
+from codenas.names import MANIFEST
 
 _BATCH_DOCS = 256
 
@@ -213,7 +214,7 @@ def open_split(corpus: Path, split: str) -> TokenShards:
     """The ``split`` (train | val) shards of a built corpus folder, as one token sequence."""
     from codenas.io import read_json
 
-    manifest = read_json(Path(corpus) / "manifest.json")
+    manifest = read_json(Path(corpus) / MANIFEST)
     paths = [Path(corpus) / s["file"] for s in manifest["shards"] if s["split"] == split]
     if not paths:
         raise CodenasError(f"the corpus has no {split} tokens" + (" (it holds a single document: a validation "

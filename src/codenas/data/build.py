@@ -33,15 +33,16 @@ from codenas.io import (
     replace_folder,
     sha256_file,
 )
+from codenas.names import BENCHMARKS_DIR, TRAIN_RECORDS, VAL_RECORDS
 from codenas.progress import say
 from codenas.records import DATA_FORMAT, MANIFEST, Record, write_records
 
 MAX_SOLUTION_LINES = 30
 MAX_COMPLEXITY = 6
 MANIFEST_FORMAT = f"{DATA_FORMAT}1"
-TRAIN = "train.jsonl"
-VAL = "val.jsonl"
-OUTPUT_NAMES = {TRAIN, VAL, "benchmarks", MANIFEST, LOCK_FILE}
+TRAIN = TRAIN_RECORDS
+VAL = VAL_RECORDS
+OUTPUT_NAMES = {TRAIN, VAL, BENCHMARKS_DIR, MANIFEST, LOCK_FILE}
 
 
 def _mbpp_records(rows: list[dict]) -> tuple[list[Record], dict[str, str]]:

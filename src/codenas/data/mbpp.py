@@ -18,6 +18,7 @@ from pathlib import Path
 from codenas import paths
 from codenas.data.metrics import cyclomatic_complexity, solution_lines
 from codenas.io import CodenasError, atomic_write_bytes, check_writable, read_jsonl, sha256_bytes, sha256_file
+from codenas.names import MBPP_FILE
 from codenas.progress import say
 from codenas.records import Record
 
@@ -37,7 +38,7 @@ class UnconvertibleTask(ValueError):
 
 
 def downloaded_mbpp_path() -> Path:
-    return paths.cache_dir() / "mbpp" / "mbpp.jsonl"
+    return paths.cache_dir() / "mbpp" / MBPP_FILE
 
 
 def resolve_mbpp_path(explicit: Path | None) -> Path | None:

@@ -21,12 +21,11 @@ from pathlib import Path
 from codenas.eval.verdicts import shares_text
 from codenas.io import CodenasError, atomic_path, atomic_write_json, check_writable, output_lock
 from codenas.model.hf import HF_PREFIX
+from codenas.names import CHECKPOINTS_TABLE, PASS_AT_1_PLOT
 from codenas.progress import say
 from codenas.records import Record
 from codenas.settings import EvalSettings, JudgeSettings, SamplingSettings
 
-CHECKPOINTS_TABLE = "checkpoints.json"
-PASS_AT_1_PLOT = "pass_at_1.png"
 _STEP_DIR = re.compile(r"step(\d+)$")
 
 

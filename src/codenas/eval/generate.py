@@ -21,10 +21,9 @@ from codenas.eval.postprocess import STOP_SEQUENCES, extract_with_reason
 from codenas.eval.scoring import SUMMARY, score_stream
 from codenas.io import atomic_write_json, write_jsonl
 from codenas.model.sampling import generate, stream
+from codenas.names import SAMPLES
 from codenas.records import Record
 from codenas.settings import JudgeSettings, SamplingSettings
-
-SAMPLES = "samples.jsonl"
 
 
 def sample_problems(model: nn.Module, tokenizer, problems: Sequence[Record],

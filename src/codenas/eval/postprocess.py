@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ast
 
-EOT = "<|endoftext|>"
+from codenas.names import EOT
+
 # Where sampling stops: what follows the function and its helpers (EvalPlus stops at the same places).
 STOP_SEQUENCES = ("\nif __name__", "\ndef main(", "\nprint(", "\nassert ")
 _FENCE = "```"
@@ -66,16 +67,6 @@ def extract_with_reason(raw: str, entry_point: str | None = None) -> tuple[str, 
     if not out:
         return "", "the function has no body"
     return "\n".join(out) + "\n", None
-
-
-def truncate_at_stop(text: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
-    """Cut ``text`` at the earliest stop sequence (and at end-of-text)."""
-    cut = len(text)
-    for stop in (*stops, EOT):
-        i = text.find(stop)
-        if i != -1:
-            cut = min(cut, i)
-    return text[:cut]
 
 
 def _unfence(text: str) -> str:

@@ -58,12 +58,11 @@ from codenas.io import (
     sha256_bytes,
     write_jsonl,
 )
+from codenas.names import RESULTS, RESULTS_JOURNAL, SUMMARY
 from codenas.progress import progress, say
 from codenas.records import Record, canonical_id, program
 
-RESULTS = "results.jsonl"
-JOURNAL = "results.partial.jsonl"
-SUMMARY = "summary.json"
+JOURNAL = RESULTS_JOURNAL
 DIFF_TESTS = "diff_tests"  # the meta key of a problem's differential tests
 
 

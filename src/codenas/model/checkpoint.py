@@ -25,12 +25,11 @@ import codenas
 from codenas.io import CodenasError, atomic_directory, dumps_json, read_json, sha256_file
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT
-from codenas.model.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_file
+from codenas.model.tokenizer import load_tokenizer, tokenizer_file
+from codenas.names import CHECKPOINT_META, TOKENIZER_FILE, TRAINER_STATE, WEIGHTS
 
-WEIGHTS = "model.safetensors"
-META = "codenas.json"
+META = CHECKPOINT_META
 TOKENIZER = TOKENIZER_FILE
-TRAINER_STATE = "trainer_state.pt"
 
 
 @dataclass

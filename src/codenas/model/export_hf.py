@@ -28,7 +28,7 @@ from codenas.io import CodenasError, check_new_folder, dumps_json, read_json, re
 from codenas.model.checkpoint import load_checkpoint
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT, NORM_EPS
-from codenas.model.tokenizer import EOT, PAD
+from codenas.names import EOT, HF_TOKENIZER_CONFIG, PAD
 
 
 def export_hf(checkpoint: Path, out_dir: Path, *, overwrite: bool = False) -> str:
@@ -51,7 +51,7 @@ def export_hf(checkpoint: Path, out_dir: Path, *, overwrite: bool = False) -> st
     with replace_folder(out_dir, overwrite=overwrite) as tmp:
         hf_model.save_pretrained(tmp)
         hf_tokenizer.save_pretrained(tmp)
-        _use_portable_tokenizer_class(tmp / "tokenizer_config.json")
+        _use_portable_tokenizer_class(tmp / HF_TOKENIZER_CONFIG)
     return type(hf_model).__name__
 
 

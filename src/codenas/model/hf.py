@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codenas.io import CodenasError
+from codenas.names import HF_CONFIG
 
 HF_PREFIX = "hf:"
 
@@ -113,8 +114,8 @@ class HFCausalLM(nn.Module):
 def hf_dir(spec: str) -> Path:
     """The folder of an ``hf:DIR`` spec, checked to exist."""
     path = Path(spec[len(HF_PREFIX):]).expanduser().resolve()
-    if not (path / "config.json").is_file():
-        raise CodenasError("not a transformers model folder (no config.json)", path)
+    if not (path / HF_CONFIG).is_file():
+        raise CodenasError(f"not a transformers model folder (no {HF_CONFIG})", path)
     return path
 
 

@@ -36,9 +36,8 @@ from codenas.model.checkpoint import (
 from codenas.model.config import ArchConfig
 from codenas.model.hf import HF_PREFIX, HFCausalLM, hf_dir, load_hf, save_hf
 from codenas.model.model import GPT
-from codenas.model.tokenizer import TOKENIZER_FILE, check_vocab_fits, eot_id, load_tokenizer, pad_id, tokenizer_file
-
-ADAPTER_CONFIG = "adapter_config.json"
+from codenas.model.tokenizer import check_vocab_fits, eot_id, load_tokenizer, pad_id, tokenizer_file
+from codenas.names import ADAPTER_CONFIG, HF_CONFIG, TOKENIZER_FILE
 
 
 @dataclass
@@ -78,7 +77,7 @@ def _is_hf_spec(spec: str) -> bool:
     if spec.startswith(HF_PREFIX):
         return True
     path = Path(spec)
-    return path.is_dir() and (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file()
+    return path.is_dir() and (path / HF_CONFIG).is_file() and not (path / ADAPTER_CONFIG).is_file()
 
 
 def load_model(spec: str, *, arch: ArchConfig | None = None, tokenizer_path: Path | None = None,

@@ -15,9 +15,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from codenas.io import CodenasError, atomic_path
+from codenas.names import EOT, PAD, TOKENIZER_FILE
 
-EOT = "<|endoftext|>"
-PAD = "<|pad|>"
 SPECIAL_TOKENS = (EOT, PAD)  # ids 0 and 1, in this order
 
 
@@ -63,8 +62,6 @@ def train_tokenizer_on_texts(texts: list[str], vocab_size: int, out: Path) -> Pa
         tok.save(str(tmp))
     return out
 
-
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def tokenizer_file(path: str | os.PathLike) -> Path:

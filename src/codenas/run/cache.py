@@ -18,8 +18,7 @@ from typing import Any
 
 import codenas
 from codenas.io import atomic_write_json, atomic_write_text, read_json
-
-STAGES_FILE = "stages.json"  # in the run folder
+from codenas.names import DONE, STARTED
 
 
 def stage_key(name: str, params: dict[str, Any], upstream: dict[str, str], inputs: dict[str, str]) -> str:
@@ -27,9 +26,6 @@ def stage_key(name: str, params: dict[str, Any], upstream: dict[str, str], input
     payload = {"stage": name, "params": params, "upstream": upstream, "inputs": inputs,
                "codenas": codenas.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-STARTED, DONE = ".started", ".done"  # markers in each stage's folder, holding its key
 
 
 def is_done(stage_dir: Path, key: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codenas.io import CodenasError
+from codenas.names import RESOLVED_CONFIG
 from codenas.paths import resolve_config
 from codenas.settings import (
     SECTIONS,
@@ -29,7 +30,6 @@ from codenas.settings import (
     upgrade_keys,
 )
 
-RESOLVED_CONFIG = "config.resolved.toml"  # written into the run folder by `codenas run`
 FINETUNE_METHODS = {"lora": ("lora",), "sft": ("sft",), "both": ("sft", "lora"), "none": ()}
 
 # section -> its keys, in order (derived from the settings dataclasses; for the docs and tools)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codenas.io import atomic_write_text, output_lock
+from codenas.names import REPORT_MD, STAGES_FILE
 from codenas.progress import say
 from codenas.run import cache
 from codenas.run.config import RESOLVED_CONFIG, dumps_toml, load_run_config
@@ -50,7 +51,7 @@ def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
     out = Path(out) if out is not None else default_out(preset)
     stages = plan(config, out, mbpp)
     keys = stage_keys(stages)
-    result = {"out": out, "report": out / "report.md", "stages": {}}
+    result = {"out": out, "report": out / REPORT_MD, "stages": {}}
     from codenas.train.distributed import context
 
     if not context().is_main:
@@ -64,7 +65,7 @@ def _run_stages(config: dict, out: Path, stages: list[Stage], keys: dict[str, st
                 result: dict[str, Any]) -> dict[str, Any]:
     """Rank 0's part of ``run_pipeline``, holding the run folder's lock."""
     atomic_write_text(out / RESOLVED_CONFIG, dumps_toml(config))
-    log = cache.StageLog(out / cache.STAGES_FILE)
+    log = cache.StageLog(out / STAGES_FILE)
     log.keep_only([s.name for s in stages])
     for i, stage in enumerate(stages, start=1):
         key, where = keys[stage.name], f"[{i}/{len(stages)}] {stage.name}"

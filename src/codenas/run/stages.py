@@ -17,6 +17,29 @@ from typing import Any
 from codenas.benchmarks import BENCHMARKS
 from codenas.data.benchmarks import NO_MBPP, NO_MBPP_FIX
 from codenas.io import CodenasError, atomic_write_json, sha256_file
+from codenas.names import (
+    BASE_MODEL,
+    BEST,
+    CORPUS_STAGE,
+    DATA_STAGE,
+    IMPROVE_STAGE,
+    LAST,
+    MINE_STAGE,
+    MINED_RECORDS,
+    PLOTS_DIR,
+    PRETRAIN_STAGE,
+    REPORT_STAGE,
+    RESULT,
+    TOKENIZER_FILE,
+    TRAIN_RECORDS,
+    VAL_RECORDS,
+    corpus_folder,
+    data_folder,
+    eval_folder,
+    eval_stage,
+    mined_folder,
+    trained_by,
+)
 from codenas.progress import say
 from codenas.run import cache
 from codenas.run.config import finetune_stages, part_of, settings_of
@@ -37,15 +60,9 @@ from codenas.settings import (
     TrainSettings,
 )
 
-BASE_MODEL = "base"
 _LORA_ONLY_KEYS = tuple(LORA.keys().values())
-TRAIN_STAGES = ("pretrain", "sft", "lora")
-IMPROVE = "improve"  # the expert-iteration stage (and the name of its model in eval/ and the report)
-MINE = "mine"  # the mined-records stage, when the plan has one: its proven records join the improve pool
-RESULT = "result.json"  # what a training stage's library call returned
-EVAL_DIR = "eval"
-MINED_RECORDS = "records.jsonl"  # codenas.corpus.mine.RECORDS (not imported here: it loads datatrove)
-PLOTS_DIR = "plots"  # the report stage's folder (report.md and report.html sit beside it, in the run folder)
+IMPROVE = IMPROVE_STAGE  # the expert-iteration stage (and the name of its model in eval/ and the report)
+MINE = MINE_STAGE  # the mined-records stage, when the plan has one: its proven records join the improve pool
 
 
 @dataclass
@@ -72,12 +89,12 @@ def plan(config: dict[str, dict[str, Any]], out: Path, mbpp: Path | None) -> lis
     stages += [_finetune_stage(config, out, method) for method in methods]
     models = (BASE_MODEL, *methods)
     if config[IMPROVE]["rounds"] > 0:
-        stages.append(_improve_stage(config, out, methods[-1] if methods else "pretrain",
+        stages.append(_improve_stage(config, out, methods[-1] if methods else PRETRAIN_STAGE,
                                      mined=any(s.name == MINE for s in stages)))
         models += (IMPROVE,)
     for bench in _benchmarks(config, mbpp_path):
         stages += [_eval_stage(config, out, model, bench) for model in models]
-    stages.append(Stage("report", out / PLOTS_DIR, lambda folder, resume: _report(out), {},
+    stages.append(Stage(REPORT_STAGE, out / PLOTS_DIR, lambda folder, resume: _report(out), {},
                         upstream=tuple(s.name for s in stages)))
     return stages
 
@@ -120,7 +137,7 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
         build_dataset(mbpp=mbpp_path, out=folder, seed=settings.seed, val_size=settings.val_size,
                       holdout=settings.holdout, diff_inputs=settings.diff_inputs)
 
-    return Stage("data", out / "data", action, params, inputs=inputs)
+    return Stage(DATA_STAGE, data_folder(out), action, params, inputs=inputs)
 
 
 # --- training ------------------------------------------------------------------------------------------------------
@@ -131,7 +148,6 @@ def _fresh_or_resumable(folder: Path, resume: bool) -> dict[str, bool]:
     this stage left one (also when a kill between the renames of its replacement left it aside); otherwise start
     over, removing what the interrupted run wrote (the run decides, so nothing is refused)."""
     from codenas.io import recover_directory
-    from codenas.train.loop import LAST
 
     if resume and recover_directory(folder / LAST).is_dir():
         return {"resume": True, "overwrite": False}
@@ -158,19 +174,12 @@ def _pretrain_stage(config: dict, out: Path) -> Stage:
                           **_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
 
-    return Stage("pretrain", out / "pretrain", action, params, upstream=("corpus",),
+    return Stage(PRETRAIN_STAGE, out / PRETRAIN_STAGE, action, params, upstream=(CORPUS_STAGE,),
                  inputs={"arch": arch_sha, "world_size": _world_size()}, distributed=True)
-
-
-def corpus_folder(out: Path) -> Path:
-    """The built corpus inside a run folder."""
-    return out / "corpus" / "built"
 
 
 def run_tokenizer(out: Path) -> Path:
     """The run's tokenizer: the one its corpus build trained."""
-    from codenas.model.tokenizer import TOKENIZER_FILE
-
     return corpus_folder(out) / TOKENIZER_FILE
 
 
@@ -197,12 +206,7 @@ def _corpus_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
         atomic_write_json(folder / RESULT, {"documents": manifest["documents"], "tokens": manifest["tokens"],
                                             "rules": manifest["rules"], "contaminated": len(manifest["contaminated"])})
 
-    return Stage("corpus", out / "corpus", action, params, inputs=inputs)
-
-
-def mined_folder(out: Path) -> Path:
-    """The mine stage's output (`codenas data mine`'s records.jsonl and manifest.json) inside a run folder."""
-    return out / "mine" / "built"
+    return Stage(CORPUS_STAGE, out / CORPUS_STAGE, action, params, inputs=inputs)
 
 
 def _mine_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
@@ -224,7 +228,7 @@ def _mine_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
                                                                           "files", "rules", "elapsed")},
                                             "contaminated": len(manifest["contaminated"])})
 
-    return Stage("mine", out / "mine", action, params, inputs=inputs)
+    return Stage(MINE, out / MINE, action, params, inputs=inputs)
 
 
 def _world_size() -> str:
@@ -236,8 +240,6 @@ def _world_size() -> str:
 
 def best_model(folder: Path) -> Path:
     """The model a training stage hands on: its best checkpoint (or adapter), else its last one."""
-    from codenas.train.loop import BEST, LAST
-
     for name in (BEST, LAST):
         if (folder / name).is_dir():
             return folder / name
@@ -254,18 +256,19 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA) if method == "lora" else None
     mix = part_of(config, "finetune", Part(MixSettings))
-    upstream = ("data", "pretrain")
+    upstream = (DATA_STAGE, PRETRAIN_STAGE)
     if mix.mined_share > 0:
         if not config["mine"]["enabled"]:
             raise CodenasError("finetune.mined_share > 0 needs the mine stage: set mine.enabled = true")
-        upstream += ("mine",)
+        upstream += (MINE,)
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.train.sft import finetune
 
-        result = finetune(init_checkpoint=str(best_model(out / "pretrain")), data_path=out / "data" / "train.jsonl",
-                          val_path=out / "data" / "val.jsonl", out=folder, training=training, lora=lora,
-                          sampling=sampling, judge=judge, evaluation=evaluation,
+        result = finetune(init_checkpoint=str(best_model(out / PRETRAIN_STAGE)),
+                          data_path=data_folder(out) / TRAIN_RECORDS, val_path=data_folder(out) / VAL_RECORDS,
+                          out=folder, training=training, lora=lora, sampling=sampling, judge=judge,
+                          evaluation=evaluation,
                           mined=mined_folder(out) / MINED_RECORDS if mix.mined_share > 0 else None, mix=mix,
                           **_fresh_or_resumable(folder, resume))
         atomic_write_json(folder / RESULT, result)
@@ -288,17 +291,17 @@ def _improve_stage(config: dict, out: Path, source: str, mined: bool) -> Stage:
     params = {**config[IMPROVE], "finetune": finetune_params}
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA)
-    pool = [out / "data" / "train.jsonl"] + ([mined_folder(out)] if mined else [])
+    pool = [data_folder(out) / TRAIN_RECORDS] + ([mined_folder(out)] if mined else [])
 
     def action(folder: Path, resume: bool) -> None:
         from codenas.train.improve import improve
 
         result = improve(init_checkpoint=str(best_model(out / source)), pool=pool, out=folder,
-                         data_dir=out / "data", settings=settings, training=training, lora=lora,
+                         data_dir=data_folder(out), settings=settings, training=training, lora=lora,
                          val_sampling=sampling, judge=judge, evaluation=evaluation)
         atomic_write_json(folder / RESULT, result)
 
-    return Stage(IMPROVE, out / IMPROVE, action, params, upstream=("data", source, *((MINE,) if mined else ())))
+    return Stage(IMPROVE, out / IMPROVE, action, params, upstream=(DATA_STAGE, source, *((MINE,) if mined else ())))
 
 
 # --- evaluation and report -----------------------------------------------------------------------------------------
@@ -315,23 +318,13 @@ def _eval_stage(config: dict, out: Path, model: str, bench: str) -> Stage:
         from codenas.eval.checkpoints import evaluate_checkpoints
         from codenas.eval.verdicts import shares_text
 
-        row = evaluate_checkpoints([str(best_model(out / source))], load_problems(bench, out / "data"), folder,
+        row = evaluate_checkpoints([str(best_model(out / source))], load_problems(bench, data_folder(out)), folder,
                                    sampling, judge, evaluation)[0]
         passed = ", ".join(f"{k} {100 * v:.1f}%" for k, v in row["pass_at_k"].items())
         say(f"{model} on {bench} ({row['n_problems']} problems): {passed}; {shares_text(row)}")
 
-    return Stage(f"{EVAL_DIR}/{model}/{bench}", eval_folder(out, model, bench), action, params,
-                 upstream=("data", source))
-
-
-def eval_folder(out: Path, model: str, bench: str) -> Path:
-    """Where the evaluation of ``model`` (``base``, ``sft``, ``lora``) on ``bench`` writes its samples and results."""
-    return out / EVAL_DIR / model / bench
-
-
-def trained_by(model: str) -> str:
-    """The training stage that produced ``model``."""
-    return "pretrain" if model == BASE_MODEL else model
+    return Stage(eval_stage(model, bench), eval_folder(out, model, bench), action, params,
+                 upstream=(DATA_STAGE, source))
 
 
 def _report(out: Path) -> None:

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.table import Table
 
 from codenas.io import CodenasError, atomic_path, atomic_write_json, write_jsonl
+from codenas.names import BEST_ARCH, PARETO_FILE, PARETO_PLOT, TRIALS
 from codenas.search.space import optimizer_of, shape_of
 
 ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout", "position", "norm", "mlp",
@@ -35,8 +36,6 @@ _STATE_ORDER = {"complete": 0, "pruned": 1, "infeasible": 2, "failed": 3, "runni
 # objective -> the row field (and trial user attribute) holding a trial's value of it
 OBJECTIVE_FIELDS = {"loss": "val_loss", "params": "params", "flops": "flops", "latency": "latency_ms"}
 _AXIS_LABELS = {"params": "parameters", "flops": "forward FLOPs per token", "latency": "ms per generated token"}
-PARETO_FILE = "pareto.json"
-
 
 def front_objectives(objectives: Sequence[str]) -> tuple[str, ...]:
     """The objectives the Pareto front is over: the study's, or (loss, params) for a loss-only study."""
@@ -173,13 +172,13 @@ def write_outputs(study: optuna.Study, out: Path, *, max_params: int | None = No
     """Write ``trials.jsonl``, ``pareto.json``, ``pareto.png`` and (once a trial completed) ``best_arch.json``;
     return the rows."""
     rows = ranked_rows(study, objectives)
-    write_jsonl(out / "trials.jsonl", rows)
+    write_jsonl(out / TRIALS, rows)
     atomic_write_json(out / PARETO_FILE, front_entries(study, rows, objectives))
-    plot_pareto(out / "pareto.png", rows, max_params=max_params, objectives=objectives)
+    plot_pareto(out / PARETO_PLOT, rows, max_params=max_params, objectives=objectives)
     best = best_row(rows)
     if best is not None:
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == best["trial"])
-        atomic_write_json(out / "best_arch.json", trial.user_attrs["arch"])
+        atomic_write_json(out / BEST_ARCH, trial.user_attrs["arch"])
     return rows
 
 

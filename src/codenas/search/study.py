@@ -54,6 +54,7 @@ from codenas.io import CodenasError, check_writable, sha256_file
 from codenas.model.config import ArchConfig, describe_layout
 from codenas.model.loading import resolve_device
 from codenas.model.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_file
+from codenas.names import TRIALS
 from codenas.progress import say
 from codenas.search.latency import measure_latency_ms
 from codenas.search.report import OBJECTIVE_FIELDS, best_row, dominates, read_front, write_outputs
@@ -394,7 +395,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         raise CodenasError(f"{MAX_INFEASIBLE_IN_A_ROW} shapes in a row broke --max-params {cfg.max_params:,}"
                            + (f" or --max-latency-ms {cfg.max_latency_ms:g}" if cfg.max_latency_ms else "")
                            + f"; {trained_count(study)} of {cfg.trials} trained: narrow the search space to shapes "
-                           "that fit (fewer layers, smaller d_model)", out / "trials.jsonl")
+                           "that fit (fewer layers, smaller d_model)", out / TRIALS)
     return {
         "study": cfg.study_name,
         "storage": redact(cfg.storage_url()),

@@ -49,6 +49,26 @@ from codenas.io import (
     sha256_file,
     write_jsonl,
 )
+from codenas.names import (
+    ADAPTER_WEIGHTS,
+    BENCHMARKS_DIR,
+    IMPROVE_BEST,
+    IMPROVE_INFO,
+    IMPROVE_INIT,
+    IMPROVE_KEPT,
+    IMPROVE_MERGED,
+    IMPROVE_POOL,
+    IMPROVE_ROUND,
+    IMPROVE_ROUNDS,
+    IMPROVE_SAMPLE_DIR,
+    IMPROVE_TRAIN_DIR,
+    MINED_RECORDS,
+    TRAIN_RECORDS,
+    TRAINER_STATE,
+    VAL_RECORDS,
+    WEIGHTS,
+)
+from codenas.names import BEST as BEST_CHECKPOINT
 from codenas.progress import say
 from codenas.records import Record, read_records, write_records
 from codenas.settings import (
@@ -63,19 +83,17 @@ from codenas.settings import (
     TrainSettings,
 )
 
-POOL = "pool.jsonl"
-ROUNDS = "rounds.jsonl"
-SETTINGS = "improve.json"
-BEST = "best.json"
-BEST_MODEL = "checkpoint_best"
-ROUND_FILE = "round.json"
-SAMPLE_DIR = "sample"
-KEPT = "kept.jsonl"
-TRAIN_RECORDS = "train.jsonl"
-TRAIN_DIR = "train"
-MERGED = "model"
-INIT = "init"
-MINED_RECORDS = "records.jsonl"  # the file of a `data mine` folder given as a pool
+POOL = IMPROVE_POOL
+ROUNDS = IMPROVE_ROUNDS
+SETTINGS = IMPROVE_INFO
+BEST = IMPROVE_BEST
+BEST_MODEL = BEST_CHECKPOINT
+ROUND_FILE = IMPROVE_ROUND
+SAMPLE_DIR = IMPROVE_SAMPLE_DIR
+KEPT = IMPROVE_KEPT
+TRAIN_DIR = IMPROVE_TRAIN_DIR
+MERGED = IMPROVE_MERGED
+INIT = IMPROVE_INIT
 ROW_FIELDS = ("round", "pool_problems", "samples", "solved", "pass_at_k", "kept", "new_problems", "replay",
               "train_loss", "val_loss", "val_passed", "val_pass@1", "wall_s", "trained", "model")
 """A row of rounds.jsonl: pool problems sampled, samples per problem, problems with a passing sample (``solved``),
@@ -100,8 +118,8 @@ def held_out(data_dir: Path | None, val_path: Path | None) -> tuple[dict[str, st
     from codenas.data.humaneval import load_mini
 
     records = [(r, "mini") for r in load_mini()]
-    if data_dir is not None and (Path(data_dir) / "benchmarks").is_dir():
-        for path in sorted((Path(data_dir) / "benchmarks").glob("*.jsonl")):
+    if data_dir is not None and (Path(data_dir) / BENCHMARKS_DIR).is_dir():
+        for path in sorted((Path(data_dir) / BENCHMARKS_DIR).glob("*.jsonl")):
             records += [(r, path.stem) for r in read_records(path)]
     if val_path is not None and Path(val_path).is_file():
         records += [(r, Path(val_path).name) for r in read_records(val_path)]
@@ -289,8 +307,8 @@ def improve(*, init_checkpoint: str, pool: Sequence[Path], out: Path, data_dir: 
         raise CodenasError("train improve runs in one process: run it without torchrun (or set improve.rounds = 0)")
     if s.rounds < 1:
         raise CodenasError(f"rounds must be at least 1 to improve a model, got {s.rounds}")
-    val_path = Path(val_path) if val_path is not None else _in_data(data_dir, "val.jsonl", "--val-path")
-    replay_path = Path(replay_path) if replay_path is not None else _in_data(data_dir, "train.jsonl", "--replay-path")
+    val_path = Path(val_path) if val_path is not None else _in_data(data_dir, VAL_RECORDS, "--val-path")
+    replay_path = Path(replay_path) if replay_path is not None else _in_data(data_dir, TRAIN_RECORDS, "--replay-path")
     problems, pool_counts = build_pool([Path(p) for p in pool], data_dir, val_path)
     replay_records = read_records(replay_path)
     init_sha = _model_digest(init_checkpoint)
@@ -346,7 +364,7 @@ def _in_data(data_dir: Path | None, name: str, flag: str) -> Path:
 def _model_digest(spec: str) -> str | None:
     """The sha256 of a model folder's weights (so a rerun notices another starting model), when there is one."""
     folder = Path(spec)
-    for name in ("model.safetensors", "adapter_model.safetensors"):
+    for name in (WEIGHTS, ADAPTER_WEIGHTS):
         if (folder / name).is_file():
             return sha256_file(folder / name)
     return None
@@ -509,7 +527,7 @@ def _keep_best(out: Path, rows: list[dict], start: str) -> dict:
     if not ((out / BEST).is_file() and read_json(out / BEST) == record and (out / BEST_MODEL).is_dir()):
         with atomic_directory(out / BEST_MODEL) as tmp:
             for item in source.iterdir():
-                if item.name == "trainer_state.pt" or item.name.startswith("."):
+                if item.name == TRAINER_STATE or item.name.startswith("."):
                     continue
                 if item.is_dir():
                     shutil.copytree(item, tmp / item.name)

@@ -54,15 +54,12 @@ from codenas.io import (
     write_jsonl,
 )
 from codenas.model.checkpoint import META
+from codenas.names import BEST, LAST, METRICS
 from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.settings import TrainSettings
 from codenas.train import distributed
 from codenas.train.distributed import DistContext
 from codenas.train.mfu import count_params, device_peak_flops, mfu
-
-LAST = "checkpoint_last"
-BEST = "checkpoint_best"
-METRICS = "metrics.jsonl"
 
 
 class BatchSource(Protocol):

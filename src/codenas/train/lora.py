@@ -21,10 +21,10 @@ from codenas.io import CodenasError, atomic_directory, atomic_write_json, check_
 from codenas.model.checkpoint import TOKENIZER
 from codenas.model.hf import HFCausalLM, default_hf_targets
 from codenas.model.loading import ADAPTER_CONFIG, LoadedModel, load_model, save_model, write_trainer_state
+from codenas.names import ADAPTER_WEIGHTS, CHECKPOINT_META, PEFT_README
 from codenas.settings import LoraSettings
 
 DEFAULT_TARGETS = ("qkv_proj", "out_proj")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def default_targets(model: nn.Module) -> list[str]:
@@ -76,12 +76,12 @@ def save_adapter(out_dir: Path, peft_model: nn.Module, base: LoadedModel, *, ste
     """Write an adapter folder atomically (see the module docstring for its files)."""
     with atomic_directory(out_dir) as tmp:
         peft_model.save_pretrained(str(tmp))
-        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's model-card template says nothing useful
+        (tmp / PEFT_README).unlink(missing_ok=True)  # PEFT's model-card template says nothing useful
         if base.tokenizer_file is not None:
             shutil.copyfile(base.tokenizer_file, tmp / TOKENIZER)
         else:
             base.tokenizer.save(str(tmp / TOKENIZER))
-        atomic_write_json(tmp / "codenas.json", {
+        atomic_write_json(tmp / CHECKPOINT_META, {
             "kind": "lora", "base": base.ref, "base_sha256": base.sha256,
             "arch": base.arch.to_dict() if base.arch is not None else None,
             "lora": lora_summary(peft_model), "step": step, "metrics": metrics or {},

@@ -26,6 +26,7 @@ from codenas.model.loading import resolve_device
 from codenas.model.memory import check_fits
 from codenas.model.model import GPT, describe
 from codenas.model.tokenizer import check_vocab_fits, load_tokenizer
+from codenas.names import PRETRAIN_INFO
 from codenas.paths import resolve_config
 from codenas.progress import say
 from codenas.settings import CorpusSettings, PretrainSettings, TrainSettings
@@ -33,8 +34,6 @@ from codenas.train import distributed
 from codenas.train.corpus import RandomWindows, TokenCorpus, check_corpus, fixed_windows, prepare_corpus
 from codenas.train.distributed import DistContext
 from codenas.train.loop import check_start, clear_run, lm_loss, train
-
-PRETRAIN_INFO = "pretrain.json"
 
 
 class GPTCheckpointer:

@@ -31,6 +31,7 @@ from codenas.io import CodenasError, atomic_write_json, check_writable, output_l
 from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.model.loading import LoadedModel, load_model, save_model
+from codenas.names import EVALS_DIR, FINETUNE_INFO, MINED_TRAIN, VAL_RECORDS
 from codenas.progress import say
 from codenas.records import Record, read_records, write_records
 from codenas.settings import (
@@ -49,9 +50,8 @@ from codenas.train.loop import LAST, VAL_LOSS, BestKey, check_start, clear_run, 
 from codenas.train.lora import LoraSettings, apply_lora, count_parameters, restore_adapter, save_adapter
 
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
-SETTINGS = "finetune.json"  # the run's settings, trainable and total parameter counts
-EVALS = "evals"  # OUT/evals/step{N}/: samples, results and summary of each evaluation
-MINED_TRAIN = "mined_train.jsonl"  # the mined records this run trained on, beside the data stage's train.jsonl
+SETTINGS = FINETUNE_INFO
+EVALS = EVALS_DIR
 
 
 class FinetuneCheckpointer:
@@ -140,9 +140,9 @@ class Evaluator:
 
 def _read_val(data_path: Path, val_path: Path | None) -> tuple[Path, list[Record]]:
     """The val records: ``val_path``, else ``val.jsonl`` beside the train records."""
-    path = Path(val_path) if val_path is not None else Path(data_path).parent / "val.jsonl"
+    path = Path(val_path) if val_path is not None else Path(data_path).parent / VAL_RECORDS
     if val_path is None and not path.is_file():
-        raise CodenasError("no --val_path given and no val.jsonl beside the training records", data_path)
+        raise CodenasError(f"no --val_path given and no {VAL_RECORDS} beside the training records", data_path)
     return path, read_records(path)
 
 

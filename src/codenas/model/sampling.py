@@ -190,7 +190,9 @@ class _Rows:
     row's next token is chosen from, and each row's random key and count of chosen tokens.
 
     A kind of batch says how rows are filled (``fill``) and how the model extends them (``advance``); the loop
-    (``_decode``) chooses the tokens and decides which samples end, the same for every kind.
+    (``_decode``) chooses the tokens and decides which samples end, the same for every kind. Here a batch starts
+    full and finished rows leave it (left-padded and one-prompt batches: ``_select`` and ``_extend``); the
+    refilled batch overrides both.
     """
 
     rows: list[_Sample | None]
@@ -204,19 +206,25 @@ class _Rows:
 
     def advance(self, tokens: torch.Tensor, done: list[int]) -> None:
         """Release the rows in ``done`` (their samples have ended) and run the model on the others' new
-        ``tokens``, leaving their next logits in ``logits``."""
+        ``tokens``, leaving their next logits in ``logits``. Here finished rows leave the batch."""
+        if done:
+            gone = set(done)
+            keep = [b for b in range(len(self.rows)) if b not in gone]
+            self.rows = [self.rows[b] for b in keep]
+            if not keep:
+                return
+            index = torch.tensor(keep, dtype=torch.long, device=self.keys.device)
+            self.keys, self.steps, tokens = self.keys[index], self.steps[index], tokens[index]
+            self._select(index)
+        self.logits = self._extend(tokens)
+
+    def _select(self, index: torch.Tensor) -> None:
+        """Keep the rows at ``index`` of the batch's own state (its cache, ...)."""
         raise NotImplementedError
 
-    def _drop(self, done: list[int]) -> torch.Tensor | None:
-        """Remove the rows in ``done`` from the batch; the index of the rows kept, or None if all are kept."""
-        if not done:
-            return None
-        gone = set(done)
-        keep = [b for b in range(len(self.rows)) if b not in gone]
-        index = torch.tensor(keep, dtype=torch.long, device=self.keys.device)
-        self.rows = [self.rows[b] for b in keep]
-        self.keys, self.steps = self.keys[index], self.steps[index]
-        return index
+    def _extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the model on each row's new token; the next logits."""
+        raise NotImplementedError
 
 
 @torch.inference_mode()
@@ -414,18 +422,16 @@ class _LeftPadded(_Rows):
         logits, _ = model(idx, kv_cache=self.cache, positions=positions, attention_mask=self.mask, last_only=True)
         self.logits, self.positions = logits[:, -1].float(), positions[:, -1]
 
-    def advance(self, tokens: torch.Tensor, done: list[int]) -> None:
-        index = self._drop(done)
-        if not self.rows:
-            return
-        if index is not None:
-            tokens, self.mask, self.positions = tokens[index], self.mask[index], self.positions[index]
-            self.cache.select_rows(index)
+    def _select(self, index: torch.Tensor) -> None:
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        self.cache.select_rows(index)
+
+    def _extend(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
         self.positions = self.positions + 1
         logits, _ = self.model(tokens[:, None], kv_cache=self.cache, positions=self.positions[:, None],
                                attention_mask=self.mask)
-        self.logits = logits[:, -1].float()
+        return logits[:, -1].float()
 
 
 class _OnePrompt(_Rows):
@@ -449,16 +455,14 @@ class _OnePrompt(_Rows):
             self.logits = _next_logits(model, self.tokens[:1], self.cache).expand(len(samples), -1)
             self.cache.select_rows(torch.zeros(len(samples), dtype=torch.long, device=device))
 
-    def advance(self, tokens: torch.Tensor, done: list[int]) -> None:
-        index = self._drop(done)
-        if not self.rows:
-            return
-        if index is not None:
-            self.tokens, tokens = self.tokens[index], tokens[index]
-            if self.cache is not None:
-                self.cache.select_rows(index)
+    def _select(self, index: torch.Tensor) -> None:
+        self.tokens = self.tokens[index]
+        if self.cache is not None:
+            self.cache.select_rows(index)
+
+    def _extend(self, tokens: torch.Tensor) -> torch.Tensor:
         self.tokens = torch.cat([self.tokens, tokens[:, None]], dim=1)
-        self.logits = _next_logits(self.model, tokens[:, None] if self.cache is not None else self.tokens, self.cache)
+        return _next_logits(self.model, tokens[:, None] if self.cache is not None else self.tokens, self.cache)
 
 
 @torch.inference_mode()

@@ -30,10 +30,10 @@ def _bytes(tensors) -> int:
 def measure(mode: str, steps: int, batch_size: int, seq_len: int, device: str) -> dict:
     """Train ``steps`` steps in this process and return the figures of ``mode`` (``full`` or ``lora``)."""
     from codenas.model.config import load_arch
-    from codenas.model.model import GPT
+    from codenas.model.model import GPT, parameter_counts
     from codenas.settings import TrainSettings
     from codenas.train.loop import make_optimizer
-    from codenas.train.lora import LoraSettings, apply_lora, count_parameters
+    from codenas.train.lora import LoraSettings, apply_lora
 
     torch.manual_seed(0)
     arch = load_arch("codenas_l8h512_regularized")
@@ -56,7 +56,7 @@ def measure(mode: str, steps: int, batch_size: int, seq_len: int, device: str) -
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    trainable, total = count_parameters(model)
+    trainable, total = parameter_counts(model)
     state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     figures = {
         "mode": mode, "trainable_params": trainable, "total_params": total,

@@ -204,15 +204,15 @@ def measure_training(arch, batch_size: int, seq_len: int, *, compile_model: bool
     after untimed warm-up steps (which include compilation). Uses the training loop's optimizer, autocast and loss."""
     import torch
 
-    from codenas.model.model import GPT
+    from codenas.model.model import GPT, parameter_counts
     from codenas.settings import TrainSettings
     from codenas.train.loop import autocast_dtype, lm_loss, make_optimizer
-    from codenas.train.mfu import count_params, mfu
+    from codenas.train.mfu import mfu
 
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = GPT(arch).to(device).train()
-    n_params = count_params(model)
+    n_params = parameter_counts(model)[1]
     optimizer = make_optimizer(model, TrainSettings(), device)
     step_model = torch.compile(model, backend=backend) if compile_model else model
     amp = autocast_dtype("bf16", device)

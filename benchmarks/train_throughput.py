@@ -59,6 +59,7 @@ def measure(kind: str, arch_dict: dict, dtype: str, compile_model: bool, args: d
     import torch
 
     from codenas.model.config import ArchConfig
+    from codenas.model.model import parameter_counts
 
     if args["threads"]:
         torch.set_num_threads(args["threads"])
@@ -67,7 +68,7 @@ def measure(kind: str, arch_dict: dict, dtype: str, compile_model: bool, args: d
     arch = ArchConfig.from_dict(arch_dict)
     rss_before = _rss_mb()
     model = _build(kind, arch).to(device).train()
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    n_params = parameter_counts(model)[1]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
     step_model = torch.compile(model) if compile_model else model
     B, T = args["batch_size"], args["seq_len"]
@@ -108,6 +109,7 @@ def interleaved(jobs: list[tuple[str, str, bool]], arch_dict: dict, args: dict) 
     import torch
 
     from codenas.model.config import ArchConfig
+    from codenas.model.model import parameter_counts
 
     if args["threads"]:
         torch.set_num_threads(args["threads"])
@@ -134,7 +136,7 @@ def interleaved(jobs: list[tuple[str, str, bool]], arch_dict: dict, args: dict) 
 
         for _ in range(args["warmup"]):
             step()
-        steppers.append((step, sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())))
+        steppers.append((step, parameter_counts(model)[1]))
     times: list[list[float]] = [[] for _ in jobs]
     for r in range(args["steps"]):
         order = range(len(jobs)) if r % 2 == 0 else reversed(range(len(jobs)))

@@ -1,27 +1,14 @@
-"""Memory estimates from the arch alone: the parameter count matches the built model, a far too large arch is
-refused in one line naming the estimate and the device's memory, and real presets pass."""
+"""Memory estimates from the arch alone: a far too large arch is refused in one line naming the estimate and the
+device's memory, and real presets pass."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
-import torch
 
 from codenas.io import CodenasError
 from codenas.model.config import ArchConfig, load_arch
 from codenas.model.memory import check_fits, device_memory_bytes, size_text, training_bytes
-from codenas.model.model import GPT
-
-
-@pytest.mark.parametrize(("position", "norm", "mlp", "qk_norm", "n_kv_head", "bias", "tie"),
-                         list(itertools.product(("learned", "rope"), ("layernorm", "rmsnorm"), ("gelu", "swiglu"),
-                                                (False, True), (4, 2), (True, False), (True, False))))
-def test_the_config_counts_the_parameters_of_the_built_model(position, norm, mlp, qk_norm, n_kv_head, bias, tie):
-    arch = ArchConfig(n_layer=2, n_head=4, d_model=32, d_ff=48, context_length=16, vocab_size=100, position=position,
-                      norm=norm, mlp=mlp, qk_norm=qk_norm, n_kv_head=n_kv_head, bias=bias, tie_embeddings=tie)
-    with torch.device("meta"):
-        assert arch.num_params() == GPT(arch).num_params()
+from codenas.model.model import count_params
 
 
 def test_an_arch_far_too_large_is_refused_naming_the_estimate_and_the_memory(monkeypatch):
@@ -29,7 +16,7 @@ def test_an_arch_far_too_large_is_refused_naming_the_estimate_and_the_memory(mon
 
     huge = ArchConfig(n_layer=2, n_head=4, d_model=10**9, d_ff=4 * 10**9, context_length=256, vocab_size=8192)
     need = training_bytes(huge, 16)
-    assert need["params"] == huge.num_params() > 10**19 and need["total"] > need["state"] >= 16 * need["params"]
+    assert need["params"] == count_params(huge) > 10**19 and need["total"] > need["state"] >= 16 * need["params"]
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device: 64 * 2**30)
     with pytest.raises(CodenasError) as caught:
         check_fits(huge, 16, "cpu", path="huge.json")

@@ -1,12 +1,16 @@
-"""The transformer: shapes, loss with ignored targets, packed segments, parameter counts, layer names."""
+"""The transformer: shapes, loss with ignored targets, packed segments, parameter and FLOP accounting (from the
+built model and from the arch alone), layer names."""
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from codenas.model.config import ArchConfig, load_arch
-from codenas.model.model import GPT, describe
+from codenas.model.model import GPT, count_params, describe, flops_per_token
 
 
 def test_logits_shape_and_loss(model):
@@ -70,6 +74,22 @@ def test_num_params():
     untied = GPT(ArchConfig(**{**cfg.to_dict(), "tie_embeddings": False}))
     assert untied.num_params() == model.num_params() + V * d
     assert "29.68M parameters" in describe(model) and "codenas_l8h512_regularized" in describe(model)
+
+
+@pytest.mark.parametrize(("position", "norm", "mlp", "qk_norm", "n_kv_head", "bias", "tie"),
+                         list(itertools.product(("learned", "rope"), ("layernorm", "rmsnorm"), ("gelu", "swiglu"),
+                                                (False, True), (4, 2, 1), (True, False), (True, False))))
+def test_the_arch_alone_counts_what_the_built_model_holds(position, norm, mlp, qk_norm, n_kv_head, bias, tie):
+    arch = ArchConfig(n_layer=2, n_head=4, d_model=32, d_ff=48, context_length=16, vocab_size=100, position=position,
+                      norm=norm, mlp=mlp, qk_norm=qk_norm, n_kv_head=n_kv_head, bias=bias, tie_embeddings=tie)
+    with torch.device("meta"):
+        model = GPT(arch)
+    held = sum(p.numel() for p in model.parameters())  # a tied head is one parameter
+    assert count_params(arch) == held == model.num_params()
+    non_embedding = sum(p.numel() for name, p in model.named_parameters()
+                        if not name.startswith(("wte.", "wpe.", "lm_head.")))
+    assert count_params(arch, non_embedding=True) == non_embedding == model.num_params(non_embedding=True)
+    assert flops_per_token(arch) == model.flops_per_token() == 2 * (non_embedding + 32 * 100) + 2 * 2 * 16 * 32
 
 
 def test_no_bias():

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 from codenas.io import CodenasError
 from codenas.model.checkpoint import load_trainer_state
-from codenas.model.model import GPT
+from codenas.model.model import GPT, parameter_counts
 from codenas.settings import TrainSettings
 from codenas.train.loop import LAST, make_optimizer
-from codenas.train.lora import LoraSettings, apply_lora, count_parameters
+from codenas.train.lora import LoraSettings, apply_lora
 from codenas.train.pretrain import pretrain
 from tests.model.test_layouts import LAYOUTS
 
@@ -42,7 +42,7 @@ def test_lora_count_follows_the_fused_projection_and_merge_keeps_logits(layout, 
     arch = dataclasses.replace(micro_arch, n_head=4, **LAYOUTS[layout])
     torch.manual_seed(0)
     model = apply_lora(GPT(arch), LoraSettings(rank=4, alpha=8, dropout=0.0))
-    trainable, _ = count_parameters(model)
+    trainable, _ = parameter_counts(model)
     d, hd, rank = arch.d_model, arch.head_dim, 4
     qkv_out = (arch.n_head + 2 * arch.n_kv_head) * hd
     assert trainable == arch.n_layer * (rank * (d + qkv_out) + rank * (d + d))

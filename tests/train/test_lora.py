@@ -12,13 +12,13 @@ from click.testing import CliRunner
 
 from codenas.cli import cli
 from codenas.io import CodenasError, read_jsonl
-from codenas.model.config import load_arch
+from codenas.model.config import ArchConfig, load_arch
 from codenas.model.loading import load_model
-from codenas.model.model import GPT
+from codenas.model.model import GPT, count_params, parameter_counts
 from codenas.model.tokenizer import load_tokenizer
 from codenas.settings import FINETUNE_TRAIN, SamplingSettings
 from codenas.train import sft
-from codenas.train.lora import LoraSettings, apply_lora, count_parameters, merge_adapter, restore_adapter
+from codenas.train.lora import LoraSettings, apply_lora, merge_adapter, restore_adapter
 from codenas.train.sft import finetune
 from tests.train.finetune_fixtures import make_base, make_records
 
@@ -40,9 +40,26 @@ def _lora_run(workdir: Path, out: Path, *, base: str | None = None, max_steps: i
                     resume=resume)
 
 
+@pytest.mark.parametrize("arch", [
+    ArchConfig(n_layer=2, n_head=4, d_model=32, d_ff=64, context_length=16, vocab_size=100),
+    ArchConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=32, d_ff=48, context_length=16, vocab_size=100,
+               position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, bias=False, tie_embeddings=False),
+    ArchConfig(n_layer=1, n_head=4, n_kv_head=1, d_model=64, d_ff=64, context_length=8, vocab_size=50),
+], ids=["gpt2", "modern-gqa-untied", "multi-query"])
+def test_lora_counts_follow_the_arch(arch):
+    """The wrapped model's trainable count is the adapters' (rank x (in + out) per target), its total the base's
+    count from the arch alone plus the adapters."""
+    rank = 4
+    model = apply_lora(GPT(arch), LoraSettings(rank=rank))
+    trainable, total = parameter_counts(model)
+    qkv_out = (arch.n_head + 2 * arch.n_kv_head) * arch.head_dim
+    assert trainable == arch.n_layer * rank * ((arch.d_model + qkv_out) + (arch.d_model + arch.d_model))
+    assert total == trainable + count_params(arch)
+
+
 def test_trainable_parameters_follow_the_formula_for_l8h512():
     model = apply_lora(GPT(load_arch("codenas_l8h512_regularized")), LoraSettings())
-    trainable, total = count_parameters(model)
+    trainable, total = parameter_counts(model)
     rank, d, layers = 8, 512, 8
     assert trainable == layers * (rank * (d + 3 * d) + rank * (d + d)) == 196_608
     assert total == trainable + GPT(load_arch("codenas_l8h512_regularized")).num_params()

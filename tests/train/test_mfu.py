@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from codenas.io import CodenasError, read_jsonl
+from codenas.model.model import parameter_counts
 from codenas.settings import TrainSettings
 from codenas.train.loop import train
-from codenas.train.mfu import count_params, device_peak_flops, mfu, peak_flops_for_name
+from codenas.train.mfu import device_peak_flops, mfu, peak_flops_for_name
 from tests.train.test_loop import CountingSource, MemoryCheckpointer, regression_loss
 
 
@@ -31,7 +32,8 @@ def test_mfu_formula_counts_tied_weights_once():
     model = nn.Linear(10, 10, bias=False)
     model.other = nn.Linear(10, 10, bias=True)
     model.other.weight = model.weight  # tied
-    assert count_params(model) == 110
+    model.other.bias.requires_grad_(False)  # frozen parameters count too: they cost FLOPs
+    assert parameter_counts(model) == (100, 110)
     assert mfu(1_000_000, 1000.0, 12e9) == pytest.approx(0.5)  # 6 * 1e6 * 1e3 / 12e9
 
 

@@ -83,20 +83,6 @@ class ArchConfig:
         plain multi-head attention."""
         return all(getattr(self, f.name) == _default(f, self) for f in layout_fields())
 
-    def num_params(self) -> int:
-        """Parameters of ``GPT(self)`` (tied weights once), counted from the shape alone: nothing is built, so it
-        answers for shapes far too large to allocate. ``GPT(arch).num_params()`` gives the same number."""
-        d, hd, ff = self.d_model, self.head_dim, self.d_ff
-        bias = int(self.bias)
-        norm = d * (1 if self.norm == "rmsnorm" else 1 + bias)
-        qkv = (self.n_head + 2 * self.n_kv_head) * hd
-        attention = d * qkv + qkv * bias + d * d + d * bias + (2 * hd if self.qk_norm else 0)
-        width = 2 * ff if self.mlp == "swiglu" else ff
-        mlp = d * width + width * bias + ff * d + d * bias
-        embeddings = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-        positions = self.context_length * d if self.position == "learned" else 0
-        return embeddings + positions + self.n_layer * (2 * norm + attention + mlp) + norm
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: str | os.PathLike | None = None) -> ArchConfig:
         """Validate ``d`` and build the config; a ``CodenasError`` names the first bad field (and ``path``)."""

@@ -17,6 +17,7 @@ import torch
 
 from codenas.io import CodenasError
 from codenas.model.config import ArchConfig
+from codenas.model.model import count_params
 
 FP32 = 4
 
@@ -25,7 +26,7 @@ def training_bytes(arch: ArchConfig, batch_size: int, optimizer: str = "adamw") 
     """``{"params", "state", "activations", "total"}``: the parameter count, and bytes of weights + gradients +
     optimizer state, of activations kept for backward at ``batch_size`` sequences of ``context_length``, and their
     sum (a lower bound, see the module docstring)."""
-    params = arch.num_params()
+    params = count_params(arch)
     state = params * FP32 * (4 if optimizer == "adamw" else 3)
     qkv = (arch.n_head + 2 * arch.n_kv_head) * arch.head_dim
     hidden = (3 if arch.mlp == "swiglu" else 2) * arch.d_ff

@@ -314,13 +314,55 @@ class GPT(nn.Module):
                        per_row=per_row)
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Number of parameters (tied weights counted once); ``non_embedding`` leaves out wte, wpe and lm_head."""
+        """Number of parameters (tied weights counted once); ``non_embedding`` leaves out wte, wpe and lm_head.
+        ``count_params(config)`` gives the same from the arch alone."""
         params = {id(p): p for p in self.parameters()}
         if non_embedding:
             embeddings = [self.wte.weight, self.lm_head.weight] + ([self.wpe.weight] if hasattr(self, "wpe") else [])
             for p in embeddings:
                 params.pop(id(p), None)
         return sum(p.numel() for p in params.values())
+
+    def flops_per_token(self) -> int:
+        """Forward FLOPs per token at the full context (see ``flops_per_token``), from this model's parameters."""
+        return flops_per_token(self.config, self.num_params(non_embedding=True))
+
+
+def count_params(cfg: ArchConfig, *, non_embedding: bool = False) -> int:
+    """Parameters of ``GPT(cfg)`` (tied weights once; ``non_embedding``: without wte, wpe and lm_head), counted
+    from the shape alone: nothing is built, so it answers for shapes far too large to allocate (the memory check,
+    the search). ``GPT(cfg).num_params(non_embedding)`` gives the same number."""
+    d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
+    bias = int(cfg.bias)
+    norm = d * (1 if cfg.norm == "rmsnorm" else 1 + bias)
+    qkv = (cfg.n_head + 2 * cfg.n_kv_head) * hd
+    attention = d * qkv + qkv * bias + d * d + d * bias + (2 * hd if cfg.qk_norm else 0)
+    width = 2 * ff if cfg.mlp == "swiglu" else ff
+    mlp = d * width + width * bias + ff * d + d * bias
+    blocks = cfg.n_layer * (2 * norm + attention + mlp) + norm
+    if non_embedding:
+        return blocks
+    embeddings = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+    positions = cfg.context_length * d if cfg.position == "learned" else 0
+    return embeddings + positions + blocks
+
+
+def flops_per_token(cfg: ArchConfig, non_embedding_params: int | None = None) -> int:
+    """Forward FLOPs per token at the full context (Kaplan et al.'s count): ``2 N`` for the matrices (N = the
+    non-embedding parameters, ``count_params(cfg, non_embedding=True)`` unless given, plus the output head's
+    ``d_model * vocab``) plus ``2 n_layer context d_model`` for the attention scores and the weighted sum over a
+    causal window. Training costs about three times this."""
+    if non_embedding_params is None:
+        non_embedding_params = count_params(cfg, non_embedding=True)
+    matrices = non_embedding_params + cfg.d_model * cfg.vocab_size
+    return 2 * matrices + 2 * cfg.n_layer * cfg.context_length * cfg.d_model
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameters of any model (a GPT, an ``hf:`` model, a PEFT wrapper), shared (tied)
+    tensors counted once; frozen ones count in the total (they still cost forward and backward FLOPs)."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def _positions_within_segments(segment_ids: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ a PEFT wrapper around one) all samples share one decode batch of up to ``max_bat
 ``hf:`` models (``padded_batches``) decode up to ``max_batch_size`` rows of several prompts at once in a
 left-padded batch with their own cache and attention mask; finished rows leave it, but are not refilled (their
 cache has no per-row positions). ``use_cache=False`` is the reference path: one prompt's n samples at a time.
-All paths choose tokens and handle stop strings the same way.
+All paths run one decode loop (``_decode``: choose each row's token, end the samples it finishes, extend the
+rest); they differ only in how a batch's rows are filled and how the model extends them.
 
 Same answers whatever the batch: the random number that picks a sample's t-th token is a hash of (seed,
 prompt, sample index, t), so a prompt's samples depend only on the seed, the prompt and the settings, not on
@@ -32,6 +33,7 @@ import hashlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -48,35 +50,14 @@ PADDED_BATCH = 64  # default rows of a left-padded batch (models without per-row
 NUCLEUS_CANDIDATES = 64  # top-p on CPU: tokens looked at before sorting the whole vocabulary
 
 
-def generate(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    prompts: list[str],
-    *,
-    n: int = 1,
-    max_new_tokens: int = 256,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    stop: Sequence[str] = (),
-    seed: int = 0,
-    use_cache: bool = True,
-    eot_id: int | None = None,
-    max_batch_size: int | None = None,
-    compile: bool = False,
-) -> list[list[str]]:
-    """For each prompt, ``n`` continuations (the text after the prompt, cut before the first stop string).
-
-    ``eot_id``: the token that ends a sample (default: the tokenizer's ``<|endoftext|>``; pass the eos id for a
-    tokenizer without it). It also stands in for an empty prompt. ``max_batch_size``: rows decoded together
-    (default: as many as fit ``CPU_CACHE_BYTES`` of cache, or half the free GPU memory, at most 256).
-    ``compile``: compile the decode step (CUDA only; ignored elsewhere).
-    """
-    out: list[list[str | None]] = [[None] * n for _ in prompts]
-    for i, j, text in stream(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                             top_p=top_p, stop=stop, seed=seed, use_cache=use_cache, eot_id=eot_id,
-                             max_batch_size=max_batch_size, compile=compile):
-        out[i][j] = text
-    return out  # type: ignore[return-value]
+def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], **options: Any) -> list[list[str]]:
+    """For each prompt, its ``n`` continuations in order of sample index: ``stream``'s samples (same options),
+    gathered."""
+    found: dict[tuple[int, int], str] = {}
+    for i, j, text in stream(model, tokenizer, prompts, **options):
+        found[i, j] = text
+    n = len(found) // len(prompts) if prompts else 0
+    return [[found[i, j] for j in range(n)] for i in range(len(prompts))]
 
 
 def stream(
@@ -95,7 +76,15 @@ def stream(
     max_batch_size: int | None = None,
     compile: bool = False,
 ) -> Iterator[tuple[int, int, str]]:
-    """``(prompt index, sample index, text)`` for every sample, in the order they finish (see ``generate``)."""
+    """``(prompt index, sample index, text)`` for ``n`` samples of every prompt, in the order they finish (at the
+    same step: those ended by end of text or length before those ended by a stop string); ``text`` is the
+    continuation after the prompt, cut before the first stop string.
+
+    ``eot_id``: the token that ends a sample (default: the tokenizer's ``<|endoftext|>``; pass the eos id for a
+    tokenizer without it). It also stands in for an empty prompt. ``max_batch_size``: rows decoded together
+    (default: as many as fit ``CPU_CACHE_BYTES`` of cache, or half the free GPU memory, at most 256).
+    ``compile``: compile the decode step (CUDA only; ignored elsewhere).
+    """
     if n < 1 or max_new_tokens < 0 or temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"bad sampling settings: n={n}, max_new_tokens={max_new_tokens}, "
                          f"temperature={temperature}, top_p={top_p}")
@@ -119,7 +108,7 @@ def stream(
     try:
         with progress(total=len(todo), desc="sampling", unit="sample") as bar:
             if use_cache and hasattr(model, "new_kv_cache") and isinstance(model.new_kv_cache(1, 1), KVCache):
-                finished = _Batch(model, rules, todo, max_batch_size, compile).run()
+                finished = _decode(_Refilled(model, rules, todo, max_batch_size, compile), rules)
             elif use_cache and getattr(model, "padded_batches", False):
                 finished = _padded_batches(model, rules, todo, max_batch_size or PADDED_BATCH)
             else:
@@ -134,7 +123,7 @@ def stream(
 @dataclass
 class _Prompt:
     index: int
-    ids: list[int]
+    ids: list[int]  # never empty, and shorter than the context: every sample has room for a token
     seed: int
     text: str
     pending: int = 0  # samples of this prompt still waiting for a row
@@ -178,55 +167,123 @@ class _Sample:
     prefix: int = 0  # ids[prefix:read] were decoded last time, as context for the next piece
     read: int = 0
 
-    def add(self, token: int, rules: _Rules, pieces: list) -> bool:
-        """Append ``token`` (unless it ends the sample); False when the sample is finished by it or its limit.
-
-        With stop strings, the token windows to decode are appended to ``pieces`` for ``check_stop``.
-        """
-        if token == rules.eot:
-            return False
-        self.ids.append(token)
-        if rules.stop:
-            pieces.append(self)
-        return len(self.ids) < self.limit
-
-    def check_stop(self, before: str, after: str, stop: tuple[str, ...]) -> bool:
+    def stopped(self, rules: _Rules) -> bool:
         """Extend the text with what the newest tokens decode to; True when a stop string has appeared.
 
-        ``before``/``after``: the decoding of ``ids[prefix:read]`` and ``ids[prefix:]``; a piece that ends in
-        an incomplete UTF-8 character waits for the next token.
+        The newest tokens are decoded after ``ids[prefix:read]`` (decoded last time, so that a piece joins its
+        neighbour as in the whole text) and a piece that ends in an incomplete UTF-8 character waits for the next
+        token. One sample at a time: a few tokens each are faster so than through decode_batch's thread pool.
         """
+        before = rules.tokenizer.decode(self.ids[self.prefix:self.read])
+        after = rules.tokenizer.decode(self.ids[self.prefix:])
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return False
         new = after[len(before):]
-        start = max(0, len(self.text) - max(map(len, stop)) + 1)
+        start = max(0, len(self.text) - max(map(len, rules.stop)) + 1)
         self.text += new
         self.prefix, self.read = self.read, len(self.ids)
-        return any(s in self.text[start:] for s in stop)
+        return any(s in self.text[start:] for s in rules.stop)
 
 
-def _decode_step(rules: _Rules, grown: list[_Sample]) -> set[int]:
-    """ids of the samples in ``grown`` whose newest tokens complete a stop string."""
-    decode = rules.tokenizer.decode  # a few tokens each: faster one by one than decode_batch's thread pool
-    return {id(s) for s in grown
-            if s.check_stop(decode(s.ids[s.prefix:s.read]), decode(s.ids[s.prefix:]), rules.stop)}
+class _Rows:
+    """A decode batch as the decode loop sees it: the sample in each row (None: an idle row), the logits each
+    row's next token is chosen from, and each row's random key and count of chosen tokens.
+
+    A kind of batch says how rows are filled (``fill``) and how the model extends them (``advance``); the loop
+    (``_decode``) chooses the tokens and decides which samples end, the same for every kind. Here a batch starts
+    full and finished rows leave it (left-padded and one-prompt batches: ``_select`` and ``_extend``); the
+    refilled batch overrides both.
+    """
+
+    rows: list[_Sample | None]
+    logits: torch.Tensor  # [rows, vocab], float32
+    keys: torch.Tensor
+    steps: torch.Tensor
+
+    def fill(self) -> bool:
+        """Put waiting samples into free rows; False when no row holds a sample (decoding is over)."""
+        return bool(self.rows)
+
+    def advance(self, tokens: torch.Tensor, done: list[int]) -> None:
+        """Release the rows in ``done`` (their samples have ended) and run the model on the others' new
+        ``tokens``, leaving their next logits in ``logits``. Here finished rows leave the batch."""
+        if done:
+            gone = set(done)
+            keep = [b for b in range(len(self.rows)) if b not in gone]
+            self.rows = [self.rows[b] for b in keep]
+            if not keep:
+                return
+            index = torch.tensor(keep, dtype=torch.long, device=self.keys.device)
+            self.keys, self.steps, tokens = self.keys[index], self.steps[index], tokens[index]
+            self._select(index)
+        self.logits = self._extend(tokens)
+
+    def _select(self, index: torch.Tensor) -> None:
+        """Keep the rows at ``index`` of the batch's own state (its cache, ...)."""
+        raise NotImplementedError
+
+    def _extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the model on each row's new token; the next logits."""
+        raise NotImplementedError
 
 
-class _Batch:
-    """The continuous-batching decode loop over a ``GPT``-style model with per-row positions."""
+@torch.inference_mode()
+def _decode(batch: _Rows, rules: _Rules) -> Iterator[tuple[int, int, str]]:
+    """The decode loop: choose each row's next token, end the samples it finishes (yielding them) and let the
+    batch run the model on the rest, until no sample is left."""
+    while batch.fill():
+        tokens = _choose(batch.logits, rules.temperature, rules.top_p, batch.keys, batch.steps)
+        batch.steps += 1
+        done = _finished(batch.rows, tokens.tolist(), rules)  # the only transfer to the host per step
+        for b in done:
+            sample = batch.rows[b]
+            yield sample.prompt, sample.index, rules.finish(sample.ids)
+        batch.advance(tokens, done)
+
+
+def _finished(rows: list[_Sample | None], tokens: list[int], rules: _Rules) -> list[int]:
+    """The rows whose sample ends with its new token: those ended by end of text (not appended) or their length
+    limit, then those ended by a stop string, each in row order; every other row's token is appended to its
+    sample."""
+    ended, stopped = [], []
+    for b, (sample, token) in enumerate(zip(rows, tokens, strict=True)):
+        if sample is None:
+            continue
+        if token == rules.eot:
+            ended.append(b)
+            continue
+        sample.ids.append(token)
+        if len(sample.ids) >= sample.limit:
+            ended.append(b)
+        elif rules.stop and sample.stopped(rules):
+            stopped.append(b)
+    return ended + stopped
+
+
+class _Refilled(_Rows):
+    """Continuous batching over a ``GPT``-style model with per-row positions: a finished row takes the next
+    waiting sample at once; once nothing waits, the batch shrinks to the rows still running."""
 
     def __init__(self, model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
                  max_batch_size: int | None, compile: bool):
         self.model, self.rules = model, rules
-        self.device = next(model.parameters()).device
+        self.device = device = next(model.parameters()).device
         self.waiting = deque(todo)
         self.max_len = max(len(p.ids) + rules.limit(len(p.ids)) for p, _ in todo)
-        self.compiled = compile and self.device.type == "cuda"
+        self.compiled = compile and device.type == "cuda"
         rows = max_batch_size or self._default_batch_size()
-        self.size = max(1, min(rows, len(todo)))
+        self.size = size = max(1, min(rows, len(todo)))
         if self.compiled:  # fewer shapes to compile
-            self.size = min(_next_pow2(self.size), rows)
+            self.size = size = min(_next_pow2(size), rows)
         self.step_fn = self._compiled_step() if self.compiled else self._step
+        self.cache = self._new_cache(size)
+        self.rows = [None] * size
+        self.lengths = [0] * size  # host copy of each row's next position, for the attention span
+        self.positions = torch.zeros(size, dtype=torch.long, device=device)  # where each row's next token goes
+        self.active = torch.zeros(size, dtype=torch.long, device=device)  # 1 for rows holding a sample
+        self.keys = torch.zeros(size, dtype=torch.long, device=device)
+        self.steps = torch.zeros(size, dtype=torch.long, device=device)
+        self.logits = torch.zeros(size, model.config.vocab_size, device=device)
 
     def _default_batch_size(self) -> int:
         probe = self.model.new_kv_cache(1, self.max_len)
@@ -238,64 +295,53 @@ class _Batch:
             budget = CPU_CACHE_BYTES
         return max(1, min(MAX_DEFAULT_BATCH, int(budget // row_bytes)))
 
-    @torch.inference_mode()
-    def run(self) -> Iterator[tuple[int, int, str]]:
-        rules, device, size = self.rules, self.device, self.size
-        cache = self._new_cache(size)
-        rows: list[_Sample | None] = [None] * size
-        lengths = [0] * size  # host copy of each row's next position, for the attention span
-        positions = torch.zeros(size, dtype=torch.long, device=device)  # where each row's next token goes
-        active = torch.zeros(size, dtype=torch.long, device=device)  # 1 for rows holding a sample
-        keys = torch.zeros(size, dtype=torch.long, device=device)  # each row's random key ...
-        steps = torch.zeros(size, dtype=torch.long, device=device)  # ... and the tokens it has chosen
-        logits = torch.zeros(size, self.model.config.vocab_size, device=device)
-        while True:
-            admitted = self._admit(rows, cache, lengths)
-            if admitted:
-                index = torch.tensor([b for b, _, _ in admitted], device=device)
-                logits[index] = torch.stack([first for _, _, first in admitted])
-                positions[index] = torch.tensor([lengths[b] for b, _, _ in admitted], device=device)
-                keys[index] = torch.tensor([key for _, key, _ in admitted], device=device)
-                steps[index] = 0
-                active[index] = 1
-            tokens = _choose(logits, rules.temperature, rules.top_p, keys, steps)
-            steps += 1
-            grown: list[_Sample] = []
-            done = [b for b, token in enumerate(tokens.tolist())
-                    if rows[b] is not None and not rows[b].add(token, rules, grown)]
-            stopped = _decode_step(rules, grown)
-            done += [b for b, r in enumerate(rows) if r is not None and id(r) in stopped and b not in done]
-            for b in done:
-                sample, rows[b], lengths[b] = rows[b], None, 0
-                yield sample.prompt, sample.index, rules.finish(sample.ids)
-            if done:
-                index = torch.tensor(done, device=device)
-                positions[index] = 0  # an idle row computes along, writing harmlessly at its slot 0
-                active[index] = 0
-            live = [b for b, r in enumerate(rows) if r is not None]
-            if not self.waiting:
-                if not live:
-                    return
-                if len(live) <= size // 2:  # nothing left to admit: shrink the batch to the rows still running
-                    keep = live + [b for b, r in enumerate(rows) if r is None][:self._batch_for(len(live)) - len(live)]
-                    index = torch.tensor(keep, device=device)
-                    cache.select_rows(index)
-                    self._mark_static(cache)
-                    rows, lengths = [rows[b] for b in keep], [lengths[b] for b in keep]
-                    positions, active, keys, steps, tokens = (t[index] for t in (positions, active, keys, steps,
-                                                                                 tokens))
-                    size = len(keep)
-                    live = list(range(len(live)))
-            if not live:
-                continue  # every row finished at once: admit the next samples
-            span = max(lengths[b] for b in live) + 1
-            if self.compiled:
-                span = min(self.max_len, -(-span // SPAN_BUCKET) * SPAN_BUCKET)
-            cache.span = span
-            logits = self.step_fn(tokens, positions, cache)
-            positions += active
-            for b in live:
-                lengths[b] += 1
+    def fill(self) -> bool:
+        admitted = self._admit()
+        if admitted:
+            device = self.device
+            index = torch.tensor([b for b, _, _ in admitted], device=device)
+            self.logits[index] = torch.stack([first for _, _, first in admitted])
+            self.positions[index] = torch.tensor([self.lengths[b] for b, _, _ in admitted], device=device)
+            self.keys[index] = torch.tensor([key for _, key, _ in admitted], device=device)
+            self.steps[index] = 0
+            self.active[index] = 1
+        return any(r is not None for r in self.rows)
+
+    def advance(self, tokens: torch.Tensor, done: list[int]) -> None:
+        for b in done:
+            self.rows[b], self.lengths[b] = None, 0
+        if done:
+            index = torch.tensor(done, device=self.device)
+            self.positions[index] = 0  # an idle row computes along, writing harmlessly at its slot 0
+            self.active[index] = 0
+        live = [b for b, r in enumerate(self.rows) if r is not None]
+        if not live:
+            return  # every row finished at once: the next samples are admitted, or decoding is over
+        if not self.waiting and len(live) <= self.size // 2:
+            tokens = self._shrink(live, tokens)  # nothing left to admit: keep only the rows still running
+            live = list(range(len(live)))
+        span = max(self.lengths[b] for b in live) + 1
+        if self.compiled:
+            span = min(self.max_len, -(-span // SPAN_BUCKET) * SPAN_BUCKET)
+        self.cache.span = span
+        self.logits = self.step_fn(tokens, self.positions, self.cache)
+        self.positions += self.active
+        for b in live:
+            self.lengths[b] += 1
+
+    def _shrink(self, live: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        """Shrink the batch to the ``live`` rows (first, in order; when compiled, padded with idle rows to a power
+        of two); ``tokens`` of the rows kept."""
+        idle = [b for b, r in enumerate(self.rows) if r is None]
+        keep = live + idle[:self._batch_for(len(live)) - len(live)]
+        index = torch.tensor(keep, device=self.device)
+        self.cache.select_rows(index)
+        self._mark_static(self.cache)
+        self.rows, self.lengths = [self.rows[b] for b in keep], [self.lengths[b] for b in keep]
+        self.positions, self.active, self.keys, self.steps = (
+            t[index] for t in (self.positions, self.active, self.keys, self.steps))
+        self.size = len(keep)
+        return tokens[index]
 
     def _new_cache(self, size: int) -> KVCache:
         cache = self.model.new_kv_cache(size, self.max_len, per_row=True)
@@ -312,13 +358,14 @@ class _Batch:
         """Rows of the shrunk batch: exactly the live ones, or a power of two when compiled (fewer shapes)."""
         return _next_pow2(live) if self.compiled else live
 
-    def _admit(self, rows: list[_Sample | None], cache: KVCache, lengths: list[int]) -> list:
+    def _admit(self) -> list:
         """Put waiting samples into free rows: ``(row, random key, first logits)`` for each."""
         admitted = []
+        cache = self.cache
         for b in range(self.size):
             if not self.waiting:
                 break
-            if rows[b] is not None:
+            if self.rows[b] is not None:
                 continue
             prompt, j = self.waiting.popleft()
             if prompt.prefill is None:
@@ -330,8 +377,8 @@ class _Batch:
             prompt.pending -= 1
             if not prompt.pending:
                 prompt.prefill = None  # every sample of it has its row
-            rows[b] = _Sample(prompt.index, j, self.rules.limit(T))
-            lengths[b] = T
+            self.rows[b] = _Sample(prompt.index, j, self.rules.limit(T))
+            self.lengths[b] = T
             admitted.append((b, prompt.key(j), first))
         return admitted
 
@@ -357,97 +404,86 @@ class _Batch:
         return run
 
 
+class _LeftPadded(_Rows):
+    """Samples of several prompts, left-padded into one batch through a model with its own cache, taking
+    ``positions`` and ``attention_mask`` (``hf:`` models); finished rows leave the batch."""
+
+    def __init__(self, model: torch.nn.Module, rules: _Rules, chunk: list[tuple[_Prompt, int]]):
+        device = next(model.parameters()).device
+        width = max(len(p.ids) for p, _ in chunk)
+        self.model = model
+        self.rows = [_Sample(p.index, j, rules.limit(len(p.ids))) for p, j in chunk]
+        idx = torch.tensor([[rules.eot] * (width - len(p.ids)) + p.ids for p, _ in chunk], device=device)
+        self.mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p, _ in chunk], device=device)
+        positions = (self.mask.cumsum(dim=1) - 1).clamp(min=0)
+        self.keys = torch.tensor([p.key(j) for p, j in chunk], device=device)
+        self.steps = torch.zeros_like(self.keys)
+        self.cache = model.new_kv_cache(len(chunk))
+        logits, _ = model(idx, kv_cache=self.cache, positions=positions, attention_mask=self.mask, last_only=True)
+        self.logits, self.positions = logits[:, -1].float(), positions[:, -1]
+
+    def _select(self, index: torch.Tensor) -> None:
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        self.cache.select_rows(index)
+
+    def _extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        self.positions = self.positions + 1
+        logits, _ = self.model(tokens[:, None], kv_cache=self.cache, positions=self.positions[:, None],
+                               attention_mask=self.mask)
+        return logits[:, -1].float()
+
+
+class _OnePrompt(_Rows):
+    """The reference batch: one prompt's samples, rows leaving as they finish; any model with GPT's
+    ``forward(idx) -> (logits, loss)`` (and ``new_kv_cache`` with ``pos``/``select_rows`` for the cache).
+    Without the cache every step runs the model over the whole sequence."""
+
+    def __init__(self, model: torch.nn.Module, rules: _Rules, prompt: _Prompt, samples: list[int], use_cache: bool):
+        device = next(model.parameters()).device
+        limit = rules.limit(len(prompt.ids))
+        self.model = model
+        self.rows = [_Sample(prompt.index, j, limit) for j in samples]
+        self.keys = torch.tensor([prompt.key(j) for j in samples], device=device)
+        self.steps = torch.zeros_like(self.keys)
+        self.tokens = torch.tensor([prompt.ids] * len(samples), device=device)
+        self.cache = (model.new_kv_cache(1, len(prompt.ids) + limit)
+                      if use_cache and hasattr(model, "new_kv_cache") else None)
+        if self.cache is None:
+            self.logits = _next_logits(model, self.tokens, None)
+        else:  # the prompt runs once; its keys and values are then copied to every row
+            self.logits = _next_logits(model, self.tokens[:1], self.cache).expand(len(samples), -1)
+            self.cache.select_rows(torch.zeros(len(samples), dtype=torch.long, device=device))
+
+    def _select(self, index: torch.Tensor) -> None:
+        self.tokens = self.tokens[index]
+        if self.cache is not None:
+            self.cache.select_rows(index)
+
+    def _extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.tokens = torch.cat([self.tokens, tokens[:, None]], dim=1)
+        return _next_logits(self.model, tokens[:, None] if self.cache is not None else self.tokens, self.cache)
+
+
 @torch.inference_mode()
 def _padded_batches(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
                     max_batch_size: int) -> Iterator[tuple[int, int, str]]:
-    """Left-padded batches of up to ``max_batch_size`` samples through a model with its own cache, taking
-    ``positions`` and ``attention_mask`` (``hf:`` models); finished rows leave the batch."""
-    device = next(model.parameters()).device
+    """Left-padded batches of up to ``max_batch_size`` samples, one after the other."""
     for start in range(0, len(todo), max_batch_size):
-        chunk = todo[start:start + max_batch_size]
-        width = max(len(p.ids) for p, _ in chunk)
-        rows = [_Sample(p.index, j, rules.limit(len(p.ids))) for p, j in chunk]
-        idx = torch.tensor([[rules.eot] * (width - len(p.ids)) + p.ids for p, _ in chunk], device=device)
-        mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p, _ in chunk], device=device)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        keys = torch.tensor([p.key(j) for p, j in chunk], device=device)
-        cache = model.new_kv_cache(len(chunk))
-        logits, _ = model(idx, kv_cache=cache, positions=positions, attention_mask=mask, last_only=True)
-        logits, positions = logits[:, -1].float(), positions[:, -1]
-        step = 0
-        while True:
-            tokens = _choose(logits, rules.temperature, rules.top_p, keys, torch.full_like(keys, step))
-            step += 1
-            grown: list[_Sample] = []
-            ended = {id(r) for r, t in zip(rows, tokens.tolist(), strict=True) if not r.add(t, rules, grown)}
-            ended |= _decode_step(rules, grown)
-            for r in rows:
-                if id(r) in ended:
-                    yield r.prompt, r.index, rules.finish(r.ids)
-            keep = [i for i, r in enumerate(rows) if id(r) not in ended]
-            if not keep:
-                break
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=device)
-                rows = [rows[i] for i in keep]
-                tokens, keys, mask, positions = tokens[index], keys[index], mask[index], positions[index]
-                cache.select_rows(index)
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            positions = positions + 1
-            logits, _ = model(tokens[:, None], kv_cache=cache, positions=positions[:, None], attention_mask=mask)
-            logits = logits[:, -1].float()
+        yield from _decode(_LeftPadded(model, rules, todo[start:start + max_batch_size]), rules)
 
 
+@torch.inference_mode()
 def _one_prompt_at_a_time(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
                           use_cache: bool) -> Iterator[tuple[int, int, str]]:
-    """The reference path: one prompt's samples as one batch, rows leaving as they finish; any model with
-    GPT's ``forward(idx) -> (logits, loss)`` (and ``new_kv_cache`` with ``pos``/``select_rows`` for the cache)."""
-    device = next(model.parameters()).device
+    """The reference path: one prompt's samples as one batch, prompt after prompt."""
     by_prompt: dict[int, list[int]] = {}
     prompts = {}
     for prompt, j in todo:
         by_prompt.setdefault(prompt.index, []).append(j)
         prompts[prompt.index] = prompt
     for i, samples in by_prompt.items():
-        yield from _sample_prompt(model, rules, prompts[i], samples, use_cache, device)
-
-
-@torch.inference_mode()
-def _sample_prompt(model: torch.nn.Module, rules: _Rules, prompt: _Prompt, samples: list[int], use_cache: bool,
-                   device: torch.device) -> Iterator[tuple[int, int, str]]:
-    steps = rules.limit(len(prompt.ids))
-    if steps <= 0:
-        for j in samples:
-            yield prompt.index, j, ""
-        return
-    rows = [_Sample(prompt.index, j, steps) for j in samples]
-    tokens = torch.tensor([prompt.ids] * len(rows), device=device)
-    keys = torch.tensor([prompt.key(j) for j in samples], device=device)
-    cache = model.new_kv_cache(1, len(prompt.ids) + steps) if use_cache and hasattr(model, "new_kv_cache") else None
-    if cache is None:
-        logits = _next_logits(model, tokens, None)
-    else:  # the prompt runs once; its keys and values are then copied to every row
-        logits = _next_logits(model, tokens[:1], cache).expand(len(rows), -1)
-        cache.select_rows(torch.zeros(len(rows), dtype=torch.long, device=device))
-    for step in range(steps):
-        next_tokens = _choose(logits, rules.temperature, rules.top_p, keys, torch.full_like(keys, step))
-        grown: list[_Sample] = []
-        ended = {id(r) for r, t in zip(rows, next_tokens.tolist(), strict=True) if not r.add(t, rules, grown)}
-        ended |= _decode_step(rules, grown)
-        keep = [i for i, r in enumerate(rows) if id(r) not in ended]
-        for r in rows:
-            if id(r) in ended:
-                yield r.prompt, r.index, rules.finish(r.ids)
-        if not keep:
-            return
-        if len(keep) < len(rows):
-            rows = [rows[i] for i in keep]
-            index = torch.tensor(keep, device=device)
-            tokens, next_tokens, keys = tokens[index], next_tokens[index], keys[index]
-            if cache is not None:
-                cache.select_rows(index)
-        tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
-        logits = _next_logits(model, next_tokens[:, None] if cache is not None else tokens, cache)
+        yield from _decode(_OnePrompt(model, rules, prompts[i], samples, use_cache), rules)
 
 
 def _next_logits(model: torch.nn.Module, idx: torch.Tensor, cache) -> torch.Tensor:

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
-import torch
 
 from codenas.io import CodenasError
 from codenas.model.config import ArchConfig, field_type, layout_fields
-from codenas.model.model import GPT
+from codenas.model.model import count_params as count_params  # the search reads the model's own accounting
+from codenas.model.model import flops_per_token as flops_per_token
 from codenas.settings import OPTIMIZERS
 
 SEARCHED = ("n_layer", "n_head", "d_model", "d_ff_ratio", "context_length", "dropout")
@@ -147,23 +147,8 @@ def smallest_arch(space: SearchSpace, vocab_size: int) -> ArchConfig:
     for f in layout_fields():
         if not f.metadata["cap"]:
             choices = getattr(space, f.name)
-            arch = min((dataclasses.replace(arch, **{f.name: v}) for v in choices), key=ArchConfig.num_params)
+            arch = min((dataclasses.replace(arch, **{f.name: v}) for v in choices), key=count_params)
     return arch
-
-
-def count_params(arch: ArchConfig, *, non_embedding: bool = False) -> int:
-    """Exact parameter count of ``GPT(arch)`` (tied weights once; ``non_embedding``: without the token and position
-    tables and the head), built on the meta device: no memory, no init."""
-    with torch.device("meta"):
-        return GPT(arch).num_params(non_embedding=non_embedding)
-
-
-def flops_per_token(arch: ArchConfig) -> int:
-    """Forward FLOPs per token at the full context (Kaplan et al.'s count): ``2 N`` for the matrices (N = the
-    non-embedding parameters plus the output head's ``d_model * vocab``) plus ``2 n_layer context d_model`` for
-    the attention scores and the weighted sum over a causal window. Training costs about three times this."""
-    matrices = count_params(arch, non_embedding=True) + arch.d_model * arch.vocab_size
-    return 2 * matrices + 2 * arch.n_layer * arch.context_length * arch.d_model
 
 
 def _parse_number(text: str, kind: type, name: str) -> int | float:

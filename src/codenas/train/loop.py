@@ -54,12 +54,13 @@ from codenas.io import (
     write_jsonl,
 )
 from codenas.model.checkpoint import META
+from codenas.model.model import parameter_counts
 from codenas.names import BEST, LAST, METRICS
 from codenas.progress import eta, format_duration, is_terminal, progress, say
 from codenas.settings import TrainSettings
 from codenas.train import distributed
 from codenas.train.distributed import DistContext
-from codenas.train.mfu import count_params, device_peak_flops, mfu
+from codenas.train.mfu import device_peak_flops, mfu
 
 
 class BatchSource(Protocol):
@@ -418,7 +419,7 @@ class _Trainer:
         self.batches = _Prefetcher(batches, ctx.device)
         self.evaluate, self.checkpointer, self.loss_fn = evaluate, checkpointer, loss_fn
         self.model = model.to(ctx.device)
-        self.n_params = count_params(self.model)
+        self.n_params = parameter_counts(self.model)[1]
         self.peak_flops = device_peak_flops(ctx.device, cfg.peak_flops)
         self.optimizer = make_optimizer(self.model, cfg, ctx.device)
         self.amp_dtype = autocast_dtype(cfg.dtype, ctx.device)

@@ -1,8 +1,9 @@
-"""LoRA glue on top of `peft`: wrap a base with adapters, count parameters, save adapters, merge them.
+"""LoRA glue on top of `peft`: wrap a base with adapters, save adapters, merge them.
 
 Defaults follow the seed: rank 8, alpha 16, adapters on each block's ``qkv_proj`` and ``out_proj`` (for ``hf:``
 bases, the attention projections of the layout, see ``codenas.model.hf.HF_LORA_TARGETS``). Every base weight is frozen,
-so a LoRA on ``l8h512`` trains exactly ``8 * (8*(512+1536) + 8*(512+512)) = 196,608`` parameters.
+so a LoRA on ``l8h512`` trains exactly ``8 * (8*(512+1536) + 8*(512+512)) = 196,608`` parameters (as
+``codenas.model.model.parameter_counts`` counts them).
 
 An adapter folder is PEFT's own ``adapter_config.json`` + ``adapter_model.safetensors`` plus codenas'
 ``codenas.json`` (``{"kind": "lora", "base": <abs path or hf:DIR>, "base_sha256", "arch", "lora", "step",
@@ -50,18 +51,6 @@ def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()) -> nn.
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, fan_in_fan_out=conv1d)
     return get_peft_model(model, config)
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(trainable, total)`` parameter counts (shared tensors counted once)."""
-    seen, trainable, total = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
 
 
 def lora_summary(model: nn.Module) -> dict:

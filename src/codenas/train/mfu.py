@@ -1,15 +1,15 @@
 """Model FLOPs utilisation: the peak bf16 throughput of common accelerators, and MFU = 6·N·tokens/s / peak.
 
-``6 * N`` FLOPs per trained token (forward 2N, backward 4N, N = every parameter, tied weights once) is the usual
-estimate (Kaplan et al. 2020; nanoGPT and nanochat report MFU the same way); it leaves out attention's
-``T``-dependent FLOPs, so it slightly understates long-context work. Peaks are the vendors' dense (no sparsity)
-bf16 tensor-core figures; a device missing from the table has no MFU unless a peak is given (``--peak-flops``).
+``6 * N`` FLOPs per trained token (forward 2N, backward 4N, N = every parameter, tied weights once: the total of
+``codenas.model.model.parameter_counts``) is the usual estimate (Kaplan et al. 2020; nanoGPT and nanochat report
+MFU the same way); it leaves out attention's ``T``-dependent FLOPs, so it slightly understates long-context work.
+Peaks are the vendors' dense (no sparsity) bf16 tensor-core figures; a device missing from the table has no MFU
+unless a peak is given (``--peak-flops``).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 # device-name fragment -> dense bf16 peak FLOP/s; the first fragment found in the device name wins, so the more
 # specific names (H100 PCIe before H100) come first
@@ -49,11 +49,6 @@ def device_peak_flops(device: torch.device | str, override: float | None = None)
     if device.type == "cuda" and torch.cuda.is_available():
         return peak_flops_for_name(torch.cuda.get_device_name(device))
     return None
-
-
-def count_params(model: nn.Module) -> int:
-    """Every parameter, shared (tied) tensors once, frozen ones included: they cost forward and backward FLOPs."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def mfu(n_params: int, tokens_per_s: float, peak: float) -> float:

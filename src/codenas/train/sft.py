@@ -31,6 +31,7 @@ from codenas.io import CodenasError, atomic_write_json, check_writable, output_l
 from codenas.model.checkpoint import META, load_trainer_state
 from codenas.model.config import load_arch
 from codenas.model.loading import LoadedModel, load_model, save_model
+from codenas.model.model import parameter_counts
 from codenas.names import EVALS_DIR, FINETUNE_INFO, MINED_TRAIN, VAL_RECORDS
 from codenas.progress import say
 from codenas.records import Record, read_records, write_records
@@ -47,7 +48,7 @@ from codenas.train import distributed
 from codenas.train.batching import SupervisedBatches, SupervisedExample, encode_records, eval_batches
 from codenas.train.distributed import DistContext
 from codenas.train.loop import LAST, VAL_LOSS, BestKey, check_start, clear_run, lm_loss, train
-from codenas.train.lora import LoraSettings, apply_lora, count_parameters, restore_adapter, save_adapter
+from codenas.train.lora import LoraSettings, apply_lora, restore_adapter, save_adapter
 
 BEST_KEY: BestKey = (("val_passed", "max"), ("val_loss", "min"))
 SETTINGS = FINETUNE_INFO
@@ -217,7 +218,7 @@ def _finetune(base: LoadedModel, examples: list[SupervisedExample], val_examples
     cfg = training
     torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same on every rank and every resume
     model = apply_lora(base.model, lora) if lora is not None else base.model
-    trainable, total = count_parameters(model)
+    trainable, total = parameter_counts(model)
     dropped = sum(drops["train"].values())
     if ctx.is_main:
         say(f"{'LoRA' if lora else 'full fine-tuning'}: {trainable:,} trainable of {total:,} parameters")

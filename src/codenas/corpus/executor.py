@@ -175,9 +175,9 @@ def _forget_inherited_forkserver() -> None:
     multiprocess would wait on it and fail (ECHILD). The child starts its own, so it forgets the inherited one."""
     forkserver = sys.modules.get("multiprocess.forkserver")
     if forkserver is not None:
-        forkserver._forkserver = forkserver.ForkServer()
-        for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
-            setattr(forkserver, name, getattr(forkserver._forkserver, name))
+        server = forkserver.ForkServer()
+        names = ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload")
+        vars(forkserver).update(_forkserver=server, **{name: getattr(server, name) for name in names})
 
 
 def _write_outcome(path: Path, error: BaseException) -> None:

@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from codenas.io import CodenasError, atomic_write_json, read_json
 from codenas.names import EXECUTOR_PID
@@ -140,6 +140,8 @@ def run_in_group(work: Path, fn: Callable[[], T], interrupted: str = "") -> T:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+    ok: bool | None  # the child's outcome: True with its return value, False with (its error, traceback text)
+    value: Any
     try:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also here, so that the group exists whichever of the two runs first

@@ -199,7 +199,7 @@ def _function_tables(table: symtable.SymbolTable) -> dict[tuple[str, int], symta
 
 
 def _cut(node: ast.FunctionDef | ast.AsyncFunctionDef, owners: list[ast.AST], module: _Module,
-         table: symtable.SymbolTable | None, limits: Limits) -> tuple[str, str, str, int] | str:
+         table: symtable.Function | None, limits: Limits) -> tuple[str, str, str, int] | str:
     """(prompt, solution, raw docstring, body code lines) of a function, or the rule that drops it."""
     classes = [o for o in owners if isinstance(o, ast.ClassDef)]
     if node.name.startswith("test") or any(c.name.startswith("Test") for c in classes):
@@ -431,8 +431,7 @@ class _Module:
                 out.setdefault(stmt.lineno, []).append(line.replace(f"from {_relative(stmt)} ", f"from {absolute} "))
                 return True
         if kind == "constant" and isinstance(stmt, ast.Assign | ast.AnnAssign) and len(found) == 1 \
-                and name not in visiting and self._constant(name, stmt, out,
-                                                                                              visiting):
+                and name not in visiting and self._constant(name, stmt, out, visiting):
             return True
         if self.name:
             out.setdefault(stmt.lineno, []).append(f"from {self.name} import {name}")

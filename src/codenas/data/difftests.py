@@ -406,12 +406,6 @@ class _Mutator:
             return False
         return all(len(args) <= max(i, j) or _gap(args[i], args[j]) == gap for i, j, gap in self.relations)
 
-
-def _gap(a: Any, b: Any) -> int | None:
-    """``size(a) - len(b)`` (see ``_relations``); None when ``a`` has no size."""
-    size = _size(a)
-    return None if size is None else size - len(b)
-
     def value(self, v: Any, profile: _Profile, depth: int = 0) -> Any:
         """A mutant of ``v`` of the same type, or ``_SKIP``."""
         rng = self.rng
@@ -539,6 +533,12 @@ def _gap(a: Any, b: Any) -> int | None:
             seen.add(key)
             made.append(args)
         return made
+
+
+def _gap(a: Any, b: Any) -> int | None:
+    """``size(a) - len(b)`` (see ``_relations``); None when ``a`` has no size."""
+    size = _size(a)
+    return None if size is None else size - len(b)
 
 
 def mutated_inputs(record: Record, n: int, seed: int) -> tuple[list[tuple], list[tuple]]:

@@ -40,12 +40,13 @@ def extract_with_reason(raw: str, entry_point: str | None = None) -> tuple[str, 
     if not first:
         return "", "nothing inside the markdown code block, or only text before it"
     what = f"def {entry_point}" if entry_point else "a function"
+    entry: ast.FunctionDef | ast.AsyncFunctionDef | None
+    moved: list[ast.stmt]
     if first[0].isspace():
         tree, lines = _parse_prefix(_ENTRY + text)
         if tree is None or not tree.body or not isinstance(tree.body[0], ast.FunctionDef):
             return "", "the indented text that should be the function's body does not parse as Python"
-        entry: ast.FunctionDef | ast.AsyncFunctionDef | None = tree.body[0]
-        moved: list[ast.stmt] = []
+        entry, moved = tree.body[0], []
         body = lines[1:entry.end_lineno]
     else:  # the model restarted with the whole function (and maybe imports and helpers around it)
         tree, lines = _parse_prefix(text)

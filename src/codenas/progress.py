@@ -75,6 +75,8 @@ class LineProgress:
         threading.Thread(target=self._watch, daemon=True).start()
 
     def __iter__(self) -> Iterator:
+        if self.iterable is None:
+            raise TypeError("this progress line was made without an iterable")
         try:
             for item in self.iterable:
                 yield item

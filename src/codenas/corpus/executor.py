@@ -31,7 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from codenas.io import CodenasError, atomic_write_json, read_json
 from codenas.names import EXECUTOR_PID
@@ -140,6 +140,8 @@ def run_in_group(work: Path, fn: Callable[[], T], interrupted: str = "") -> T:
                 sys.stdout.flush()
                 sys.stderr.flush()
             os._exit(code)
+    ok: bool | None  # the child's outcome: True with its return value, False with (its error, traceback text)
+    value: Any
     try:
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also here, so that the group exists whichever of the two runs first
@@ -175,9 +177,9 @@ def _forget_inherited_forkserver() -> None:
     multiprocess would wait on it and fail (ECHILD). The child starts its own, so it forgets the inherited one."""
     forkserver = sys.modules.get("multiprocess.forkserver")
     if forkserver is not None:
-        forkserver._forkserver = forkserver.ForkServer()
-        for name in ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload"):
-            setattr(forkserver, name, getattr(forkserver._forkserver, name))
+        server = forkserver.ForkServer()
+        names = ("ensure_running", "get_inherited_fds", "connect_to_new_process", "set_forkserver_preload")
+        vars(forkserver).update(_forkserver=server, **{name: getattr(server, name) for name in names})
 
 
 def _write_outcome(path: Path, error: BaseException) -> None:

@@ -133,7 +133,7 @@ class DecontaminationFilter(BaseFilter):
         super().__init__()
         self.benchmarks = benchmarks
         self.folder = folder
-        self._index: dict | None = None
+        self._index: dict[tuple[str, ...], str] | None = None
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from codenas.data.decontam import benchmark_index
@@ -148,7 +148,10 @@ class DecontaminationFilter(BaseFilter):
     def filter(self, doc: Document) -> bool:
         from codenas.data.decontam import _id_order, ngrams
 
-        hits = [self._index[g] for g in ngrams(doc.text) if g in self._index]
+        index = self._index
+        if index is None:
+            raise RuntimeError("filter() runs inside run(), which builds the benchmark index")
+        hits = [index[g] for g in ngrams(doc.text) if g in index]
         if hits:
             self._matches.append({"doc": doc.id, "source": doc.metadata["source"],
                                   "benchmark": min(hits, key=_id_order)})

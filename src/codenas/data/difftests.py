@@ -357,10 +357,10 @@ def _relations(originals: list[tuple]) -> list[tuple[int, int, int]]:
         for j in range(width):
             if i == j:
                 continue
-            gaps = {_size(args[i]) - len(args[j]) if len(args) > max(i, j) and _size(args[i]) is not None
+            gaps = {size - len(args[j]) if len(args) > max(i, j) and (size := _size(args[i])) is not None
                     and isinstance(args[j], _SIZED) else None for args in originals}
-            if len(gaps) == 1 and None not in gaps:
-                found.append((i, j, gaps.pop()))
+            if len(gaps) == 1 and (gap := gaps.pop()) is not None:
+                found.append((i, j, gap))
     return found
 
 
@@ -404,7 +404,7 @@ class _Mutator:
         """Whether a mutant keeps every argument's profile and the relations between arguments."""
         if not all(self.profiles[i].fits(a) for i, a in enumerate(args)):
             return False
-        return all(len(args) <= max(i, j) or _size(args[i]) - len(args[j]) == gap for i, j, gap in self.relations)
+        return all(len(args) <= max(i, j) or _gap(args[i], args[j]) == gap for i, j, gap in self.relations)
 
     def value(self, v: Any, profile: _Profile, depth: int = 0) -> Any:
         """A mutant of ``v`` of the same type, or ``_SKIP``."""
@@ -533,6 +533,12 @@ class _Mutator:
             seen.add(key)
             made.append(args)
         return made
+
+
+def _gap(a: Any, b: Any) -> int | None:
+    """``size(a) - len(b)`` (see ``_relations``); None when ``a`` has no size."""
+    size = _size(a)
+    return None if size is None else size - len(b)
 
 
 def mutated_inputs(record: Record, n: int, seed: int) -> tuple[list[tuple], list[tuple]]:
@@ -667,7 +673,8 @@ def add_diff_tests(records: list[Record], *, max_inputs: int = MAX_INPUTS, seed:
     chosen: dict[str, list[tuple[tuple, Any]]] = {}
     dropped: Counter = Counter()
     for pid, items in first.items():
-        kept, events = [], 0
+        kept: list[tuple[tuple, Any]] = []
+        events = 0
         for args, item in zip(tasks[pid][1], items, strict=True):
             parsed = _parse(item)
             if parsed is None:

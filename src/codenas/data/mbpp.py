@@ -13,6 +13,7 @@ import ast
 import os
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from codenas import paths
@@ -161,7 +162,7 @@ def _split_function(func: ast.FunctionDef) -> tuple[str, str]:
     return "\n".join(header) + "\n", "\n".join(full[len(header):]) + "\n"
 
 
-def _join_statements(stmts: list[ast.stmt]) -> str:
+def _join_statements(stmts: Sequence[ast.stmt]) -> str:
     """Top-level statements as source; definitions are separated by a blank line."""
     parts = []
     for i, stmt in enumerate(stmts):

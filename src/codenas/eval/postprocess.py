@@ -40,6 +40,8 @@ def extract_with_reason(raw: str, entry_point: str | None = None) -> tuple[str, 
     if not first:
         return "", "nothing inside the markdown code block, or only text before it"
     what = f"def {entry_point}" if entry_point else "a function"
+    entry: ast.FunctionDef | ast.AsyncFunctionDef | None
+    moved: list[ast.stmt]
     if first[0].isspace():
         tree, lines = _parse_prefix(_ENTRY + text)
         if tree is None or not tree.body or not isinstance(tree.body[0], ast.FunctionDef):

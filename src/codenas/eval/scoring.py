@@ -386,7 +386,7 @@ def summarize(scored: list[tuple[str, dict]], ks: Sequence[int] = (1, 10, 100)) 
         c[problem_id] += bool(row["passed"])
     per_problem = {}
     for pid in n:
-        entry = {"n": n[pid], "correct": c[pid]}
+        entry: dict[str, int | float] = {"n": n[pid], "correct": c[pid]}
         entry.update({f"pass@{k}": pass_at_k(n[pid], c[pid], k) for k in ks if k <= n[pid]})
         per_problem[pid] = entry
     overall = {f"pass@{k}": mean_pass_at_k([(n[p], c[p]) for p in n], k) for k in ks if all(n[p] >= k for p in n)}

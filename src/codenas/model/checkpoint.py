@@ -125,6 +125,7 @@ def read_state_dict(path: Path, model: GPT) -> dict[str, torch.Tensor]:
     and ``torch.compile``/DDP name prefixes accepted, as the seed wrote them); a tied ``lm_head.weight`` that was
     stored once as ``wte.weight`` is filled in."""
     path = Path(path)
+    state: object  # whatever the file holds, checked below
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))

@@ -19,9 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging
 
 from codenas.io import CodenasError, check_new_folder, dumps_json, read_json, replace_folder
@@ -29,6 +37,9 @@ from codenas.model.checkpoint import load_checkpoint
 from codenas.model.config import ArchConfig
 from codenas.model.model import GPT, NORM_EPS
 from codenas.names import EOT, HF_TOKENIZER_CONFIG, PAD
+
+if TYPE_CHECKING:
+    from transformers import Qwen3Config  # transformers >= 4.51, imported where used
 
 
 def export_hf(checkpoint: Path, out_dir: Path, *, overwrite: bool = False) -> str:
@@ -98,13 +109,13 @@ def hf_layout(c: ArchConfig) -> str:
     return "qwen3"
 
 
-def hf_model_for(model: GPT, *, eos_id: int | None) -> torch.nn.Module:
+def hf_model_for(model: GPT, *, eos_id: int | None) -> PreTrainedModel:
     """The transformers model (in eval mode, float32) computing the same function as ``model``."""
-    layout = hf_layout(model.config)
-    config = hf_config(model, eos_id=eos_id)
-    if layout == "gpt2":
+    config = hf_config(model, eos_id=eos_id)  # its class follows hf_layout(model.config)
+    hf_model: PreTrainedModel
+    if isinstance(config, GPT2Config):
         hf_model = GPT2LMHeadModel(config)
-    elif layout == "llama":
+    elif isinstance(config, LlamaConfig):
         hf_model = LlamaForCausalLM(config)
     else:
         from transformers import Qwen3ForCausalLM  # transformers >= 4.51
@@ -114,7 +125,7 @@ def hf_model_for(model: GPT, *, eos_id: int | None) -> torch.nn.Module:
     return hf_model.eval()
 
 
-def hf_config(model: GPT, *, eos_id: int | None) -> GPT2Config | LlamaConfig:
+def hf_config(model: GPT, *, eos_id: int | None) -> GPT2Config | LlamaConfig | Qwen3Config:
     """The transformers config (GPT-2, Llama or Qwen3) that computes the same function as ``model``."""
     c = model.config
     layout = hf_layout(c)
@@ -137,7 +148,7 @@ def hf_config(model: GPT, *, eos_id: int | None) -> GPT2Config | LlamaConfig:
             bos_token_id=eos_id,
             eos_token_id=eos_id,
         )
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=c.vocab_size,
         hidden_size=c.d_model,
         intermediate_size=c.d_ff,
@@ -208,7 +219,7 @@ def _llama_state_dict(ours: dict[str, torch.Tensor], c: ArchConfig) -> dict[str,
         "model.norm.weight": ours["ln_f.weight"],
         "lm_head.weight": ours["lm_head.weight"],
     }
-    q, kv = c.n_head * c.head_dim, c.n_kv_head * c.head_dim
+    q, kv = c.n_head * c.head_dim, (c.n_kv_head or c.n_head) * c.head_dim  # ArchConfig fills n_kv_head
     for i in range(c.n_layer):
         src, dst = f"blocks.{i}", f"model.layers.{i}"
         out[f"{dst}.input_layernorm.weight"] = ours[f"{src}.ln_1.weight"]

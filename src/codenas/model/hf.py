@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,9 @@ from torch import nn
 
 from codenas.io import CodenasError
 from codenas.names import HF_CONFIG
+
+if TYPE_CHECKING:  # transformers is imported where it is used (it is slow to import)
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 HF_PREFIX = "hf:"
 
@@ -69,9 +73,9 @@ class HFCausalLM(nn.Module):
 
     padded_batches = True  # the sampler decodes several prompts at once in left-padded batches
 
-    def __init__(self, hf_model: nn.Module):
+    def __init__(self, hf_model: PreTrainedModel):
         super().__init__()
-        self.hf = hf_model
+        self.hf: PreTrainedModel = hf_model
         cfg = hf_model.config
         context = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
         if not context:
@@ -91,7 +95,7 @@ class HFCausalLM(nn.Module):
         if segment_ids is not None:
             raise CodenasError("hf: models do not support packed segments; use padded batches")
         if kv_cache is not None:
-            extra = {} if positions is None else {"position_ids": positions}
+            extra: dict[str, Any] = {} if positions is None else {"position_ids": positions}
             if attention_mask is not None:
                 extra["attention_mask"] = attention_mask
             if last_only and self._keeps_logits:
@@ -119,24 +123,24 @@ def hf_dir(spec: str) -> Path:
     return path
 
 
-def load_hf(path: Path) -> tuple[HFCausalLM, object]:
+def load_hf(path: Path) -> tuple[HFCausalLM, PreTrainedTokenizerFast]:
     """Load a local causal LM and its (fast) tokenizer: ``(wrapped model in eval mode, HF tokenizer)``."""
     _quiet_transformers()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
     try:
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise CodenasError(f"cannot load a transformers causal LM: {e}", path) from None
-    if getattr(tokenizer, "backend_tokenizer", None) is None:
+    if not isinstance(tokenizer, PreTrainedTokenizerFast) or getattr(tokenizer, "backend_tokenizer", None) is None:
         raise CodenasError("the tokenizer has no fast (tokenizers) backend; save a tokenizer.json", path)
     if tokenizer.eos_token_id is None:
         raise CodenasError("the tokenizer defines no eos_token (needed to end answers)", path)
     return HFCausalLM(model).eval(), tokenizer
 
 
-def save_hf(out_dir: Path, model: HFCausalLM, hf_tokenizer: object) -> None:
+def save_hf(out_dir: Path, model: HFCausalLM, hf_tokenizer: PreTrainedTokenizerFast) -> None:
     """Write the wrapped model and its tokenizer with ``save_pretrained`` (loadable again as ``hf:OUT``)."""
     _quiet_transformers()
     model.hf.save_pretrained(out_dir, safe_serialization=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer
@@ -37,6 +38,9 @@ from codenas.model.config import ArchConfig
 from codenas.model.hf import HF_PREFIX, HFCausalLM, hf_dir, load_hf, save_hf
 from codenas.model.model import GPT
 from codenas.model.tokenizer import check_vocab_fits, eot_id, load_tokenizer, pad_id, tokenizer_file
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 from codenas.names import ADAPTER_CONFIG, HF_CONFIG, TOKENIZER_FILE
 
 
@@ -54,7 +58,7 @@ class LoadedModel:
     arch: ArchConfig | None  # None for hf: models
     meta: dict  # the codenas.json it came with (step, metrics, ...), {} if none
     tokenizer_file: Path | None = None  # the tokenizer.json to copy into codenas checkpoints
-    hf_tokenizer: object | None = None  # the transformers tokenizer of hf: models (saved alongside)
+    hf_tokenizer: PreTrainedTokenizerFast | None = None  # the transformers tokenizer of hf: models (saved alongside)
     adapter: Path | None = None  # the LoRA adapter folder merged into the model, if any
 
     @property
@@ -205,12 +209,17 @@ def _load_merged_adapter(adapter_dir: Path) -> LoadedModel:
 def save_model(out_dir: Path, loaded: LoadedModel, *, step: int, metrics: dict | None = None,
                trainer_state: dict | None = None) -> None:
     """Write a full model atomically: a codenas checkpoint, or for hf models a ``save_pretrained`` folder."""
-    if loaded.kind == "codenas":
-        save_checkpoint(out_dir, loaded.model, tokenizer_path=loaded.tokenizer_file, step=step, metrics=metrics,
+    model = loaded.model
+    if not isinstance(model, HFCausalLM):  # kind "codenas"
+        if not isinstance(model, GPT) or loaded.tokenizer_file is None:
+            raise TypeError(f"a codenas model to save is a GPT with its tokenizer file, not a {type(model).__name__}")
+        save_checkpoint(out_dir, model, tokenizer_path=loaded.tokenizer_file, step=step, metrics=metrics,
                         trainer_state=trainer_state)
         return
+    if loaded.hf_tokenizer is None:
+        raise TypeError("an hf: model to save comes with its transformers tokenizer")
     with atomic_directory(out_dir) as tmp:
-        save_hf(tmp, loaded.model, loaded.hf_tokenizer)
+        save_hf(tmp, model, loaded.hf_tokenizer)
         atomic_write_json(tmp / META, {"kind": "hf", "base": loaded.ref, "step": step, "metrics": metrics or {}})
         if trainer_state is not None:
             write_trainer_state(tmp, trainer_state)

@@ -89,12 +89,19 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 
 def eot_id(tokenizer: Tokenizer) -> int:
     """The id of ``<|endoftext|>``."""
-    return tokenizer.token_to_id(EOT)
+    return _special_id(tokenizer, EOT)
 
 
 def pad_id(tokenizer: Tokenizer) -> int:
     """The id of ``<|pad|>``."""
-    return tokenizer.token_to_id(PAD)
+    return _special_id(tokenizer, PAD)
+
+
+def _special_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise CodenasError(f"the tokenizer has no {token} token")
+    return token_id
 
 
 def check_vocab_fits(n_tokens: int, vocab_size: int, path: str | os.PathLike | None = None) -> None:

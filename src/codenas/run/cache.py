@@ -21,7 +21,8 @@ from codenas.io import atomic_write_json, atomic_write_text, read_json
 from codenas.names import DONE, STARTED
 
 
-def stage_key(name: str, params: dict[str, Any], upstream: dict[str, str], inputs: dict[str, str]) -> str:
+def stage_key(name: str, params: dict[str, Any], upstream: dict[str, str],
+              inputs: dict[str, str | None]) -> str:
     """sha256 over the stage name, its config values, its upstream stage keys and its input file hashes."""
     payload = {"stage": name, "params": params, "upstream": upstream, "inputs": inputs,
                "codenas": codenas.__version__}

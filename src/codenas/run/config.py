@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ SCHEMA: dict[str, tuple[str, ...]] = {section: tuple(section_keys(section)) for 
 
 
 def load_run_config(preset: str | os.PathLike = "tiny", config_file: str | os.PathLike | None = None,
-                    overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+                    overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """The resolved run configuration: the preset (a name in configs/ or a path), then ``config_file``, then
     ``overrides`` (``section.key=value``; the value is a TOML literal, else taken as a string).
 

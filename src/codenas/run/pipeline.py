@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def default_out(preset: str | os.PathLike) -> Path:
 
 def run_pipeline(*, preset: str | os.PathLike = "tiny", out: Path | None = None,
                  config_file: Path | None = None, mbpp: Path | None = None,
-                 overrides: list[str] = ()) -> dict[str, Any]:
+                 overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run (or resume, or skip as cached) every stage into ``out``; returns ``{"out", "report", "stages"}``.
 
     ``stages`` maps each stage name to ``{"key", "status", "wall_s", "finished"}`` where ``status`` is ``ran``,

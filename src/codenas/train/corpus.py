@@ -82,7 +82,7 @@ def check_corpus(corpus: Path | str | None) -> None:
     resolve_sources([str(corpus)])
 
 
-def _windows(tokens: np.ndarray, starts: np.ndarray | list[int], length: int) -> dict[str, torch.Tensor]:
+def _windows(tokens: np.ndarray | TokenShards, starts: np.ndarray | list[int], length: int) -> dict[str, torch.Tensor]:
     rows = np.stack([np.asarray(tokens[s:s + length + 1], dtype=np.int64) for s in starts])
     data = torch.from_numpy(rows)
     return {"input_ids": data[:, :-1], "targets": data[:, 1:]}
@@ -91,7 +91,8 @@ def _windows(tokens: np.ndarray, starts: np.ndarray | list[int], length: int) ->
 class RandomWindows:
     """An endless, resumable source of random training windows (one seeded stream per DDP rank)."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, context_length: int, *, seed: int, rank: int = 0):
+    def __init__(self, tokens: np.ndarray | TokenShards, batch_size: int, context_length: int, *, seed: int,
+                 rank: int = 0):
         if len(tokens) < context_length + 2:
             raise CodenasError(f"training corpus has {len(tokens)} tokens, fewer than one window "
                                f"of context_length + 1 = {context_length + 1}")
@@ -112,7 +113,7 @@ class RandomWindows:
         self.generator.set_state(state["generator"])
 
 
-def fixed_windows(tokens: np.ndarray, n_batches: int, batch_size: int, context_length: int
+def fixed_windows(tokens: np.ndarray | TokenShards, n_batches: int, batch_size: int, context_length: int
                   ) -> list[dict[str, torch.Tensor]]:
     """``n_batches`` validation batches of evenly spaced windows (the same every time)."""
     high = len(tokens) - context_length - 1

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -433,7 +433,8 @@ class _Trainer:
             _seed_everything(cfg.seed * 1_000_003 + ctx.rank)
             if ctx.is_main:
                 _truncate_metrics(self.out_dir / METRICS, 0)  # a fresh run starts a fresh log
-        self.train_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        # torch.compile of a module returns a module (OptimizedModule); its annotation says only a callable
+        self.train_model: nn.Module = cast(nn.Module, torch.compile(self.model)) if cfg.compile else self.model
         if ctx.is_distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.train_model, device_ids=device_ids)
@@ -476,8 +477,8 @@ class _Trainer:
         for micro in range(self.cfg.grad_accum):
             batch = self.batches.next_batch()
             last_micro = micro == self.cfg.grad_accum - 1
-            no_sync = self.ctx.is_distributed and not last_micro
-            with self.train_model.no_sync() if no_sync else contextlib.nullcontext():
+            ddp = self.train_model if isinstance(self.train_model, DistributedDataParallel) else None
+            with ddp.no_sync() if ddp is not None and not last_micro else contextlib.nullcontext():
                 with self.autocast():
                     loss = self.loss_fn(self.train_model, batch) / self.cfg.grad_accum
                 loss.backward()
@@ -512,26 +513,27 @@ class _Trainer:
         if improved:
             self.best_metrics, self.best_step = {name: metrics[name] for name, _ in self.best}, self.step
         ranks = distributed.gather_objects({"rng": _rng_state(), "batches": self.batches.state_dict()}, self.ctx)
-        if self.checkpointer is not None and self.ctx.is_main:
+        checkpointer = self.checkpointer
+        if checkpointer is not None and self.ctx.is_main:
             # best first: a failed write then leaves checkpoint_last (the resume point) as it was, whose state
             # names the best checkpoint still in place
             if improved:
-                self._save(BEST, metrics=metrics, trainer_state=None)
+                self._save(checkpointer, BEST, metrics=metrics, trainer_state=None)
             state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "tokens": self.tokens,
                      "best_metrics": self.best_metrics, "best_step": self.best_step, "metrics": metrics,
                      "ranks": ranks, "config": asdict(self.cfg)}
-            self._save(LAST, metrics=metrics, trainer_state=state)
+            self._save(checkpointer, LAST, metrics=metrics, trainer_state=state)
         distributed.barrier(self.ctx)
 
-    def _save(self, name: str, *, metrics: dict, trainer_state: dict | None) -> None:
+    def _save(self, checkpointer: Checkpointer, name: str, *, metrics: dict, trainer_state: dict | None) -> None:
         """Save a checkpoint; a failed write (a full disk...) is one error naming the folder and what is left."""
         path = self.out_dir / name
         try:
-            self.checkpointer.save(path, self.model, step=self.step, metrics=metrics, trainer_state=trainer_state)
+            checkpointer.save(path, self.model, step=self.step, metrics=metrics, trainer_state=trainer_state)
         except (OSError, RuntimeError, SafetensorError) as e:  # the writers' own error types (torch: RuntimeError)
             raise CodenasError(write_failure(e, path, self.step), path) from None
 
-    def _train_stats(self, mean_loss: torch.Tensor, tokens_before: int, start_time: float) -> dict:
+    def _train_stats(self, mean_loss: torch.Tensor | float, tokens_before: int, start_time: float) -> dict:
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start_time
@@ -548,7 +550,8 @@ class _Trainer:
         bar = progress(total=cfg.max_steps, initial=self.step, desc=self.desc, unit="step",
                        line_interval=None) if main else None
         lines = main and not is_terminal()
-        window_loss, window_steps, window_tokens, window_start = 0.0, 0, self.tokens, time.perf_counter()
+        window_loss: torch.Tensor | float = 0.0  # a tensor once a step is added: summed without a device sync
+        window_steps, window_tokens, window_start = 0, self.tokens, time.perf_counter()
         first_step, run_start = self.step, time.perf_counter()
         self.model.train()
         try:

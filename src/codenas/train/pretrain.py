@@ -43,6 +43,8 @@ class GPTCheckpointer:
         self.tokenizer_path = Path(tokenizer_path)
 
     def save(self, path: Path, model: nn.Module, *, step: int, metrics: dict, trainer_state: dict | None) -> None:
+        if not isinstance(model, GPT):
+            raise TypeError(f"a full checkpoint holds a codenas GPT, not a {type(model).__name__}")
         save_checkpoint(path, model, tokenizer_path=self.tokenizer_path, step=step, metrics=metrics,
                         trainer_state=trainer_state)
 
@@ -62,8 +64,8 @@ def val_loss_evaluator(val_batches: list[dict[str, torch.Tensor]], ctx: DistCont
         for batch in val_batches[ctx.rank::ctx.world_size]:
             loss = lm_loss(model, {k: v.to(ctx.device) for k, v in batch.items()})
             total, count = total + float(loss), count + 1
-        total, count = distributed.all_reduce_sum([total, count], ctx)
-        return {"val_loss": total / max(count, 1)}
+        total_all, count_all = distributed.all_reduce_sum([total, count], ctx)
+        return {"val_loss": total_all / max(count_all, 1)}
 
     return evaluate
 

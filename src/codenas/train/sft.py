@@ -114,8 +114,8 @@ class Evaluator:
             n_tokens = int((batch["targets"] != -100).sum())
             total += float(lm_loss(model, batch)) * n_tokens
             count += n_tokens
-        total, count = distributed.all_reduce_sum([total, count], self.ctx)
-        return total / max(count, 1)
+        total_all, count_all = distributed.all_reduce_sum([total, count], self.ctx)
+        return total_all / max(count_all, 1)
 
     def pass_rate(self, model: nn.Module, step: int) -> tuple[int, float]:
         """(passed samples, pass@1) of this evaluation; samples and verdicts go to OUT/evals/step{N}/."""

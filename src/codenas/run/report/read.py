@@ -198,5 +198,7 @@ def eval_summaries(out: Path) -> dict[str, dict[str, dict[str, Any]]]:
                               run_order.get(eval_stage(d.parent.name, d.name), 1 << 30), d.parent.name, d.name))
     summaries: dict[str, dict[str, dict[str, Any]]] = {}
     for folder in found:
-        summaries.setdefault(folder.parent.name, {})[folder.name] = read_summary(folder)
+        summary = read_summary(folder)
+        if summary is not None:  # found holds only folders with one
+            summaries.setdefault(folder.parent.name, {})[folder.name] = summary
     return summaries

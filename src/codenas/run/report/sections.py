@@ -67,8 +67,9 @@ def _layout(arch: dict[str, Any]) -> str:
 
 def _tokens_seen(run: RunView, stage: str) -> int | None:
     """Training tokens of a stage: what its library call returned, else the last logged count."""
-    if isinstance((run.results_of[stage] or {}).get("tokens"), int):
-        return run.results_of[stage]["tokens"]
+    results = run.results_of[stage] or {}
+    if isinstance(results.get("tokens"), int):
+        return results["tokens"]
     rows = [r for r in run.metrics[stage] if isinstance(r.get("tokens"), int)]
     return rows[-1]["tokens"] if rows else None
 
@@ -215,8 +216,8 @@ def _framing_notes(run: RunView) -> list[str]:
     samples = (run.config or {}).get("eval", {}).get("samples")
     unmeasured = [k for k in ks if samples is not None and k > samples]
     if unmeasured:
-        names = [f"pass@{k}" for k in unmeasured]
-        names = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        listed = [f"pass@{k}" for k in unmeasured]
+        names = " and ".join([", ".join(listed[:-1]), listed[-1]] if len(listed) > 1 else listed)
         notes.append(f"pass@k is shown only for k ≤ samples per problem: with eval.samples = {samples}, "
                      f"{names} cannot be measured (set eval.samples to at "
                      f"least {max(unmeasured)} to get {'them' if len(unmeasured) > 1 else 'it'}).")

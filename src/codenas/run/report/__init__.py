@@ -14,6 +14,7 @@ share); ``render`` writes the blocks twice, as Markdown and as HTML, so both say
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from codenas.io import atomic_write_text
@@ -44,25 +45,20 @@ from codenas.run.report.text import Block
 
 __all__ = ["write_report"]
 
+# the sections read from the run folder, in the report's order (hardware, versions and wall time close it)
+RUN_SECTIONS: tuple[Callable[[RunView], list[Block]], ...] = (
+    summary_section, verdicts_section, samples_section, passk_section, solved_section, loss_curves_section,
+    pass1_vs_step_section, expert_iteration_section, changes_section, copying_section, data_section,
+    corpus_section, configuration_section)
+
 
 def write_report(out: Path, *, hardware: dict[str, str] | None = None,
                  versions: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Write ``out/report.md``, ``out/report.html`` and ``out/plots/*.png``; return the two report paths."""
     run = RunView(out)
     blocks: list[Block] = [("h1", f"codenas run report: {out.name}")]
-    blocks += summary_section(run)
-    blocks += verdicts_section(run)
-    blocks += samples_section(run)
-    blocks += passk_section(run)
-    blocks += solved_section(run)
-    blocks += loss_curves_section(run)
-    blocks += pass1_vs_step_section(run)
-    blocks += expert_iteration_section(run)
-    blocks += changes_section(run)
-    blocks += copying_section(run)
-    blocks += data_section(run)
-    blocks += corpus_section(run)
-    blocks += configuration_section(run)
+    for section in RUN_SECTIONS:
+        blocks += section(run)
     blocks += key_values_section("Hardware", ("component", "value"),
                                  hardware if hardware is not None else system.hardware())
     blocks += key_values_section("Versions", ("package", "version"),

@@ -36,12 +36,15 @@ from pathlib import Path
 
 # preset -> defaults of the flags left unset: the CPU default, a GPU scale, and a smoke run of seconds
 PRESETS = {
-    "default": {"archs": 10, "max_params": 2_000_000, "proxy_tokens": 96_000, "full_factor": 8, "batch_size": 8,
-                "evals": 4, "eval_batches": 8, "vocab_size": 2048, "max_files": 300, "device": "cpu"},
+    "default": {"archs": 10, "max_params": 1_000_000, "proxy_tokens": 20_480, "full_factor": 8, "batch_size": 4,
+                "evals": 4, "val_tokens": 50_000, "context_length": "256", "vocab_size": 2048, "max_files": 300,
+                "val_fraction": 0.05, "device": "cpu"},
     "scale": {"archs": 24, "max_params": 20_000_000, "proxy_tokens": 4_000_000, "full_factor": 8, "batch_size": 32,
-              "evals": 4, "eval_batches": 16, "vocab_size": 8192, "max_files": 0, "device": "auto"},
+              "evals": 4, "val_tokens": 500_000, "context_length": "256", "vocab_size": 8192, "max_files": 0,
+              "val_fraction": 0.01, "device": "auto"},
     "smoke": {"archs": 3, "max_params": 60_000, "proxy_tokens": 512, "full_factor": 8, "batch_size": 2, "evals": 2,
-              "eval_batches": 1, "vocab_size": 300, "max_files": 12, "device": "cpu"},
+              "val_tokens": 256, "context_length": "16,32", "vocab_size": 300, "max_files": 12, "val_fraction": 0.2,
+              "device": "cpu"},
 }
 
 
@@ -101,15 +104,30 @@ class BenchData:
     corpus: Path
 
 
-def benchmark_data(out: Path, vocab_size: int, max_files: int) -> BenchData:
+def benchmark_data(out: Path, vocab_size: int, max_files: int, val_fraction: float = 0.05,
+                   min_val_tokens: int = 0) -> BenchData:
     """The stdlib sample of the ``tiny`` preset (``max_files`` files; 0 = all) built once into the cache the way
     every pretraining corpus is (filtered, deduplicated, decontaminated, a ``vocab_size`` BPE trained on its clean
-    documents). The one place to change to measure on another corpus."""
+    documents), with ``val_fraction`` of its documents held out: the preset's share of 300 files holds about 2k
+    tokens, too few to rank shapes whose losses differ by hundredths. Fails when the held-out split has fewer than
+    ``min_val_tokens`` tokens. The one place to change to measure on another corpus."""
     from codenas.corpus.build import build_cached
+    from codenas.io import read_json
     from codenas.settings import CorpusSettings
 
-    corpus = build_cached(["stdlib"], vocab_size=vocab_size, settings=CorpusSettings(max_files=max_files or None))
+    settings = CorpusSettings(max_files=max_files or None, val_fraction=val_fraction)
+    corpus = build_cached(["stdlib"], vocab_size=vocab_size, settings=settings)
+    val_tokens = read_json(corpus / "manifest.json")["tokens"]["val"]
+    if val_tokens < min_val_tokens:
+        raise SystemExit(f"the benchmark corpus {corpus} holds {val_tokens:,} validation tokens, fewer than the "
+                         f"{min_val_tokens:,} evaluated: raise --val-fraction or --max-files, or lower --val-tokens")
     return BenchData(tokenizer=corpus / "tokenizer.json", corpus=corpus)
+
+
+def eval_batches_for(val_tokens: int, batch_size: int, context_length: int) -> int:
+    """Validation batches covering at least ``val_tokens`` tokens at this context length: every shape is scored on
+    (nearly) the same held-out tokens, whatever its context."""
+    return max(1, math.ceil(val_tokens / (batch_size * context_length)))
 
 
 def sample_archs(k: int, max_params: int, vocab_size: int, seed: int, space) -> list[tuple]:
@@ -142,14 +160,17 @@ def main() -> None:
     size.add_argument("--scale", action="store_true", help="Bigger: more shapes, 20M parameters, 4M-token proxy.")
     size.add_argument("--smoke", action="store_true", help="Seconds: three tiny shapes (a test runs this).")
     parser.add_argument("--archs", type=int, help="Shapes drawn (K) [10].")
-    parser.add_argument("--max-params", type=int, help="Parameter budget of the drawn shapes [2,000,000].")
-    parser.add_argument("--proxy-tokens", type=int, help="The proxy's token budget B [96,000].")
+    parser.add_argument("--max-params", type=int, help="Parameter budget of the drawn shapes [1,000,000].")
+    parser.add_argument("--context-length", help="Context lengths of the space, comma-separated [256: a search "
+                                                 "should list only the final model's; see docs/search.md].")
+    parser.add_argument("--proxy-tokens", type=int, help="The proxy's token budget B [20,480].")
     parser.add_argument("--full-factor", type=int, help="Full budget = this times B, at least 8 [8].")
     parser.add_argument("--batch-size", type=int, help="Sequences per step, every run (the search's --batch-size) "
-                                                       "[8: at B/4 the search's 16 would leave one step per "
-                                                       "evaluation at context 512].")
+                                                       "[4: more steps in a small budget].")
     parser.add_argument("--evals", type=int, help="Evaluations per run (the search's --evals) [4].")
-    parser.add_argument("--eval-batches", type=int, help="Fixed validation batches per evaluation [8].")
+    parser.add_argument("--val-tokens", type=int, help="Held-out tokens every run is scored on, as fixed windows "
+                                                       "[50,000].")
+    parser.add_argument("--val-fraction", type=float, help="Share of the corpus's documents held out [0.05].")
     parser.add_argument("--vocab-size", type=int, help="Tokenizer trained on the corpus sample [2048].")
     parser.add_argument("--max-files", type=int, help="Stdlib files of the corpus (0: all) [300].")
     parser.add_argument("--device", help="cpu, cuda, auto [cpu].")
@@ -182,13 +203,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
-    data = benchmark_data(out, args.vocab_size, args.max_files)
+    data = benchmark_data(out, args.vocab_size, args.max_files, args.val_fraction, args.val_tokens)
     vocab = load_tokenizer(data.tokenizer).get_vocab_size()
-    space = SearchSpace()
+    contexts = tuple(int(c) for c in args.context_length.split(","))
+    space = SearchSpace(context_length=contexts)
     if args.smoke:  # the default space's smallest shape has ~100k parameters: too slow for a test
-        space = SearchSpace(n_layer=(1, 2), n_head=(2,), d_model=(16, 32), d_ff_ratio=(2,), context_length=(16, 32))
+        space = SearchSpace(n_layer=(1, 2), n_head=(2,), d_model=(16, 32), d_ff_ratio=(2,), context_length=contexts)
     search = SearchSettings(max_params=args.max_params, budget_tokens=args.proxy_tokens, batch_size=args.batch_size,
-                            evals=args.evals, eval_batches=args.eval_batches, seed=args.seed, device=args.device,
+                            evals=args.evals, seed=args.seed, device=args.device,
                             dtype=args.dtype,
                             **{k: v for k, v in (("lr", args.lr), ("muon_lr", args.muon_lr)) if v is not None})
     shapes = sample_archs(args.archs, args.max_params, vocab, args.seed, space)
@@ -204,8 +226,10 @@ def main() -> None:
                "non_embedding_params": count_params(arch, non_embedding=True), "flops_per_token": flops_per_token(arch)}
         for budget_name, tokens in budgets.items():
             training = proxy_training(search, arch, optimizer, tokens)
-            # the search's schedule; only the final evaluation is needed here (evaluations do not change training)
-            training = dataclasses.replace(training, eval_interval=training.max_steps)
+            # the search's schedule; only the final evaluation is needed here (evaluations do not change training),
+            # on the same held-out tokens for every shape
+            training = dataclasses.replace(training, eval_interval=training.max_steps, eval_batches=eval_batches_for(
+                args.val_tokens, args.batch_size, arch.context_length))
             start, cpu = time.perf_counter(), time.process_time()
             result = pretrain(settings=PretrainSettings(arch=arch.name), training=training,
                               arch=arch, tokenizer=data.tokenizer, corpus=data.corpus,
@@ -222,6 +246,9 @@ def main() -> None:
                   f"{result['final_val_loss']:.4f} after {result['tokens']:,} tokens, {wall:.0f} s "
                   f"(cpu {cpu:.0f} s)", flush=True)
         results.append(row)
+        # the shapes so far, so that an interrupted run still leaves its measurements
+        (out / "search_validity.partial.json").write_text(json.dumps({"budgets": budgets, "shapes": results},
+                                                                     indent=2) + "\n")
 
     full = [r["full"] for r in results]
     predictors = {name: [r[name] for r in results] for name in ("proxy", "proxy_half", "proxy_quarter")}

@@ -29,10 +29,11 @@ import time
 from pathlib import Path
 
 PRESETS = {
-    "default": {"trials": 12, "budget_tokens": 200_000, "max_steps": None, "seeds": "1337,1338", "vocab_size": 2048,
-                "max_files": 300, "eval_batches": 8},
-    "smoke": {"trials": 2, "budget_tokens": 512, "max_steps": 4, "seeds": "1", "vocab_size": 300, "max_files": 12,
-              "eval_batches": 1},
+    "default": {"trials": 10, "budget_tokens": 20_480, "batch_size": 4, "search_eval_batches": 12, "max_steps": None,
+                "seeds": "1337,1338", "vocab_size": 2048, "max_files": 300, "val_fraction": 0.05,
+                "val_tokens": 50_000},
+    "smoke": {"trials": 2, "budget_tokens": 512, "batch_size": 2, "search_eval_batches": 1, "max_steps": 4,
+              "seeds": "1", "vocab_size": 300, "max_files": 12, "val_fraction": 0.2, "val_tokens": 256},
 }
 
 
@@ -48,13 +49,17 @@ def _validity_module():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="Seconds: a 2-trial search, 4-step runs, one seed.")
-    parser.add_argument("--trials", type=int, help="Shapes the search trains [12].")
-    parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [200,000].")
+    parser.add_argument("--trials", type=int, help="Shapes the search trains [10].")
+    parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [20,480: the one "
+                                                          "benchmarks/search_validity.py measured].")
+    parser.add_argument("--batch-size", type=int, help="The search's --batch-size [4, as search_validity.py].")
+    parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [12].")
     parser.add_argument("--max-steps", type=int, help="Steps of each final run [the tiny preset's].")
     parser.add_argument("--seeds", help="Seeds of the final runs, comma-separated [1337,1338].")
     parser.add_argument("--vocab-size", type=int, help="Tokenizer size [2048, the tiny preset's].")
     parser.add_argument("--max-files", type=int, help="Stdlib files of the corpus [300, the tiny preset's].")
-    parser.add_argument("--eval-batches", type=int, help="Fixed validation batches of the final runs [8].")
+    parser.add_argument("--val-tokens", type=int, help="Held-out tokens the final runs are scored on [50,000].")
+    parser.add_argument("--val-fraction", type=float, help="Share of the corpus's documents held out [0.05].")
     parser.add_argument("--dtype", default="fp32", help="Training dtype of every run: fp32 (fast on CPUs), bf16, auto.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
@@ -82,7 +87,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
-    data = _validity_module().benchmark_data(out, args.vocab_size, args.max_files)
+    validity = _validity_module()
+    data = validity.benchmark_data(out, args.vocab_size, args.max_files, args.val_fraction, args.val_tokens)
     vocab = load_tokenizer(data.tokenizer).get_vocab_size()
     preset_cfg = load_run_config("tiny")
     recipe = preset_cfg["pretrain"]
@@ -99,7 +105,8 @@ def main() -> None:
           f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens", flush=True)
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
-                                     space=space, device=args.device, dtype=args.dtype))
+                                     space=space, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                     eval_batches=args.search_eval_batches))
     best = search["best"]
     winner = dataclasses.replace(ArchConfig.from_json(out / "search" / "best_arch.json"), name="searched")
     print(f"search: {search['counts']}, winner trial {best['trial']} ({winner.n_layer}L d{winner.d_model} "
@@ -115,7 +122,8 @@ def main() -> None:
         for name, (arch, optimizer) in models.items():
             training = TrainSettings(max_steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"],
                                      min_lr=recipe["min_lr"], warmup_steps=min(recipe["warmup_steps"], steps // 2),
-                                     eval_interval=max(1, steps // 4), eval_batches=args.eval_batches,
+                                     eval_interval=steps, eval_batches=validity.eval_batches_for(
+                                         args.val_tokens, recipe["batch_size"], arch.context_length),
                                      log_interval=recipe["log_interval"], seed=seed, dtype=args.dtype,
                                      device=args.device, optimizer=optimizer, muon_lr=recipe["muon_lr"],
                                      weight_decay=recipe["weight_decay"])

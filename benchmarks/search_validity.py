@@ -102,6 +102,7 @@ class BenchData:
 
     tokenizer: Path
     corpus: Path
+    val_tokens: int  # in the held-out split
 
 
 def benchmark_data(out: Path, vocab_size: int, max_files: int, val_fraction: float = 0.05,
@@ -121,13 +122,38 @@ def benchmark_data(out: Path, vocab_size: int, max_files: int, val_fraction: flo
     if val_tokens < min_val_tokens:
         raise SystemExit(f"the benchmark corpus {corpus} holds {val_tokens:,} validation tokens, fewer than the "
                          f"{min_val_tokens:,} evaluated: raise --val-fraction or --max-files, or lower --val-tokens")
-    return BenchData(tokenizer=corpus / "tokenizer.json", corpus=corpus)
+    return BenchData(tokenizer=corpus / "tokenizer.json", corpus=corpus, val_tokens=val_tokens)
 
 
 def eval_batches_for(val_tokens: int, batch_size: int, context_length: int) -> int:
     """Validation batches covering at least ``val_tokens`` tokens at this context length: every shape is scored on
     (nearly) the same held-out tokens, whatever its context."""
     return max(1, math.ceil(val_tokens / (batch_size * context_length)))
+
+
+def extrapolate(loss_half: float, loss_proxy: float, full_factor: int) -> float:
+    """The loss at ``full_factor`` times the proxy's tokens on the line through the losses at half and all of them,
+    against log(tokens): ``loss_proxy + (loss_proxy - loss_half) * log2(full_factor)``."""
+    return loss_proxy + (loss_proxy - loss_half) * math.log2(full_factor)
+
+
+# the arguments a full run's loss depends on: an earlier run's full losses are reused only when they are equal
+FULL_RUN_ARGS = ("max_params", "proxy_tokens", "full_factor", "batch_size", "evals", "val_tokens", "context_length",
+                 "vocab_size", "max_files", "val_fraction", "device", "dtype", "lr", "muon_lr", "seed")
+
+
+def full_runs_from(path: Path, args: dict, data: BenchData, budgets: dict) -> dict[str, dict]:
+    """The full runs of an earlier ``search_validity.json``, keyed by their shape and optimizer, after checking that
+    they were trained with the same settings, data and budgets as this run's would be."""
+    earlier = json.loads(Path(path).read_text())
+    diffs = [f"{k}: {earlier['args'].get(k)!r} there, {args[k]!r} here" for k in FULL_RUN_ARGS
+             if earlier["args"].get(k) != args[k]]
+    if earlier["budgets"]["full"] != budgets["full"] or earlier.get("val_split_tokens",
+                                                                     data.val_tokens) != data.val_tokens:
+        diffs.append("the full budget or the held-out split differ")
+    if diffs:
+        raise SystemExit(f"{path}: its full runs were trained otherwise ({'; '.join(diffs)})")
+    return {json.dumps([r["arch"], r["optimizer"]], sort_keys=True): r for r in earlier["shapes"]}
 
 
 def sample_archs(k: int, max_params: int, vocab_size: int, seed: int, space) -> list[tuple]:
@@ -177,6 +203,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", help="Training dtype: fp32 (fast on CPUs), bf16 or auto.")
     parser.add_argument("--lr", type=float, default=None, help="The search's --lr [SearchSettings'].")
     parser.add_argument("--muon-lr", type=float, default=None, help="The search's --muon-lr [SearchSettings'].")
+    parser.add_argument("--proxy-lr-scale", type=float, default=1.0,
+                        help="The proxy runs' (B/4, B/2, B) learning rates, --lr and --muon-lr, times this; the full "
+                             "runs keep them: a search with a larger --lr than the final training [1].")
+    parser.add_argument("--full-from", type=Path, default=None,
+                        help="Take the full runs' losses from this earlier search_validity.json (same shapes, data and "
+                             "full-run settings; checked) and train only the proxies.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the draw and of every run.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
     parser.add_argument("--out", type=Path, default=None, help="Output folder [runs/search_validity[_PRESET]].")
@@ -216,6 +248,9 @@ def main() -> None:
     shapes = sample_archs(args.archs, args.max_params, vocab, args.seed, space)
     budgets = {"proxy_quarter": args.proxy_tokens // 4, "proxy_half": args.proxy_tokens // 2,
                "proxy": args.proxy_tokens, "full": args.proxy_tokens * args.full_factor}
+    proxy_search = dataclasses.replace(search, lr=search.lr * args.proxy_lr_scale,
+                                       muon_lr=search.muon_lr * args.proxy_lr_scale)
+    earlier = full_runs_from(args.full_from, vars(args), data, budgets) if args.full_from else {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; {preset}: "
           f"{len(shapes)} shapes under {args.max_params:,} parameters; budgets (tokens) "
           + ", ".join(f"{k} {v:,}" for k, v in budgets.items()), flush=True)
@@ -225,11 +260,18 @@ def main() -> None:
         row = {"name": arch.name, "arch": arch.to_dict(), "optimizer": optimizer, "params": count_params(arch),
                "non_embedding_params": count_params(arch, non_embedding=True), "flops_per_token": flops_per_token(arch)}
         for budget_name, tokens in budgets.items():
-            training = proxy_training(search, arch, optimizer, tokens)
+            key = json.dumps([row["arch"], optimizer], sort_keys=True)
+            if budget_name == "full" and args.full_from:
+                if key not in earlier:
+                    raise SystemExit(f"{args.full_from} has no full run of {arch.name} ({row['arch']}, {optimizer})")
+                row |= {k: v for k, v in earlier[key].items() if k.startswith("full")}
+                continue
+            training = proxy_training(search if budget_name == "full" else proxy_search, arch, optimizer, tokens)
             # the search's schedule; only the final evaluation is needed here (evaluations do not change training),
             # on the same held-out tokens for every shape
             training = dataclasses.replace(training, eval_interval=training.max_steps, eval_batches=eval_batches_for(
                 args.val_tokens, args.batch_size, arch.context_length))
+            row["val_tokens_scored"] = training.eval_batches * args.batch_size * arch.context_length
             start, cpu = time.perf_counter(), time.process_time()
             result = pretrain(settings=PretrainSettings(arch=arch.name), training=training,
                               arch=arch, tokenizer=data.tokenizer, corpus=data.corpus,
@@ -252,6 +294,8 @@ def main() -> None:
 
     full = [r["full"] for r in results]
     predictors = {name: [r[name] for r in results] for name in ("proxy", "proxy_half", "proxy_quarter")}
+    # the learning curve of the B/2 and B runs, extended linearly in log(tokens) to the full budget
+    predictors["proxy_extrapolated"] = [extrapolate(r["proxy_half"], r["proxy"], args.full_factor) for r in results]
     predictors |= {name: [-r[name] for r in results] for name in ("non_embedding_params", "flops_per_token")}
     # every predictor as a predicted loss (lower = better), so +1 means the full runs' exact order
     table = {name: {"kendall_tau": kendall_tau(p, full), "spearman_rho": spearman_rho(p, full)}
@@ -260,7 +304,7 @@ def main() -> None:
     full_rank = sorted(full).index(proxy_winner["full"]) + 1
     total = time.perf_counter() - started
     summary = {"preset": preset, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "budgets": budgets, "shapes": results, "correlations": table,
+               "val_split_tokens": data.val_tokens, "budgets": budgets, "shapes": results, "correlations": table,
                "proxy_winner": proxy_winner["name"], "proxy_winner_full_rank": full_rank,
                "wall_s": round(total, 1), "load_end": os.getloadavg()[0]}
     (out / "search_validity.json").write_text(json.dumps(summary, indent=2) + "\n")

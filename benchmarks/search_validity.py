@@ -209,6 +209,9 @@ def main() -> None:
     parser.add_argument("--full-from", type=Path, default=None,
                         help="Take the full runs' losses from this earlier search_validity.json (same shapes, data and "
                              "full-run settings; checked) and train only the proxies.")
+    parser.add_argument("--proxy-only", action="store_true",
+                        help="Train no B/2 and B/4 runs (their predictors are left out): with --full-from, the "
+                             "cheapest way to try another proxy recipe.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the draw and of every run.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
     parser.add_argument("--out", type=Path, default=None, help="Output folder [runs/search_validity[_PRESET]].")
@@ -248,6 +251,8 @@ def main() -> None:
     shapes = sample_archs(args.archs, args.max_params, vocab, args.seed, space)
     budgets = {"proxy_quarter": args.proxy_tokens // 4, "proxy_half": args.proxy_tokens // 2,
                "proxy": args.proxy_tokens, "full": args.proxy_tokens * args.full_factor}
+    if args.proxy_only:
+        budgets = {k: v for k, v in budgets.items() if k in ("proxy", "full")}
     proxy_search = dataclasses.replace(search, lr=search.lr * args.proxy_lr_scale,
                                        muon_lr=search.muon_lr * args.proxy_lr_scale)
     earlier = full_runs_from(args.full_from, vars(args), data, budgets) if args.full_from else {}
@@ -293,9 +298,11 @@ def main() -> None:
                                                                      indent=2) + "\n")
 
     full = [r["full"] for r in results]
-    predictors = {name: [r[name] for r in results] for name in ("proxy", "proxy_half", "proxy_quarter")}
-    # the learning curve of the B/2 and B runs, extended linearly in log(tokens) to the full budget
-    predictors["proxy_extrapolated"] = [extrapolate(r["proxy_half"], r["proxy"], args.full_factor) for r in results]
+    predictors = {name: [r[name] for r in results] for name in ("proxy", "proxy_half", "proxy_quarter")
+                  if name in budgets}
+    if "proxy_half" in budgets:  # the learning curve of the B/2 and B runs, extended linearly in log(tokens)
+        predictors["proxy_extrapolated"] = [extrapolate(r["proxy_half"], r["proxy"], args.full_factor)
+                                            for r in results]
     predictors |= {name: [-r[name] for r in results] for name in ("non_embedding_params", "flops_per_token")}
     # every predictor as a predicted loss (lower = better), so +1 means the full runs' exact order
     table = {name: {"kendall_tau": kendall_tau(p, full), "spearman_rho": spearman_rho(p, full)}

@@ -206,6 +206,9 @@ def main() -> None:
     parser.add_argument("--proxy-lr-scale", type=float, default=1.0,
                         help="The proxy runs' (B/4, B/2, B) learning rates, --lr and --muon-lr, times this; the full "
                              "runs keep them: a search with a larger --lr than the final training [1].")
+    parser.add_argument("--proxy-batch-size", type=int, default=None,
+                        help="Sequences per step of the proxy runs only (more steps in the same tokens) "
+                             "[--batch-size].")
     parser.add_argument("--full-from", type=Path, default=None,
                         help="Take the full runs' losses from this earlier search_validity.json (same shapes, data and "
                              "full-run settings; checked) and train only the proxies.")
@@ -254,7 +257,8 @@ def main() -> None:
     if args.proxy_only:
         budgets = {k: v for k, v in budgets.items() if k in ("proxy", "full")}
     proxy_search = dataclasses.replace(search, lr=search.lr * args.proxy_lr_scale,
-                                       muon_lr=search.muon_lr * args.proxy_lr_scale)
+                                       muon_lr=search.muon_lr * args.proxy_lr_scale,
+                                       batch_size=args.proxy_batch_size or search.batch_size)
     earlier = full_runs_from(args.full_from, vars(args), data, budgets) if args.full_from else {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; {preset}: "
           f"{len(shapes)} shapes under {args.max_params:,} parameters; budgets (tokens) "
@@ -275,8 +279,8 @@ def main() -> None:
             # the search's schedule; only the final evaluation is needed here (evaluations do not change training),
             # on the same held-out tokens for every shape
             training = dataclasses.replace(training, eval_interval=training.max_steps, eval_batches=eval_batches_for(
-                args.val_tokens, args.batch_size, arch.context_length))
-            row["val_tokens_scored"] = training.eval_batches * args.batch_size * arch.context_length
+                args.val_tokens, training.batch_size, arch.context_length))
+            row["val_tokens_scored"] = training.eval_batches * training.batch_size * arch.context_length
             start, cpu = time.perf_counter(), time.process_time()
             result = pretrain(settings=PretrainSettings(arch=arch.name), training=training,
                               arch=arch, tokenizer=data.tokenizer, corpus=data.corpus,

@@ -54,6 +54,8 @@ def main() -> None:
                                                           "benchmarks/search_validity.py measured].")
     parser.add_argument("--batch-size", type=int, help="The search's --batch-size [4, as search_validity.py].")
     parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [12].")
+    parser.add_argument("--search-lr", type=float, default=None, help="The search's --lr [its default].")
+    parser.add_argument("--search-muon-lr", type=float, default=None, help="The search's --muon-lr [its default].")
     parser.add_argument("--max-steps", type=int, help="Steps of each final run [the tiny preset's].")
     parser.add_argument("--seeds", help="Seeds of the final runs, comma-separated [1337,1338].")
     parser.add_argument("--vocab-size", type=int, help="Tokenizer size [2048, the tiny preset's].")
@@ -106,7 +108,9 @@ def main() -> None:
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
                                      space=space, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                     eval_batches=args.search_eval_batches))
+                                     eval_batches=args.search_eval_batches,
+                                     **{k: v for k, v in (("lr", args.search_lr), ("muon_lr", args.search_muon_lr))
+                                        if v is not None}))
     best = search["best"]
     winner = dataclasses.replace(ArchConfig.from_json(out / "search" / "best_arch.json"), name="searched")
     print(f"search: {search['counts']}, winner trial {best['trial']} ({winner.n_layer}L d{winner.d_model} "

@@ -139,7 +139,7 @@ def extrapolate(loss_half: float, loss_proxy: float, full_factor: int) -> float:
 
 # the arguments a full run's loss depends on: an earlier run's full losses are reused only when they are equal
 FULL_RUN_ARGS = ("max_params", "proxy_tokens", "full_factor", "batch_size", "evals", "val_tokens", "context_length",
-                 "vocab_size", "max_files", "val_fraction", "device", "dtype", "lr", "muon_lr", "seed")
+                 "vocab_size", "max_files", "val_fraction", "device", "dtype", "full_lr", "full_muon_lr", "seed")
 
 
 def full_runs_from(path: Path, args: dict, data: BenchData, budgets: dict) -> dict[str, dict]:
@@ -201,11 +201,14 @@ def main() -> None:
     parser.add_argument("--max-files", type=int, help="Stdlib files of the corpus (0: all) [300].")
     parser.add_argument("--device", help="cpu, cuda, auto [cpu].")
     parser.add_argument("--dtype", default="fp32", help="Training dtype: fp32 (fast on CPUs), bf16 or auto.")
-    parser.add_argument("--lr", type=float, default=None, help="The search's --lr [SearchSettings'].")
-    parser.add_argument("--muon-lr", type=float, default=None, help="The search's --muon-lr [SearchSettings'].")
-    parser.add_argument("--proxy-lr-scale", type=float, default=1.0,
-                        help="The proxy runs' (B/4, B/2, B) learning rates, --lr and --muon-lr, times this; the full "
-                             "runs keep them: a search with a larger --lr than the final training [1].")
+    parser.add_argument("--lr", type=float, default=None, help="The proxy runs' (B/4, B/2, B) peak AdamW learning "
+                                                              "rate: the search's --lr [its default].")
+    parser.add_argument("--muon-lr", type=float, default=None, help="The proxy runs' Muon learning rate: the search's "
+                                                                   "--muon-lr [its default].")
+    parser.add_argument("--full-lr", type=float, default=1e-3, help="The full runs' peak AdamW learning rate [1e-3, "
+                                                                   "the tiny preset's].")
+    parser.add_argument("--full-muon-lr", type=float, default=0.02, help="The full runs' Muon learning rate [0.02, "
+                                                                        "the tiny preset's].")
     parser.add_argument("--proxy-batch-size", type=int, default=None,
                         help="Sequences per step of the proxy runs only (more steps in the same tokens) "
                              "[--batch-size].")
@@ -256,9 +259,9 @@ def main() -> None:
                "proxy": args.proxy_tokens, "full": args.proxy_tokens * args.full_factor}
     if args.proxy_only:
         budgets = {k: v for k, v in budgets.items() if k in ("proxy", "full")}
-    proxy_search = dataclasses.replace(search, lr=search.lr * args.proxy_lr_scale,
-                                       muon_lr=search.muon_lr * args.proxy_lr_scale,
-                                       batch_size=args.proxy_batch_size or search.batch_size)
+    # the search's proxy recipe; the full runs train like a final run, at the final training's learning rates
+    proxy_search = dataclasses.replace(search, batch_size=args.proxy_batch_size or search.batch_size)
+    full_search = dataclasses.replace(search, lr=args.full_lr, muon_lr=args.full_muon_lr)
     earlier = full_runs_from(args.full_from, vars(args), data, budgets) if args.full_from else {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; {preset}: "
           f"{len(shapes)} shapes under {args.max_params:,} parameters; budgets (tokens) "
@@ -275,7 +278,7 @@ def main() -> None:
                     raise SystemExit(f"{args.full_from} has no full run of {arch.name} ({row['arch']}, {optimizer})")
                 row |= {k: v for k, v in earlier[key].items() if k.startswith("full")}
                 continue
-            training = proxy_training(search if budget_name == "full" else proxy_search, arch, optimizer, tokens)
+            training = proxy_training(full_search if budget_name == "full" else proxy_search, arch, optimizer, tokens)
             # the search's schedule; only the final evaluation is needed here (evaluations do not change training),
             # on the same held-out tokens for every shape
             training = dataclasses.replace(training, eval_interval=training.max_steps, eval_batches=eval_batches_for(
@@ -315,6 +318,7 @@ def main() -> None:
     full_rank = sorted(full).index(proxy_winner["full"]) + 1
     total = time.perf_counter() - started
     summary = {"preset": preset, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "proxy_lr": proxy_search.lr, "proxy_muon_lr": proxy_search.muon_lr,
                "val_split_tokens": data.val_tokens, "budgets": budgets, "shapes": results, "correlations": table,
                "proxy_winner": proxy_winner["name"], "proxy_winner_full_rank": full_rank,
                "wall_s": round(total, 1), "load_end": os.getloadavg()[0]}

@@ -67,12 +67,12 @@ def test_full_runs_are_reused_only_from_a_run_with_the_same_settings(tmp_path):
     data = m.BenchData(tokenizer=tmp_path / "t.json", corpus=tmp_path, val_tokens=1000)
     shape = {"arch": {"n_layer": 2}, "optimizer": "adamw", "full": 4.2}
     earlier = tmp_path / "search_validity.json"
-    earlier.write_text(json.dumps({"args": {**args, "proxy_lr_scale": 3.0}, "budgets": {"full": 80},
+    earlier.write_text(json.dumps({"args": {**args, "lr": 3.0}, "budgets": {"full": 80},
                                    "val_split_tokens": 1000, "shapes": [shape]}))
     runs = m.full_runs_from(earlier, args, data, {"full": 80})
     assert runs == {json.dumps([{"n_layer": 2}, "adamw"], sort_keys=True): shape}
-    with pytest.raises(SystemExit, match="lr: 1 there, 2 here"):
-        m.full_runs_from(earlier, {**args, "lr": 2}, data, {"full": 80})
+    with pytest.raises(SystemExit, match="full_lr: 1 there, 2 here"):
+        m.full_runs_from(earlier, {**args, "full_lr": 2}, data, {"full": 80})
     with pytest.raises(SystemExit, match="full budget"):
         m.full_runs_from(earlier, args, data, {"full": 160})
 

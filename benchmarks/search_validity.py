@@ -1,23 +1,30 @@
 """Does the search's proxy predict full training? Rank correlation between short and long runs of sampled shapes.
 
-``K`` architectures are drawn at random (seeded) from the default search space under a parameter budget (shapes
-over it, or invalid ones, are drawn again, as the search does). Each is trained with the search's own proxy recipe
-(``codenas.search.study.proxy_training``: same batch size, learning rates, warmup and cosine decay, same seed)
-at the proxy budget ``B``, at ``B/2`` and ``B/4``, and at the full budget ``F * B`` (``F >= 8``): same data, same
-seed, same fixed validation windows, each run with its own schedule over its own budget. Then Kendall's tau-b and
-Spearman's rho between the full runs' final held-out loss and each predictor:
+``K`` architectures are drawn at random (seeded) from the default search space under a parameter budget, with the
+context length fixed (``--context-length``; a search should list only the final model's, see docs/search.md), shapes
+over the budget or invalid ones drawn again, as the search does. Each is trained with the search's own proxy recipe
+(``codenas.search.study.proxy_training``: the search's batch size, learning rates, warmup and cosine decay, same
+seed) at the proxy budget ``B``, at ``B/2`` and ``B/4``, and at the full budget ``F * B`` (``F >= 8``) with the same
+recipe at a final run's learning rates (``--full-lr``, ``--full-muon-lr``): same data, same seed, each run with its
+own schedule over its own budget, each scored once at its end on the same ``--val-tokens`` held-out tokens (fixed
+windows). Then Kendall's tau-b and Spearman's rho between the full runs' final held-out loss and each predictor:
 
 - ``proxy``: the final held-out loss of the proxy run (what the search ranks by);
 - ``proxy_half``, ``proxy_quarter``: the same at half and a quarter of the budget;
+- ``proxy_extrapolated``: the B/2 and B losses extended linearly in log(tokens) to the full budget;
 - ``non_embedding_params`` and ``flops_per_token``: training-free, "more is better" (their negatives are correlated,
   so every predictor's tau is +1 when it orders the shapes exactly as the full runs do).
 
 Printed: one line per run, the table of predictors, where the proxy's winner ranks after full training; the last
-line is ``kendall_tau: X`` for the proxy. Everything also goes to ``OUT/search_validity.json``.
+line is ``kendall_tau: X`` for the proxy. Everything also goes to ``OUT/search_validity.json`` (and, after each
+shape, ``OUT/search_validity.partial.json``).
 
-    nice python benchmarks/search_validity.py                 # CPU default, sized for ~40 min on 2 idle cores
+    nice python benchmarks/search_validity.py                 # CPU default: ~7 CPU-minutes (~30 min on a busy 2 cores)
     python benchmarks/search_validity.py --scale --device cuda  # more shapes, bigger budgets, for a GPU
     python benchmarks/search_validity.py --smoke               # seconds: the test suite runs this
+    # another proxy recipe against the full runs of an earlier run, training only the proxies:
+    python benchmarks/search_validity.py --lr 1e-3 --muon-lr 0.02 --proxy-only --out runs/sv_lr1e-3 \\
+        --full-from runs/search_validity/search_validity.json
 
 The data every run trains on comes from ``benchmark_data`` (the stdlib sample of the ``tiny`` preset and a
 tokenizer trained on it): change that one function to measure on another corpus.

@@ -2,7 +2,8 @@
 
 1. ``codenas search`` (``run_search``) under the parameter count of ``configs/tiny_modern.json`` (with this
    tokenizer), at the tiny preset's context length (losses at different context lengths do not compare), with
-   the search's defaults otherwise: ``--trials`` shapes, ``--budget-tokens`` each.
+   the proxy that ``benchmarks/search_validity.py`` measured (``--batch-size 4``, ``--budget-tokens 20480``, the
+   search's learning rates) and the search's defaults otherwise: ``--trials`` shapes.
 2. The winner (``best_arch.json``, with the optimizer its trial used) and ``tiny_modern`` (with the tiny preset's
    Muon) are each pretrained at the tiny preset's full budget (its ``max_steps``, ``batch_size``, learning rates,
    warmup and decay) on the same tokens, for each of ``--seeds`` (same initialisation stream and batch order for
@@ -11,9 +12,11 @@
 Printed: the search's summary, one line per run, the table (val loss per seed, mean); the last line is
 ``searched_minus_tiny_modern: X``, the difference of the mean final val losses (negative: the search won).
 Everything also goes to ``OUT/search_transfer.json``. The data come from ``benchmarks/search_validity.py``'s
-``benchmark_data`` (the stdlib sample of the tiny preset), the one place to change for another corpus.
+``benchmark_data`` (the stdlib sample of the tiny preset, 5% of its documents held out), the one place to change
+for another corpus; both models are scored on the same ``--val-tokens`` held-out tokens.
 
-    nice python benchmarks/search_transfer.py                 # ~30 min on 2 idle cores
+    nice python benchmarks/search_transfer.py                 # ~40 min on an idle core (4 runs of 2.5M tokens)
+    nice python benchmarks/search_transfer.py --max-steps 150 # an eighth of the budget: ~35 min on a busy 2 cores
     python benchmarks/search_transfer.py --smoke              # seconds
 """
 

@@ -2,7 +2,8 @@
 
 1. ``codenas search`` (``run_search``) under the parameter count of ``configs/tiny_modern.json`` (with this
    tokenizer), at the tiny preset's context length (losses at different context lengths do not compare), with
-   the search's defaults otherwise: ``--trials`` shapes, ``--budget-tokens`` each.
+   the proxy that ``benchmarks/search_validity.py`` measured (``--batch-size 4``, ``--budget-tokens 20480``, the
+   search's learning rates) and the search's defaults otherwise: ``--trials`` shapes.
 2. The winner (``best_arch.json``, with the optimizer its trial used) and ``tiny_modern`` (with the tiny preset's
    Muon) are each pretrained at the tiny preset's full budget (its ``max_steps``, ``batch_size``, learning rates,
    warmup and decay) on the same tokens, for each of ``--seeds`` (same initialisation stream and batch order for
@@ -11,9 +12,11 @@
 Printed: the search's summary, one line per run, the table (val loss per seed, mean); the last line is
 ``searched_minus_tiny_modern: X``, the difference of the mean final val losses (negative: the search won).
 Everything also goes to ``OUT/search_transfer.json``. The data come from ``benchmarks/search_validity.py``'s
-``benchmark_data`` (the stdlib sample of the tiny preset), the one place to change for another corpus.
+``benchmark_data`` (the stdlib sample of the tiny preset, 5% of its documents held out), the one place to change
+for another corpus; both models are scored on the same ``--val-tokens`` held-out tokens.
 
-    nice python benchmarks/search_transfer.py                 # ~30 min on 2 idle cores
+    nice python benchmarks/search_transfer.py                 # ~40 min on an idle core (4 runs of 2.5M tokens)
+    nice python benchmarks/search_transfer.py --max-steps 150 # an eighth of the budget: ~35 min on a busy 2 cores
     python benchmarks/search_transfer.py --smoke              # seconds
 """
 
@@ -29,10 +32,11 @@ import time
 from pathlib import Path
 
 PRESETS = {
-    "default": {"trials": 12, "budget_tokens": 200_000, "max_steps": None, "seeds": "1337,1338", "vocab_size": 2048,
-                "max_files": 300, "eval_batches": 8},
-    "smoke": {"trials": 2, "budget_tokens": 512, "max_steps": 4, "seeds": "1", "vocab_size": 300, "max_files": 12,
-              "eval_batches": 1},
+    "default": {"trials": 10, "budget_tokens": 20_480, "batch_size": 4, "search_eval_batches": 12, "max_steps": None,
+                "seeds": "1337,1338", "vocab_size": 2048, "max_files": 300, "val_fraction": 0.05,
+                "val_tokens": 50_000},
+    "smoke": {"trials": 2, "budget_tokens": 512, "batch_size": 2, "search_eval_batches": 1, "max_steps": 4,
+              "seeds": "1", "vocab_size": 300, "max_files": 12, "val_fraction": 0.2, "val_tokens": 256},
 }
 
 
@@ -48,13 +52,19 @@ def _validity_module():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="Seconds: a 2-trial search, 4-step runs, one seed.")
-    parser.add_argument("--trials", type=int, help="Shapes the search trains [12].")
-    parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [200,000].")
+    parser.add_argument("--trials", type=int, help="Shapes the search trains [10].")
+    parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [20,480: the one "
+                                                          "benchmarks/search_validity.py measured].")
+    parser.add_argument("--batch-size", type=int, help="The search's --batch-size [4, as search_validity.py].")
+    parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [12].")
+    parser.add_argument("--search-lr", type=float, default=None, help="The search's --lr [its default].")
+    parser.add_argument("--search-muon-lr", type=float, default=None, help="The search's --muon-lr [its default].")
     parser.add_argument("--max-steps", type=int, help="Steps of each final run [the tiny preset's].")
     parser.add_argument("--seeds", help="Seeds of the final runs, comma-separated [1337,1338].")
     parser.add_argument("--vocab-size", type=int, help="Tokenizer size [2048, the tiny preset's].")
     parser.add_argument("--max-files", type=int, help="Stdlib files of the corpus [300, the tiny preset's].")
-    parser.add_argument("--eval-batches", type=int, help="Fixed validation batches of the final runs [8].")
+    parser.add_argument("--val-tokens", type=int, help="Held-out tokens the final runs are scored on [50,000].")
+    parser.add_argument("--val-fraction", type=float, help="Share of the corpus's documents held out [0.05].")
     parser.add_argument("--dtype", default="fp32", help="Training dtype of every run: fp32 (fast on CPUs), bf16, auto.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
@@ -82,7 +92,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
-    data = _validity_module().benchmark_data(out, args.vocab_size, args.max_files)
+    validity = _validity_module()
+    data = validity.benchmark_data(out, args.vocab_size, args.max_files, args.val_fraction, args.val_tokens)
     vocab = load_tokenizer(data.tokenizer).get_vocab_size()
     preset_cfg = load_run_config("tiny")
     recipe = preset_cfg["pretrain"]
@@ -99,7 +110,10 @@ def main() -> None:
           f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens", flush=True)
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
-                                     space=space, device=args.device, dtype=args.dtype))
+                                     space=space, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                     eval_batches=args.search_eval_batches,
+                                     **{k: v for k, v in (("lr", args.search_lr), ("muon_lr", args.search_muon_lr))
+                                        if v is not None}))
     best = search["best"]
     winner = dataclasses.replace(ArchConfig.from_json(out / "search" / "best_arch.json"), name="searched")
     print(f"search: {search['counts']}, winner trial {best['trial']} ({winner.n_layer}L d{winner.d_model} "
@@ -115,7 +129,8 @@ def main() -> None:
         for name, (arch, optimizer) in models.items():
             training = TrainSettings(max_steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"],
                                      min_lr=recipe["min_lr"], warmup_steps=min(recipe["warmup_steps"], steps // 2),
-                                     eval_interval=max(1, steps // 4), eval_batches=args.eval_batches,
+                                     eval_interval=steps, eval_batches=validity.eval_batches_for(
+                                         args.val_tokens, recipe["batch_size"], arch.context_length),
                                      log_interval=recipe["log_interval"], seed=seed, dtype=args.dtype,
                                      device=args.device, optimizer=optimizer, muon_lr=recipe["muon_lr"],
                                      weight_decay=recipe["weight_decay"])

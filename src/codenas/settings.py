@@ -454,9 +454,9 @@ class SearchSettings(Settings):
     seed: int = _h(0, "Seed of the sampler and of every proxy run.")
     worker: int = _h(0, "This process's index among workers sharing --storage (each needs its own).", min=0)
     batch_size: int = _h(16, "Sequences per step in the proxy runs.", min=1)
-    lr: float = _h(1e-3, "Peak AdamW learning rate of the proxy runs (with muon: of the embeddings, head, norms, "
-                         "biases).", gt=0)
-    muon_lr: float = _h(0.02, "Peak learning rate of the Muon-updated matrices in trials that pick muon.", gt=0)
+    lr: float = _h(3e-3, "Peak AdamW learning rate of the proxy runs (with muon: of the embeddings, head, norms, "
+                         "biases); 3x a final run's, so short runs get past the unigram plateau.", gt=0)
+    muon_lr: float = _h(0.06, "Peak learning rate of the Muon-updated matrices in trials that pick muon.", gt=0)
     evals: int = _h(4, "Evaluations per trial (the pruner decides after each).", min=1)
     eval_batches: int = _h(8, "Fixed validation batches per evaluation.", min=1)
     pruner: str = _h("hyperband", "Stop weak trials early: Hyperband, successive halving, or never (with several "

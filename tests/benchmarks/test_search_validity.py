@@ -47,6 +47,36 @@ def test_the_draw_is_distinct_seeded_and_within_the_budget():
     assert shapes == m.sample_archs(5, 40_000, 300, 0, space)
 
 
+def test_every_shape_is_scored_on_at_least_the_asked_held_out_tokens():
+    m = _module()
+    assert m.eval_batches_for(50_000, 4, 256) == 49  # 49 * 4 * 256 = 50,176 >= 50,000 > 48 * 4 * 256
+    assert m.eval_batches_for(50_000, 4, 128) == 98
+    assert m.eval_batches_for(10, 4, 256) == 1
+
+
+def test_extrapolation_continues_the_curve_linearly_in_log_tokens():
+    m = _module()
+    # losses 5.0 at B/2 and 4.5 at B: 0.5 less per doubling, three more doublings to 8B
+    assert m.extrapolate(5.0, 4.5, 8) == pytest.approx(3.0)
+    assert m.extrapolate(4.0, 4.0, 16) == 4.0
+
+
+def test_full_runs_are_reused_only_from_a_run_with_the_same_settings(tmp_path):
+    m = _module()
+    args = {k: 1 for k in m.FULL_RUN_ARGS}
+    data = m.BenchData(tokenizer=tmp_path / "t.json", corpus=tmp_path, val_tokens=1000)
+    shape = {"arch": {"n_layer": 2}, "optimizer": "adamw", "full": 4.2}
+    earlier = tmp_path / "search_validity.json"
+    earlier.write_text(json.dumps({"args": {**args, "lr": 3.0}, "budgets": {"full": 80},
+                                   "val_split_tokens": 1000, "shapes": [shape]}))
+    runs = m.full_runs_from(earlier, args, data, {"full": 80})
+    assert runs == {json.dumps([{"n_layer": 2}, "adamw"], sort_keys=True): shape}
+    with pytest.raises(SystemExit, match="full_lr: 1 there, 2 here"):
+        m.full_runs_from(earlier, {**args, "full_lr": 2}, data, {"full": 80})
+    with pytest.raises(SystemExit, match="full budget"):
+        m.full_runs_from(earlier, args, data, {"full": 160})
+
+
 @pytest.mark.slow
 def test_smoke_run_reports_every_predictor_and_the_headline(tmp_path):
     env = {**os.environ, "CODENAS_HOME": str(tmp_path / "home")}
@@ -57,8 +87,9 @@ def test_smoke_run_reports_every_predictor_and_the_headline(tmp_path):
     assert lines[-1].startswith("kendall_tau: ")
     summary = json.loads((tmp_path / "out" / "search_validity.json").read_text())
     assert float(lines[-1].split(": ")[1]) == pytest.approx(summary["correlations"]["proxy"]["kendall_tau"], abs=1e-3)
-    assert set(summary["correlations"]) == {"proxy", "proxy_half", "proxy_quarter", "non_embedding_params",
-                                            "flops_per_token"}
+    assert set(summary["correlations"]) == {"proxy", "proxy_half", "proxy_quarter", "proxy_extrapolated",
+                                            "non_embedding_params", "flops_per_token"}
+    assert summary["val_split_tokens"] >= 256
     assert all(-1 <= c["kendall_tau"] <= 1 and -1 <= c["spearman_rho"] <= 1 for c in summary["correlations"].values())
     budgets = summary["budgets"]
     assert budgets["full"] == 8 * budgets["proxy"] == 16 * budgets["proxy_half"] == 32 * budgets["proxy_quarter"]
@@ -66,3 +97,4 @@ def test_smoke_run_reports_every_predictor_and_the_headline(tmp_path):
     for shape in summary["shapes"]:
         assert 0 < shape["proxy_tokens"] <= budgets["proxy"] < shape["full_tokens"] <= budgets["full"]
         assert shape["full"] < shape["proxy_quarter"]  # 32x the tokens of the same shape and seed learns more
+        assert shape["val_tokens_scored"] >= 256

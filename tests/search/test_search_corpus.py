@@ -7,7 +7,7 @@ from pathlib import Path
 
 from codenas.corpus.build import build_cached
 from codenas.io import read_json
-from codenas.search.study import prepare_corpus
+from codenas.search.study import prepare_corpus, thin_validation_note
 
 
 def test_a_source_is_built_once_and_a_built_corpus_is_used_as_it_is(tiny_config, tiny_corpus, tiny_tokenizer):
@@ -24,3 +24,12 @@ def test_without_a_tokenizer_the_build_trains_one_of_vocab_size(tiny_config, tin
     assert manifest["tokenizer"]["trained_here"] and manifest["tokenizer"]["vocab_size"] <= 290
     assert manifest["settings"]["max_files"] == 4 and manifest["sources"][str(tiny_corpus)]["files"] == 4
     assert manifest["documents"]["val"] >= 1
+
+
+def test_a_validation_split_thinner_than_one_evaluation_is_pointed_out(tiny_config):
+    config = tiny_config()
+    folder, _ = prepare_corpus(config)
+    val_tokens = read_json(Path(folder) / "manifest.json")["tokens"]["val"]
+    assert thin_validation_note(folder, config) == ""  # 1 batch of 2 windows of at most 32 tokens
+    note = thin_validation_note(folder, tiny_config(eval_batches=val_tokens))  # 64x the split at context 32
+    assert f"holds {val_tokens:,} tokens, fewer than the {val_tokens * 2 * 32:,}" in note

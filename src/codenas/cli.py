@@ -132,7 +132,7 @@ def data_build(ctx: click.Context, mbpp: str | None, out: str, config_file: str 
     from codenas.data.build import build_dataset, summary_table
 
     s = from_command(ctx, "data", Part(DataSettings), config_file=config_file)[DataSettings]
-    manifest = build_dataset(mbpp=mbpp and Path(mbpp), out=Path(out), seed=s.seed, val_size=s.val_size,
+    manifest = build_dataset(mbpp=Path(mbpp) if mbpp else None, out=Path(out), seed=s.seed, val_size=s.val_size,
                              holdout=s.holdout, diff_inputs=s.diff_inputs)
     console = Console()
     console.print(summary_table(manifest))
@@ -161,7 +161,7 @@ def data_mine(ctx: click.Context, sources: tuple[str, ...], out: str, mbpp: str 
     from codenas.corpus.mine import mine, summary
 
     settings = from_command(ctx, "mine", Part(MineSettings), config_file=config_file)[MineSettings]
-    manifest = mine(list(sources), Path(out), settings=settings, mbpp=mbpp and Path(mbpp))
+    manifest = mine(list(sources), Path(out), settings=settings, mbpp=Path(mbpp) if mbpp else None)
     for line in summary(manifest):
         click.echo(line)
     click.echo(f"wrote {out}/records.jsonl and {out}/manifest.json")
@@ -183,12 +183,12 @@ def data_download(out: str | None, url: str | None, evalplus: bool) -> None:
     if evalplus:
         from codenas.data.evalplus import download_evalplus
 
-        for path in download_evalplus(out and Path(out)):
+        for path in download_evalplus(Path(out) if out is not None else None):
             click.echo(f"saved {path}")
         return
     from codenas.data.mbpp import MBPP_URL, download_mbpp
 
-    click.echo(f"MBPP saved at {download_mbpp(out and Path(out), url or MBPP_URL)}")
+    click.echo(f"MBPP saved at {download_mbpp(Path(out) if out is not None else None, url or MBPP_URL)}")
 
 
 # --- eval -------------------------------------------------------------------------------------------
@@ -334,7 +334,9 @@ def export(checkpoint_arg: str | None, hf_dir: str, checkpoint: str | None, over
 
     if (checkpoint_arg is None) == (checkpoint is None):
         raise click.UsageError("give the checkpoint folder once: as CHECKPOINT or with --checkpoint")
-    written = export_hf(Path(checkpoint or checkpoint_arg), Path(hf_dir), overwrite=overwrite)
+    folder = checkpoint or checkpoint_arg
+    assert folder is not None  # exactly one of them is given
+    written = export_hf(Path(folder), Path(hf_dir), overwrite=overwrite)
     click.echo(f"wrote {hf_dir} ({written}, with tokenizer)")
 
 
@@ -623,7 +625,7 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
     space = parse_space({"n_layer": n_layer, "n_head": n_head, "d_model": d_model, "d_ff_ratio": d_ff_ratio,
                          "context_length": context_length, "dropout": dropout, **layout, "optimizer": optimizer})
     settings = from_params(ctx.params, Part(SearchSettings))
-    r = run_search(SearchConfig(out=Path(out), tokenizer=tokenizer_path and Path(tokenizer_path),
+    r = run_search(SearchConfig(out=Path(out), tokenizer=Path(tokenizer_path) if tokenizer_path else None,
                                 corpus=corpus, space=space, **dataclasses.asdict(settings)))
     _console().print(rows_table(r["rows"], objectives=settings.objectives))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())

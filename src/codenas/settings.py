@@ -53,11 +53,14 @@ from codenas.progress import say
 class Settings:
     """Base of every settings dataclass: field values are checked against their metadata on construction."""
 
+    __dataclass_fields__: typing.ClassVar[dict[str, dataclasses.Field[Any]]]  # every subclass is a dataclass
+
     def __post_init__(self) -> None:
+        cls: type = type(self)
         for f in fields(self):
             if "help" not in f.metadata:
                 continue  # a field a subclass adds beside the settings (a path of the run, ...)
-            problem = field_problem(f, getattr(self, f.name), type_hints(type(self))[f.name])
+            problem = field_problem(f, getattr(self, f.name), type_hints(cls)[f.name])
             if problem:
                 raise CodenasError(f"{f.name} {problem}")
         self._check()
@@ -82,7 +85,7 @@ def type_hints(cls: type) -> dict[str, Any]:
 
 
 def _base_type(tp: Any) -> tuple[type, bool, type | None]:
-    """(scalar type, optional, item type of a tuple) of a field annotation."""
+    """(scalar type, optional, item type of a tuple or None) of a field annotation."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -97,7 +100,7 @@ def field_problem(f: dataclasses.Field, value: Any, tp: Any) -> str | None:
     base, optional, item = _base_type(tp)
     if value is None:
         return None if optional else f"must be set, got {value!r}"
-    if base is tuple:
+    if item is not None:  # a tuple
         if not isinstance(value, tuple):
             return f"must be a list, got {value!r}"
         for v in value:
@@ -682,7 +685,7 @@ def flag(key: str) -> str:
 def _click_type(f: dataclasses.Field, tp: Any) -> Any:
     base, optional, item = _base_type(tp)
     m = f.metadata
-    if base is tuple:
+    if item is not None:  # a tuple
         return _ListType(item, f.metadata.get("choices"))
     if "choices" in m:
         return click.Choice([str(c) for c in m["choices"]])

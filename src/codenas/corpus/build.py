@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +120,8 @@ class BuildPlan:
 
 
 def plan_build(sources: list[str], out: Path, *, tokenizer: Path | None = None, vocab_size: int | None = None,
-               settings: CorpusSettings | None = None, benchmarks: list[Path] = (), mbpp: Path | None = None
-               ) -> BuildPlan:
+               settings: CorpusSettings | None = None, benchmarks: Sequence[str | os.PathLike[str]] = (),
+               mbpp: Path | None = None) -> BuildPlan:
     """Resolve the sources and benchmarks, compute the key and prepare ``.<out>.building/`` (kept when it holds
     an interrupted build with the same key, else started over). See ``build_corpus`` for the arguments."""
     from codenas.data.benchmarks import decontamination_records, reference_texts
@@ -213,8 +214,8 @@ def _holding_work_lock(build):
 
 @_holding_work_lock
 def build_corpus(sources: list[str], out: Path, *, tokenizer: Path | None = None, vocab_size: int | None = None,
-                 settings: CorpusSettings | None = None, benchmarks: list[Path] = (), mbpp: Path | None = None,
-                 timings: dict[str, float] | None = None, keep_work: bool = False) -> dict:
+                 settings: CorpusSettings | None = None, benchmarks: Sequence[str | os.PathLike[str]] = (),
+                 mbpp: Path | None = None, timings: dict[str, float] | None = None, keep_work: bool = False) -> dict:
     """Build the corpus of ``sources`` into ``out`` and return its manifest (also ``out/manifest.json``).
 
     Give ``tokenizer`` (a tokenizer.json) or ``vocab_size`` (a BPE is trained on the filtered corpus; the
@@ -304,6 +305,7 @@ def _prepare_tokenizer(plan: BuildPlan) -> None:
         shutil.copyfile(plan.tokenizer, plan.work / "tokenizer.json.tmp")
         os.replace(plan.work / "tokenizer.json.tmp", path)
     else:
+        assert plan.vocab_size is not None  # plan_build sets one of tokenizer and vocab_size
         say(f"corpus: training a {plan.vocab_size}-token BPE on up to {plan.settings.tokenizer_sample_bytes:,} "
             "bytes of clean training documents")
         _train_tokenizer(plan.work, plan.settings, plan.vocab_size, path)

@@ -10,6 +10,8 @@ HumanEval+ is HumanEval's 164 problems) is covered by that one's. MBPP+ holds MB
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from codenas.benchmarks import BENCHMARKS
@@ -133,7 +135,8 @@ def mbpp_plus_if_available(mbpp: Path | None) -> list[Record]:
     return load_evalplus("mbpp+", path) if path else []
 
 
-def decontamination_records(extra: list[Path] = (), mbpp: Path | None = None) -> tuple[list[Record], dict]:
+def decontamination_records(extra: Sequence[str | os.PathLike[str]] = (),
+                            mbpp: Path | None = None) -> tuple[list[Record], dict]:
     """Every benchmark problem training data must not contain: each registered benchmark's ``decontaminate``
     loader and the record files ``extra``. Returns (records, {benchmark name or file: problem count}); MBPP is
     found with ``resolve_mbpp_path`` and counted as 0 when there is no MBPP file."""
@@ -177,6 +180,6 @@ def _without_docstrings(program: str) -> str | None:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
-                drop.update(range(first.lineno, first.end_lineno + 1))
+                drop.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))  # parsed nodes have it
     lines = program.splitlines(keepends=True)
     return "".join(line for i, line in enumerate(lines, start=1) if i not in drop)

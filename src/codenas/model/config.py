@@ -41,7 +41,8 @@ def arch_field(default: Any = dataclasses.MISSING, *, help: str, search: tuple |
 class ArchConfig:
     """Shape and layout of a decoder-only transformer; the defaults are GPT-2's layout.
 
-    ``n_kv_head`` (grouped-query attention) defaults to ``n_head``: a config built without it stores ``n_head``.
+    ``n_kv_head`` (grouped-query attention) defaults to ``n_head``: a config built without it (or with None)
+    stores ``n_head``, so a config's ``n_kv_head`` is always an int.
     """
 
     n_layer: int = arch_field(help="transformer blocks", min=1)
@@ -63,7 +64,7 @@ class ArchConfig:
                           flag="MLP")
     qk_norm: bool = arch_field(False, help="RMSNorm on queries and keys per head", search=(False, True),
                                flag="QK normalisation", show=lambda value, config: "qk_norm" if value else "")
-    n_kv_head: int | None = arch_field(
+    n_kv_head: int = arch_field(
         None, help="key/value heads (grouped-query attention); default n_head", min=1, search=(1, 2, 4, 8),
         flag="key/value heads, capped at the trial's n_head (grouped-query attention)", cap="n_head",
         show=lambda value, config: f"{value} kv heads" if value != config.n_head else "")
@@ -96,7 +97,7 @@ class ArchConfig:
         missing = [name for name in required if name not in d]
         if missing:
             raise CodenasError(f"missing arch field {missing[0]!r}", path)
-        values = {}
+        values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name in d:
                 problem = field_problem(f, d[f.name])

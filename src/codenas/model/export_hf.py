@@ -219,7 +219,7 @@ def _llama_state_dict(ours: dict[str, torch.Tensor], c: ArchConfig) -> dict[str,
         "model.norm.weight": ours["ln_f.weight"],
         "lm_head.weight": ours["lm_head.weight"],
     }
-    q, kv = c.n_head * c.head_dim, (c.n_kv_head or c.n_head) * c.head_dim  # ArchConfig fills n_kv_head
+    q, kv = c.n_head * c.head_dim, c.n_kv_head * c.head_dim
     for i in range(c.n_layer):
         src, dst = f"blocks.{i}", f"model.layers.{i}"
         out[f"{dst}.input_layernorm.weight"] = ours[f"{src}.ln_1.weight"]

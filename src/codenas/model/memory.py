@@ -28,7 +28,7 @@ def training_bytes(arch: ArchConfig, batch_size: int, optimizer: str = "adamw") 
     sum (a lower bound, see the module docstring)."""
     params = count_params(arch)
     state = params * FP32 * (4 if optimizer == "adamw" else 3)
-    qkv = (arch.n_head + 2 * (arch.n_kv_head or arch.n_head)) * arch.head_dim  # ArchConfig fills n_kv_head
+    qkv = (arch.n_head + 2 * arch.n_kv_head) * arch.head_dim
     hidden = (3 if arch.mlp == "swiglu" else 2) * arch.d_ff
     per_token = arch.n_layer * (4 * arch.d_model + qkv + hidden) + arch.vocab_size  # + the logits
     activations = batch_size * arch.context_length * per_token * FP32

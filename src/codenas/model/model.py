@@ -187,6 +187,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    rope_cos: torch.Tensor  # buffers of a rope arch: cos and sin of every position
+    rope_sin: torch.Tensor
+
     def __init__(self, cfg: ArchConfig):
         super().__init__()
         self.config = cfg
@@ -240,7 +243,8 @@ class GPT(nn.Module):
         ``last_only``: logits ``[B, 1, vocab]`` of the last position only (a prompt's prefill).
         """
         B, T = idx.shape
-        per_row = kv_cache is not None and kv_cache.per_row
+        row_cache = kv_cache if kv_cache is not None and kv_cache.per_row else None
+        per_row = row_cache is not None
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}")
@@ -262,17 +266,18 @@ class GPT(nn.Module):
             positions = positions.expand(B, T)
             rope = (self.rope_cos[positions][:, None].to(x.dtype), self.rope_sin[positions][:, None].to(x.dtype))
         x = self.drop(x)
-        if per_row:
-            attn_mask = self._row_positions_mask(positions, kv_cache.span, x.dtype)
-            kv_cache.positions = positions
+        attn_mask: torch.Tensor | None
+        if row_cache is not None:
+            attn_mask = self._row_positions_mask(positions, row_cache.span, x.dtype)
+            row_cache.positions = positions
         else:
             attn_mask = self._attention_mask(T, start, segment_ids, kv_cache, idx.device)
         try:
             for block in self.blocks:
                 x = block(x, attn_mask, kv_cache, rope)
         finally:
-            if per_row:
-                kv_cache.positions = None
+            if row_cache is not None:
+                row_cache.positions = None
         if kv_cache is not None and not per_row:
             kv_cache.pos += T
         if last_only:

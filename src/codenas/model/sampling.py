@@ -33,7 +33,7 @@ import hashlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from tokenizers import Tokenizer
@@ -48,6 +48,24 @@ MAX_DEFAULT_BATCH = 256
 SPAN_BUCKET = 64  # compiled decode: attention spans are rounded up to a multiple of this
 PADDED_BATCH = 64  # default rows of a left-padded batch (models without per-row positions)
 NUCLEUS_CANDIDATES = 64  # top-p on CPU: tokens looked at before sorting the whole vocabulary
+
+
+class Decoder(Protocol):
+    """What sampling uses of its ``nn.Module`` (``GPT``, a PEFT wrapper around one, an ``hf:`` model's wrapper):
+    the arch ``config`` (``context_length``, ``vocab_size``) and ``new_kv_cache`` besides a module's own."""
+
+    config: Any
+    training: bool
+
+    def __call__(self, idx: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any]: ...
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None, **kwargs: Any) -> Any: ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
 
 
 def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], **options: Any) -> list[list[str]]:
@@ -93,7 +111,8 @@ def stream(
     eot = tokenizer.token_to_id(EOT) if eot_id is None else eot_id
     if eot is None:
         raise ValueError(f"the tokenizer has no {EOT} token: pass eot_id")
-    context = model.config.context_length
+    decoder = cast(Decoder, model)  # nn.Module types the attributes a wrapper forwards as Tensor | Module
+    context: int = decoder.config.context_length
     jobs = [_Prompt(i, ids[max(0, len(ids) - context + 1):] or [eot], seed, prompt)
             for i, (prompt, ids) in enumerate(zip(prompts, encode_texts(tokenizer, prompts), strict=True))]
     todo = [(job, j) for job in jobs for j in range(n)]
@@ -107,12 +126,12 @@ def stream(
     model.eval()
     try:
         with progress(total=len(todo), desc="sampling", unit="sample") as bar:
-            if use_cache and hasattr(model, "new_kv_cache") and isinstance(model.new_kv_cache(1, 1), KVCache):
-                finished = _decode(_Refilled(model, rules, todo, max_batch_size, compile), rules)
+            if use_cache and hasattr(model, "new_kv_cache") and isinstance(decoder.new_kv_cache(1, 1), KVCache):
+                finished = _decode(_Refilled(decoder, rules, todo, max_batch_size, compile), rules)
             elif use_cache and getattr(model, "padded_batches", False):
-                finished = _padded_batches(model, rules, todo, max_batch_size or PADDED_BATCH)
+                finished = _padded_batches(decoder, rules, todo, max_batch_size or PADDED_BATCH)
             else:
-                finished = _one_prompt_at_a_time(model, rules, todo, use_cache)
+                finished = _one_prompt_at_a_time(decoder, rules, todo, use_cache)
             for i, j, text in finished:
                 bar.update()
                 yield i, j, text
@@ -237,6 +256,7 @@ def _decode(batch: _Rows, rules: _Rules) -> Iterator[tuple[int, int, str]]:
         done = _finished(batch.rows, tokens.tolist(), rules)  # the only transfer to the host per step
         for b in done:
             sample = batch.rows[b]
+            assert sample is not None  # _finished names only rows holding a sample
             yield sample.prompt, sample.index, rules.finish(sample.ids)
         batch.advance(tokens, done)
 
@@ -264,7 +284,7 @@ class _Refilled(_Rows):
     """Continuous batching over a ``GPT``-style model with per-row positions: a finished row takes the next
     waiting sample at once; once nothing waits, the batch shrinks to the rows still running."""
 
-    def __init__(self, model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
+    def __init__(self, model: Decoder, rules: _Rules, todo: list[tuple[_Prompt, int]],
                  max_batch_size: int | None, compile: bool):
         self.model, self.rules = model, rules
         self.device = device = next(model.parameters()).device
@@ -408,7 +428,7 @@ class _LeftPadded(_Rows):
     """Samples of several prompts, left-padded into one batch through a model with its own cache, taking
     ``positions`` and ``attention_mask`` (``hf:`` models); finished rows leave the batch."""
 
-    def __init__(self, model: torch.nn.Module, rules: _Rules, chunk: list[tuple[_Prompt, int]]):
+    def __init__(self, model: Decoder, rules: _Rules, chunk: list[tuple[_Prompt, int]]):
         device = next(model.parameters()).device
         width = max(len(p.ids) for p, _ in chunk)
         self.model = model
@@ -439,7 +459,7 @@ class _OnePrompt(_Rows):
     ``forward(idx) -> (logits, loss)`` (and ``new_kv_cache`` with ``pos``/``select_rows`` for the cache).
     Without the cache every step runs the model over the whole sequence."""
 
-    def __init__(self, model: torch.nn.Module, rules: _Rules, prompt: _Prompt, samples: list[int], use_cache: bool):
+    def __init__(self, model: Decoder, rules: _Rules, prompt: _Prompt, samples: list[int], use_cache: bool):
         device = next(model.parameters()).device
         limit = rules.limit(len(prompt.ids))
         self.model = model
@@ -466,7 +486,7 @@ class _OnePrompt(_Rows):
 
 
 @torch.inference_mode()
-def _padded_batches(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
+def _padded_batches(model: Decoder, rules: _Rules, todo: list[tuple[_Prompt, int]],
                     max_batch_size: int) -> Iterator[tuple[int, int, str]]:
     """Left-padded batches of up to ``max_batch_size`` samples, one after the other."""
     for start in range(0, len(todo), max_batch_size):
@@ -474,7 +494,7 @@ def _padded_batches(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Pro
 
 
 @torch.inference_mode()
-def _one_prompt_at_a_time(model: torch.nn.Module, rules: _Rules, todo: list[tuple[_Prompt, int]],
+def _one_prompt_at_a_time(model: Decoder, rules: _Rules, todo: list[tuple[_Prompt, int]],
                           use_cache: bool) -> Iterator[tuple[int, int, str]]:
     """The reference path: one prompt's samples as one batch, prompt after prompt."""
     by_prompt: dict[int, list[int]] = {}
@@ -486,7 +506,7 @@ def _one_prompt_at_a_time(model: torch.nn.Module, rules: _Rules, todo: list[tupl
         yield from _decode(_OnePrompt(model, rules, prompts[i], samples, use_cache), rules)
 
 
-def _next_logits(model: torch.nn.Module, idx: torch.Tensor, cache) -> torch.Tensor:
+def _next_logits(model: Decoder, idx: torch.Tensor, cache) -> torch.Tensor:
     """Logits ``[rows, vocab]`` for the token after ``idx``; with a cache, ``idx`` holds only the new tokens."""
     logits, _ = model(idx) if cache is None else model(idx, kv_cache=cache)
     return logits[:, -1].float()

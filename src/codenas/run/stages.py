@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from codenas.benchmarks import BENCHMARKS
 from codenas.data.benchmarks import NO_MBPP, NO_MBPP_FIX
@@ -143,7 +143,14 @@ def _data_stage(config: dict, out: Path, mbpp_path: Path | None) -> Stage:
 # --- training ------------------------------------------------------------------------------------------------------
 
 
-def _fresh_or_resumable(folder: Path, resume: bool) -> dict[str, bool]:
+class _Start(TypedDict):
+    """How a training call starts: resume from ``checkpoint_last``, or overwrite what is there."""
+
+    resume: bool
+    overwrite: bool
+
+
+def _fresh_or_resumable(folder: Path, resume: bool) -> _Start:
     """The training call's ``resume``/``overwrite``: resume from ``checkpoint_last`` when an interrupted run of
     this stage left one (also when a kill between the renames of its replacement left it aside); otherwise start
     over, removing what the interrupted run wrote (the run decides, so nothing is refused)."""
@@ -256,7 +263,7 @@ def _finetune_stage(config: dict, out: Path, method: str) -> Stage:
     training, sampling, judge, evaluation = (part_of(config, "finetune", part) for part in TRAIN_FINETUNE)
     lora = part_of(config, "finetune", LORA) if method == "lora" else None
     mix = part_of(config, "finetune", Part(MixSettings))
-    upstream = (DATA_STAGE, PRETRAIN_STAGE)
+    upstream: tuple[str, ...] = (DATA_STAGE, PRETRAIN_STAGE)
     if mix.mined_share > 0:
         if not config["mine"]["enabled"]:
             raise CodenasError("finetune.mined_share > 0 needs the mine stage: set mine.enabled = true")

@@ -89,7 +89,7 @@ def _rank_key(row: dict[str, Any]) -> tuple:
 
 def row_values(row: dict[str, Any], objectives: Sequence[str]) -> list[float] | None:
     """A row's values of ``objectives`` (None when one is unknown: not complete, or not measured)."""
-    values = [row.get(OBJECTIVE_FIELDS[name]) for name in objectives]
+    values: list[Any] = [row.get(OBJECTIVE_FIELDS[name]) for name in objectives]
     return None if row["state"] != "complete" or None in values else values
 
 
@@ -135,16 +135,18 @@ def plot_pareto(path: Path, rows: list[dict[str, Any]], *, max_params: int | Non
     x_field = OBJECTIVE_FIELDS[front_over[1]]
     fig = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
     ax = fig.subplots()
-    for state, style in (("pruned", {"marker": "x", "color": "0.6"}), ("complete", {"marker": "o", "color": "C0"})):
+    for state, marker, color in (("pruned", "x", "0.6"), ("complete", "o", "C0")):
         points = [(r[x_field], r["val_loss"]) for r in rows
                   if r["state"] == state and r["val_loss"] is not None and r[x_field] is not None]
         if points:
-            ax.scatter(*zip(*points, strict=True), s=22, label=f"{state} ({len(points)})", **style)
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, s=22, label=f"{state} ({len(points)})", marker=marker, color=color)
     front = sorted((r[x_field], r["val_loss"]) for r in rows if r["pareto"])
     if front:
         if len(front_over) == 2:
             ax.plot(*zip(*front, strict=True), drawstyle="steps-post", color="C3", linewidth=1.2)
-        ax.scatter(*zip(*front, strict=True), s=60, facecolors="none", edgecolors="C3",
+        xs, ys = zip(*front, strict=True)
+        ax.scatter(xs, ys, s=60, facecolors="none", edgecolors="C3",
                    label=f"Pareto front ({', '.join(front_over)})")
     if max_params is not None and x_field == "params":
         ax.axvline(max_params, color="0.3", linestyle="--", linewidth=1, label="--max-params")

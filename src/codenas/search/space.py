@@ -56,6 +56,9 @@ class SearchSpace:
     dropout: tuple[float, float] = (0.0, 0.3)
     optimizer: tuple[str, ...] = OPTIMIZERS
 
+    if typing.TYPE_CHECKING:
+        def __getattr__(self, name: str) -> tuple: ...  # the layout fields _with_layout adds
+
     def __post_init__(self) -> None:
         for name in ("n_layer", "dropout"):
             low, high = getattr(self, name)
@@ -119,6 +122,7 @@ def sample_arch(trial: optuna.Trial, space: SearchSpace, vocab_size: int, *,
     for choice in (*LAYOUT, "optimizer"):
         trial.suggest_categorical(choice, getattr(space, choice))
     shape = shape_of(trial.params)
+    assert shape is not None  # every searched value was just suggested
     if shape["d_model"] % shape["n_head"]:
         return None, f"d_model {shape['d_model']} is not a multiple of n_head {shape['n_head']}"
     if shape["n_head"] % shape["n_kv_head"]:

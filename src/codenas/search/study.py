@@ -251,11 +251,13 @@ class _Objective:
             say(f"trial {trial.number}: infeasible ({reason}), sampling another shape")
             raise optuna.TrialPruned(reason)
         self.trials_run += 1
+        assert arch is not None  # sample_arch gives a reason when it gives no arch
         return self._train(trial, arch)
 
     def _check_budgets(self, trial: optuna.Trial, arch: ArchConfig) -> str:
         """Record size, FLOPs and latency; return why the shape breaks a budget ("" when it fits)."""
         cfg = self.cfg
+        assert cfg.max_params is not None  # SearchConfig requires it
         params = count_params(arch)
         trial.set_user_attr("params", params)
         trial.set_user_attr("flops", flops_per_token(arch))
@@ -358,16 +360,17 @@ def _check_some_shape_fits(cfg: SearchConfig, vocab_size: int, *, latency: bool 
     """Fail fast when even the smallest shape of the space breaks a budget (``latency``: time it too)."""
     smallest = smallest_arch(cfg.space, vocab_size)
     params = count_params(smallest)
+    assert cfg.max_params is not None  # SearchConfig requires it
     if params > cfg.max_params:
         raise CodenasError(f"no shape of the search space fits max_params {cfg.max_params:,}: the smallest has "
                            f"{params:,} parameters (with {vocab_size} tokens"
                            + (", the fewest a tokenizer can have)" if cfg.tokenizer is None and vocab_size == MIN_VOCAB
                               else " of this tokenizer)"))
     if latency and cfg.max_latency_ms is not None:
-        latency = measure_latency_ms(smallest, device=str(resolve_device(cfg.device)), seed=cfg.seed)
-        if latency > cfg.max_latency_ms:
+        ms = measure_latency_ms(smallest, device=str(resolve_device(cfg.device)), seed=cfg.seed)
+        if ms > cfg.max_latency_ms:
             raise CodenasError(f"no shape of the search space fits max_latency_ms {cfg.max_latency_ms:g}: the "
-                               f"smallest takes {latency:.2f} ms per token here")
+                               f"smallest takes {ms:.2f} ms per token here")
 
 
 def run_search(cfg: SearchConfig) -> dict[str, Any]:

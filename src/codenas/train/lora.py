@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -24,6 +25,9 @@ from codenas.model.hf import HFCausalLM, default_hf_targets
 from codenas.model.loading import ADAPTER_CONFIG, LoadedModel, load_model, save_model, write_trainer_state
 from codenas.names import ADAPTER_WEIGHTS, CHECKPOINT_META, PEFT_README
 from codenas.settings import LoraSettings
+
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftModel
 
 DEFAULT_TARGETS = ("qkv_proj", "out_proj")
 
@@ -55,16 +59,17 @@ def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()) -> nn.
 
 def lora_summary(model: nn.Module) -> dict:
     """The LoRA hyper-parameters of a wrapped model (for codenas.json)."""
-    config = model.peft_config["default"]
+    # apply_lora's wrapper and its LoraConfig (nn.Module types a module's attributes as Tensor | Module)
+    config = cast("LoraConfig", cast("PeftModel", model).peft_config["default"])
     return {"rank": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
-            "targets": sorted(config.target_modules)}
+            "targets": sorted(cast("set[str]", config.target_modules))}  # peft turns the list into a set
 
 
 def save_adapter(out_dir: Path, peft_model: nn.Module, base: LoadedModel, *, step: int, metrics: dict | None = None,
                  trainer_state: dict | None = None) -> None:
     """Write an adapter folder atomically (see the module docstring for its files)."""
     with atomic_directory(out_dir) as tmp:
-        peft_model.save_pretrained(str(tmp))
+        cast("PeftModel", peft_model).save_pretrained(str(tmp))  # apply_lora's wrapper
         (tmp / PEFT_README).unlink(missing_ok=True)  # PEFT's model-card template says nothing useful
         if base.tokenizer_file is not None:
             shutil.copyfile(base.tokenizer_file, tmp / TOKENIZER)
@@ -87,7 +92,8 @@ def restore_adapter(peft_model: nn.Module, adapter_dir: Path) -> None:
     weights = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise CodenasError("adapter weights missing", weights)
-    result = set_peft_model_state_dict(peft_model, load_file(str(weights)))
+    # load_state_dict's (missing_keys, unexpected_keys); peft annotates it as the namedtuple factory
+    result: Any = set_peft_model_state_dict(peft_model, load_file(str(weights)))
     missing = [k for k in result.missing_keys if "lora_" in k]
     if missing or result.unexpected_keys:
         raise CodenasError(f"adapter does not fit the model (missing {missing[:3]}, "

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "arch_quality.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("arch_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from . import scripts
 
 
 def test_tokens_to_reach_interpolates_between_evaluations():
-    tokens_to_reach = _module().tokens_to_reach
+    tokens_to_reach = scripts.load("arch_quality").tokens_to_reach
     curve = [(100, 5.0), (200, 4.0), (300, 3.0)]
     assert tokens_to_reach(curve, 3.5) == 250
     assert tokens_to_reach(curve, 5.5) == 100  # already there at the first evaluation
@@ -34,12 +21,10 @@ def test_tokens_to_reach_interpolates_between_evaluations():
 
 @pytest.mark.slow
 def test_a_tiny_run_prints_every_setting_and_the_headline(tmp_path):
-    env = {**os.environ, "CODENAS_HOME": str(tmp_path / "home")}
-    cmd = [sys.executable, str(SCRIPT), "--budget-tokens", "4096", "--evals", "2", "--eval-batches", "1",
-           "--batch-size", "2", "--max-files", "15", "--vocab-size", "300", "--adamw-lrs", "1e-3,4e-3",
-           "--muon-lrs", "0.02", "--seed", "3", "--quiet", "--out", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    args = ["--budget-tokens", "4096", "--evals", "2", "--eval-batches", "1", "--batch-size", "2", "--max-files",
+            "15", "--vocab-size", "300", "--adamw-lrs", "1e-3,4e-3", "--muon-lrs", "0.02", "--seed", "3", "--quiet",
+            "--out", str(tmp_path / "out")]
+    proc = scripts.run("arch_quality", args, tmp_path, timeout=600)
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("tokens_to_baseline_loss: ")
     value = lines[-1].split(": ")[1]

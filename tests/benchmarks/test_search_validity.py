@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from codenas.search.space import SearchSpace, count_params
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "search_validity.py"
+from . import scripts
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("search_validity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load("search_validity")
 
 
 def test_kendall_tau_b_and_spearman_rho_match_known_values():
@@ -79,10 +69,8 @@ def test_full_runs_are_reused_only_from_a_run_with_the_same_settings(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_run_reports_every_predictor_and_the_headline(tmp_path):
-    env = {**os.environ, "CODENAS_HOME": str(tmp_path / "home")}
-    cmd = [sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--quiet", "--out", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc = scripts.run("search_validity", ["--smoke", "--threads", "1", "--quiet", "--out", str(tmp_path / "out")],
+                       tmp_path, timeout=600)
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("kendall_tau: ")
     summary = json.loads((tmp_path / "out" / "search_validity.json").read_text())

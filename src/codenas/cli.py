@@ -606,7 +606,7 @@ def _layout_search_options(command: Callable) -> Callable:
 @click.option("--d-model", default=None, help="Choices of model width [128,192,256,384,512].")
 @click.option("--d-ff-ratio", default=None, help="Choices of d_ff / d_model [2,3,4].")
 @click.option("--context-length", default=None, help="Choices of context length [128,256,512].")
-@click.option("--dropout", default=None, help="Range of dropout, low:high [0:0.3].")
+@click.option("--dropout", default=None, help="Range of dropout, low:high [0:0: none; a short proxy cannot judge it].")
 @_layout_search_options
 @click.option("--optimizer", default=None, help="Choices of optimizer [adamw,muon].")
 @options(Part(SearchSettings), config=False)

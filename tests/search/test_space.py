@@ -31,12 +31,21 @@ def test_count_params_matches_a_real_model(arch):
 
 GPT2_LAYOUT = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": 8,
                "optimizer": "adamw"}
+# the GPT-2 components and dropout are searchable, but only when asked for (the default space leaves them out)
+WITH_GPT2 = {"position": ("learned", "rope"), "mlp": ("gelu", "swiglu"), "dropout": (0.0, 0.3)}
+
+
+def test_default_space_searches_the_modern_block_without_dropout():
+    space = SearchSpace()
+    assert (space.position, space.mlp, space.dropout) == (("rope",), ("swiglu",), (0.0, 0.0))
+    assert space.norm == ("layernorm", "rmsnorm") and space.optimizer == ("adamw", "muon")
 
 
 def test_sample_arch_builds_the_sampled_shape():
     params = {"n_layer": 3, "n_head": 4, "d_model": 64, "d_ff_ratio": 3, "context_length": 128, "dropout": 0.123456,
               **GPT2_LAYOUT}
-    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(d_model=(64,)), 1000, name="x")
+    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(d_model=(64,), **WITH_GPT2), 1000,
+                               name="x")
     assert reason == ""
     assert arch == ArchConfig(n_layer=3, n_head=4, d_model=64, d_ff=192, context_length=128, vocab_size=1000,
                               dropout=0.1235, name="x")
@@ -61,7 +70,8 @@ def test_sample_arch_builds_the_sampled_layout():
 def test_sample_arch_reports_heads_that_do_not_divide_the_width():
     params = {"n_layer": 2, "n_head": 3, "d_model": 64, "d_ff_ratio": 2, "context_length": 128, "dropout": 0.0,
               **GPT2_LAYOUT}
-    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(n_head=(3,), d_model=(64,)), 1000)
+    arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(n_head=(3,), d_model=(64,), **WITH_GPT2),
+                               1000)
     assert arch is None
     assert "not a multiple" in reason
 

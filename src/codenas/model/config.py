@@ -28,7 +28,7 @@ from codenas.paths import resolve_config
 def arch_field(default: Any = dataclasses.MISSING, *, help: str, search: tuple | None = None,  # noqa: A002
                flag: str = "", show: Callable[[Any, Any], str] | None = None, cap: str = "", **rules: Any) -> Any:
     """An ``ArchConfig`` field and its metadata: ``help`` (one line); ``choices`` / ``min`` / ``gt`` / ``lt``
-    (allowed values); a searched layout field's default search choices ``search`` (the first is GPT-2's), the
+    (allowed values); a searched layout field's default search choices ``search``, the
     words ``flag`` of its search flag's help, ``cap`` (a field the sampled value is capped at, and its default)
     and ``show(value, config)``: how ``describe_layout`` writes it ("" for nothing)."""
     meta = {"help": help, **rules}
@@ -56,11 +56,11 @@ class ArchConfig:
     bias: bool = arch_field(True, help="biases in linear layers and LayerNorms")
     tie_embeddings: bool = arch_field(True, help="the output head reuses the token embedding matrix")
     position: str = arch_field("learned", help="learned position embedding or rotary embeddings",
-                               choices=("learned", "rope"), search=("learned", "rope"), flag="position encoding")
+                               choices=("learned", "rope"), search=("rope",), flag="position encoding")
     rope_theta: float = arch_field(10000.0, help="rotary base", gt=0)
     norm: str = arch_field("layernorm", help="every norm: LayerNorm or RMSNorm", choices=("layernorm", "rmsnorm"),
                            search=("layernorm", "rmsnorm"), flag="norm")
-    mlp: str = arch_field("gelu", help="GELU MLP or SwiGLU", choices=("gelu", "swiglu"), search=("gelu", "swiglu"),
+    mlp: str = arch_field("gelu", help="GELU MLP or SwiGLU", choices=("gelu", "swiglu"), search=("swiglu",),
                           flag="MLP")
     qk_norm: bool = arch_field(False, help="RMSNorm on queries and keys per head", search=(False, True),
                                flag="QK normalisation", show=lambda value, config: "qk_norm" if value else "")

@@ -53,7 +53,7 @@ class SearchSpace:
     d_model: tuple[int, ...] = (128, 192, 256, 384, 512)
     d_ff_ratio: tuple[int, ...] = (2, 3, 4)
     context_length: tuple[int, ...] = (128, 256, 512)
-    dropout: tuple[float, float] = (0.0, 0.3)
+    dropout: tuple[float, float] = (0.0, 0.0)
     optimizer: tuple[str, ...] = OPTIMIZERS
 
     if typing.TYPE_CHECKING:

@@ -156,6 +156,19 @@ def test_a_second_process_is_refused_naming_the_folder_and_the_holder(lock_holde
     assert str(folder) in str(e.value) and f"pid {holder.pid}" in str(e.value)
 
 
+def test_a_waiting_locker_gets_the_lock_when_the_holder_ends(lock_holder):
+    folder, holder = lock_holder
+    told = []
+
+    def wait(pid):  # told who holds it, then the holder ends while this process waits
+        told.append(pid)
+        holder.kill()
+
+    with output_lock(folder, wait=wait):
+        assert (folder / ".codenas.lock").read_text().strip() == str(os.getpid())
+    assert told == [str(holder.pid)]
+
+
 def test_the_lock_dies_with_its_holder_even_under_kill_9(lock_holder):
     folder, holder = lock_holder
     holder.send_signal(signal.SIGKILL)

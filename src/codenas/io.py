@@ -128,13 +128,15 @@ def check_writable(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+def output_lock(folder: str | os.PathLike, *, wait: Callable[[str], None] | None = None) -> Iterator[Path]:
     """Hold an exclusive lock on output folder ``folder`` (created if needed) while the block runs.
 
     The lock is an OS lock (``flock``) on ``folder/.codenas.lock``: it is released when the process ends,
     however it ends, and a second process fails at once with an error naming the folder and the holder's
-    pid. Re-entrant within one process. Under torchrun only rank 0 writes, so only rank 0 locks. On entry
-    it removes what a killed run left in ``folder`` (``clean_leftovers``): no live run can be using it.
+    pid; with ``wait`` (for shared folders such as the cache, where another process building the same entry
+    is normal) it calls ``wait(holder_pid)`` once and waits for the lock instead. Re-entrant within one
+    process. Under torchrun only rank 0 writes, so only rank 0 locks. On entry it removes what a killed run
+    left in ``folder`` (``clean_leftovers``): no live run can be using it.
     """
     folder = Path(folder)
     if os.environ.get("RANK", "0") != "0":
@@ -159,11 +161,15 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         holder = f.read().strip() or "unknown"
-        f.close()
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise CodenasError(f"in use by another codenas process (pid {holder}); wait for it to end or "
-                               "choose another output folder", folder) from None
-        raise CodenasError(f"cannot lock the output folder: {e.strerror}", folder) from None
+        if e.errno in (errno.EAGAIN, errno.EACCES) and wait is not None:
+            wait(holder)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        else:
+            f.close()
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise CodenasError(f"in use by another codenas process (pid {holder}); wait for it to end or "
+                                   "choose another output folder", folder) from None
+            raise CodenasError(f"cannot lock the output folder: {e.strerror}", folder) from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")

@@ -187,13 +187,16 @@ def _empty(work: Path) -> None:
 def _holding_work_lock(build):
     """Run ``build`` holding the lock of the work folder of its ``out``, after ending what a killed build of
     that folder left running; with the local executor, in a child process whose workers end with this process
-    (``executor.run_in_group``). A work folder created only for the lock is removed again."""
+    (``executor.run_in_group``). A work folder created only for the lock is removed again. ``wait=True`` waits
+    for another process building the same folder (the cache's entries) instead of failing."""
     @functools.wraps(build)
-    def locked(sources: list[str], out: Path, **kwargs) -> dict:
+    def locked(sources: list[str], out: Path, *, wait: bool = False, **kwargs) -> dict:
         work = work_folder(out)
         created = not work.exists()
         settings = kwargs.get("settings") or CorpusSettings()
-        with output_lock(work):
+        waiting = (lambda pid: say(f"corpus: {out} is being built by another process (pid {pid}); waiting for it")) \
+            if wait else None
+        with output_lock(work, wait=waiting):
             try:
                 end_leftovers(work)
                 if settings.executor != "local":
@@ -574,7 +577,8 @@ def build_cached(sources: list[str], *, tokenizer: Path | None = None, vocab_siz
         vocab_size = DEFAULT_VOCAB_SIZE
     specs = [_local_spec(s) for s in sources]
     folder = cached_folder(specs, tokenizer=tokenizer, vocab_size=vocab_size, settings=settings, cache=cache)
-    manifest = build_corpus(specs, folder, tokenizer=tokenizer, vocab_size=vocab_size, settings=settings, mbpp=mbpp)
+    manifest = build_corpus(specs, folder, tokenizer=tokenizer, vocab_size=vocab_size, settings=settings, mbpp=mbpp,
+                            wait=True)  # a shared entry: another search or benchmark may be building it
     say(f"corpus: {folder}: {split_line(manifest)}")
     return folder
 

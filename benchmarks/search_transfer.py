@@ -3,7 +3,9 @@
 1. ``codenas search`` (``run_search``) under the parameter count of ``configs/tiny_modern.json`` (with this
    tokenizer), at the tiny preset's context length (losses at different context lengths do not compare), with
    the proxy that ``benchmarks/search_validity.py`` measured (``--batch-size 4``, ``--budget-tokens 20480``, the
-   search's learning rates) and the search's defaults otherwise: ``--trials`` shapes.
+   search's learning rates, each trial scored by its loss extrapolated to the final runs' tokens:
+   ``--extrapolate-to``), evaluated on the same number of held-out tokens as the final runs
+   (``--search-eval-batches 48``), and the search's defaults otherwise: ``--trials`` shapes (20).
 2. The winner (``best_arch.json``, with the optimizer its trial used) and ``tiny_modern`` (with the tiny preset's
    Muon) are each pretrained at the tiny preset's full budget (its ``max_steps``, ``batch_size``, learning rates,
    warmup and decay) on the same tokens, for each of ``--seeds`` (same initialisation stream and batch order for
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 
 PRESETS = {
-    "default": {"trials": 10, "budget_tokens": 20_480, "batch_size": 4, "search_eval_batches": 12, "max_steps": None,
+    "default": {"trials": 20, "budget_tokens": 20_480, "batch_size": 4, "search_eval_batches": 48, "max_steps": None,
                 "seeds": "1337,1338", "vocab_size": 2048, "max_files": 300, "val_fraction": 0.05,
                 "val_tokens": 50_000},
     "smoke": {"trials": 2, "budget_tokens": 512, "batch_size": 2, "search_eval_batches": 1, "max_steps": 4,
@@ -49,6 +51,21 @@ def _validity_module():
     return module
 
 
+# the arguments tiny_modern's final runs depend on: earlier runs are reused only when these are equal
+HAND_RUN_ARGS = ("max_steps", "vocab_size", "max_files", "val_fraction", "val_tokens", "dtype", "device")
+
+
+def _hand_runs(path: Path, args: dict, seeds: list[int]) -> dict[int, dict]:
+    """tiny_modern's runs of an earlier ``search_transfer.json`` by seed, after checking they were trained alike."""
+    earlier = json.loads(Path(path).read_text())
+    diffs = [f"{k}: {earlier['args'].get(k)!r} there, {args[k]!r} here" for k in HAND_RUN_ARGS
+             if earlier["args"].get(k) != args[k]]
+    runs = {r["seed"]: r for r in earlier["runs"] if r["model"] == "tiny_modern"}
+    if diffs or any(seed not in runs for seed in seeds):
+        raise SystemExit(f"{path}: its tiny_modern runs were trained otherwise or lack a seed ({'; '.join(diffs)})")
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="Seconds: a 2-trial search, 4-step runs, one seed.")
@@ -59,6 +76,11 @@ def main() -> None:
     parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [12].")
     parser.add_argument("--search-lr", type=float, default=None, help="The search's --lr [its default].")
     parser.add_argument("--search-muon-lr", type=float, default=None, help="The search's --muon-lr [its default].")
+    parser.add_argument("--extrapolate-to", type=int, default=None,
+                        help="The search's --extrapolate-to [the final runs' tokens; 0: score by the proxy's loss].")
+    parser.add_argument("--hand-from", type=Path, default=None,
+                        help="Take tiny_modern's runs from this earlier search_transfer.json (same seeds, steps and "
+                             "data; checked) instead of training them again.")
     parser.add_argument("--max-steps", type=int, help="Steps of each final run [the tiny preset's].")
     parser.add_argument("--seeds", help="Seeds of the final runs, comma-separated [1337,1338].")
     parser.add_argument("--vocab-size", type=int, help="Tokenizer size [2048, the tiny preset's].")
@@ -105,13 +127,16 @@ def main() -> None:
         space = SearchSpace(n_layer=(1, 2), n_head=(2,), d_model=(16, 32), d_ff_ratio=(2,),
                             context_length=(hand.context_length,))
     budget = count_params(hand)
+    steps = args.max_steps or recipe["max_steps"]
+    final_tokens = steps * recipe["batch_size"] * hand.context_length
+    extrapolate_to = final_tokens if args.extrapolate_to is None else args.extrapolate_to
     started = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; search under "
           f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens", flush=True)
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
                                      space=space, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                     eval_batches=args.search_eval_batches,
+                                     eval_batches=args.search_eval_batches, extrapolate_to=extrapolate_to,
                                      **{k: v for k, v in (("lr", args.search_lr), ("muon_lr", args.search_muon_lr))
                                         if v is not None}))
     best = search["best"]
@@ -121,12 +146,17 @@ def main() -> None:
           f"{'/qk' if winner.qk_norm else ''} drop{winner.dropout:g}, {best['optimizer']}, {best['params']:,} params, "
           f"proxy val loss {best['val_loss']:.4f}); {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
-    steps = args.max_steps or recipe["max_steps"]
     models = {"searched": (winner, best["optimizer"]), "tiny_modern": (hand, recipe["optimizer"])}
     seeds = [int(s) for s in args.seeds.split(",")]
+    earlier = _hand_runs(args.hand_from, vars(args), seeds) if args.hand_from else {}
     runs = []
     for seed in seeds:
         for name, (arch, optimizer) in models.items():
+            if name == "tiny_modern" and earlier:
+                runs.append(earlier[seed])
+                print(f"tiny_modern seed {seed}: val loss {earlier[seed]['final_val_loss']:.4f} (from "
+                      f"{args.hand_from})", flush=True)
+                continue
             training = TrainSettings(max_steps=steps, batch_size=recipe["batch_size"], lr=recipe["lr"],
                                      min_lr=recipe["min_lr"], warmup_steps=min(recipe["warmup_steps"], steps // 2),
                                      eval_interval=steps, eval_batches=validity.eval_batches_for(

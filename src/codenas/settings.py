@@ -471,8 +471,15 @@ class SearchSettings(Settings):
     objectives: tuple[str, ...] = _h(("loss",), "What the search minimises: loss, then optionally params, flops "
                                                 "(per token) and/or latency (a multi-objective search).",
                                      choices=SEARCH_OBJECTIVES)
+    extrapolate_to: int = _h(0, "Score each trial by its held-out loss extrapolated to this many training tokens (the "
+                                "final run's budget): it also trains on half the budget, and the two losses are "
+                                "extended linearly in log(tokens); such trials are not pruned. 0: score by the "
+                                "proxy's final loss.", min=0)
 
     def _check(self) -> None:
+        if self.extrapolate_to and self.extrapolate_to <= self.budget_tokens:
+            raise CodenasError(f"extrapolate_to ({self.extrapolate_to:,}) must be above budget_tokens "
+                               f"({self.budget_tokens:,}), or 0")
         if not self.objectives or self.objectives[0] != "loss":
             raise CodenasError(f"objectives must start with loss, got {','.join(self.objectives) or 'nothing'}")
         if len(set(self.objectives)) != len(self.objectives):

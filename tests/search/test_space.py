@@ -32,13 +32,15 @@ def test_count_params_matches_a_real_model(arch):
 GPT2_LAYOUT = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": 8,
                "optimizer": "adamw"}
 # the GPT-2 components and dropout are searchable, but only when asked for (the default space leaves them out)
-WITH_GPT2 = {"position": ("learned", "rope"), "mlp": ("gelu", "swiglu"), "dropout": (0.0, 0.3)}
+WITH_GPT2 = {"position": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"),
+             "qk_norm": (False, True), "dropout": (0.0, 0.3)}
 
 
-def test_default_space_searches_the_modern_block_without_dropout():
+def test_default_space_searches_shapes_of_the_modern_block_without_dropout():
     space = SearchSpace()
-    assert (space.position, space.mlp, space.dropout) == (("rope",), ("swiglu",), (0.0, 0.0))
-    assert space.norm == ("layernorm", "rmsnorm") and space.optimizer == ("adamw", "muon")
+    assert (space.position, space.norm, space.mlp, space.qk_norm, space.dropout) == (
+        ("rope",), ("rmsnorm",), ("swiglu",), (True,), (0.0, 0.0))
+    assert space.n_kv_head == (1, 2, 4, 8) and space.optimizer == ("adamw", "muon")
 
 
 def test_sample_arch_builds_the_sampled_shape():
@@ -99,7 +101,7 @@ def test_parse_space_reads_ranges_and_choices():
     space = parse_space({"n_layer": "2:4", "d_model": "128, 256", "dropout": "0:0.25", "n_head": None,
                          "position": "rope", "qk_norm": "false, true", "n_kv_head": "1,4", "optimizer": "muon"})
     assert space.n_layer == (2, 4) and space.d_model == (128, 256) and space.dropout == (0.0, 0.25)
-    assert space.n_head == SearchSpace().n_head and space.norm == ("layernorm", "rmsnorm")
+    assert space.n_head == SearchSpace().n_head and space.norm == ("rmsnorm",)
     assert (space.position, space.qk_norm, space.n_kv_head, space.optimizer) == (
         ("rope",), (False, True), (1, 4), ("muon",))
 

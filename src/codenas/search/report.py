@@ -69,6 +69,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "trial": trial.number,
         "state": _state(trial),
         "val_loss": loss,
+        "proxy_val_loss": attrs.get("proxy_val_loss"),  # with extrapolation: the proxy's own final loss
         "params": attrs.get("params"),
         "latency_ms": attrs.get("latency_ms"),
         "flops": attrs.get("flops"),

@@ -36,7 +36,9 @@ storage (give each its own ``worker`` index) do not sample the same shapes. Ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import warnings
 from collections import Counter
@@ -176,7 +178,7 @@ def comparability(cfg: SearchConfig, tokenizer_sha256: str) -> dict[str, Any]:
         "corpus": str(cfg.corpus) if cfg.corpus is not None else "stdlib", "max_files": cfg.max_files,
         "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr, "muon_lr": cfg.muon_lr, "evals": cfg.evals,
         "eval_batches": cfg.eval_batches, "pruner": cfg.pruner, "objectives": list(cfg.objectives),
-        "dtype": cfg.dtype,
+        "dtype": cfg.dtype, "extrapolate_to": cfg.extrapolate_to,
     }
     return json.loads(json.dumps(settings))
 
@@ -187,7 +189,7 @@ def _check_settings(study: optuna.Study, settings: dict[str, Any], cfg: SearchCo
     if stored is None:
         study.set_user_attr("codenas_settings", settings)
         return
-    stored = {"objectives": ["loss"], "dtype": "auto", **stored}  # studies from before these were settings
+    stored = {"objectives": ["loss"], "dtype": "auto", "extrapolate_to": 0, **stored}  # from before these were settings
     diffs = [f"{k}: study has {stored.get(k)!r}, now {v!r}" for k, v in settings.items() if stored.get(k) != v]
     if diffs:
         raise CodenasError(f"study {cfg.study_name!r} in {redact(cfg.storage_url())} was created with other "
@@ -280,17 +282,19 @@ class _Objective:
         costs = [trial.user_attrs[OBJECTIVE_FIELDS[name]] for name in cfg.objectives[1:]]
         curve: list[float] = []
 
+        prune = cfg.pruner != "none" and not cfg.extrapolate_to  # a pruner would compare losses, not slopes
+
         def on_eval(step: int, metrics: dict[str, float]) -> None:
             trial.set_user_attr("tokens", step * tokens_per_step)
             loss = metrics["val_loss"]
             if not costs:
                 trial.report(loss, step // interval)
-                if trial.should_prune():
+                if prune and trial.should_prune():
                     raise optuna.TrialPruned(f"val_loss {loss:.4f} after {step}/{steps} steps")
                 return
             curve.append(loss)
             trial.set_user_attr("curve", curve)
-            if cfg.pruner != "none" and step < steps:
+            if prune and step < steps:
                 by = _dominating_trial(trial, len(curve) - 1, [loss, *costs], cfg.objectives)
                 if by is not None:
                     raise optuna.TrialPruned(f"dominated by trial {by} after {step}/{steps} steps")
@@ -299,11 +303,28 @@ class _Objective:
         shutil.rmtree(trial_dir, ignore_errors=True)  # a leftover of an earlier study in the same OUT
         say(f"trial {trial.number}: {describe_layout(arch)}, dropout {arch.dropout:g}, {train_cfg.optimizer}; "
             f"{steps} steps")
+        half = None
+        if cfg.extrapolate_to:  # the learning curve's second point: a run of its own on half the budget
+            half_cfg = proxy_training(cfg, arch, train_cfg.optimizer, cfg.budget_tokens // 2)
+            half_cfg = dataclasses.replace(half_cfg, eval_interval=half_cfg.max_steps)  # scored once, at its end
+            half = pretrain(settings=PretrainSettings(arch=arch.name), training=half_cfg, arch=arch,
+                            tokenizer=self.tokenizer, out=trial_dir / "half", corpus=self.corpus,
+                            save_checkpoints=False, desc=f"trial {trial.number} (half)")
+            trial.set_user_attr("half_val_loss", half["final_val_loss"])
         result = pretrain(settings=PretrainSettings(arch=arch.name), training=train_cfg, arch=arch,
                           tokenizer=self.tokenizer, out=trial_dir, corpus=self.corpus, on_eval=on_eval,
                           save_checkpoints=False, desc=f"trial {trial.number}")
         loss = result["final_val_loss"]
+        if half is not None:
+            trial.set_user_attr("proxy_val_loss", loss)
+            loss = extrapolate(half["final_val_loss"], half["tokens"], loss, result["tokens"], cfg.extrapolate_to)
         return [loss, *costs] if costs else loss
+
+
+def extrapolate(loss_a: float, tokens_a: int, loss_b: float, tokens_b: int, tokens: int) -> float:
+    """The loss at ``tokens`` on the line through ``(log tokens_a, loss_a)`` and ``(log tokens_b, loss_b)``: a
+    learning curve extended linearly in log(tokens)."""
+    return loss_b + (loss_b - loss_a) * math.log(tokens / tokens_b) / math.log(tokens_b / tokens_a)
 
 
 def _dominating_trial(trial: optuna.Trial, index: int, values: list[float], objectives: tuple[str, ...]) -> int | None:

@@ -9,15 +9,17 @@ recipe at a final run's learning rates (``--full-lr``, ``--full-muon-lr``): same
 own schedule over its own budget, each scored once at its end on the same ``--val-tokens`` held-out tokens (fixed
 windows). Then Kendall's tau-b and Spearman's rho between the full runs' final held-out loss and each predictor:
 
-- ``proxy``: the final held-out loss of the proxy run (what the search ranks by);
+- ``proxy``: the final held-out loss of the proxy run (what the search ranks by without ``--extrapolate-to``);
 - ``proxy_half``, ``proxy_quarter``: the same at half and a quarter of the budget;
-- ``proxy_extrapolated``: the B/2 and B losses extended linearly in log(tokens) to the full budget;
+- ``proxy_extrapolated``: the B/2 and B losses extended linearly in log(tokens) to the full budget (what
+  ``codenas search --extrapolate-to F*B`` ranks by: ``codenas.search.study.extrapolate``);
 - ``non_embedding_params`` and ``flops_per_token``: training-free, "more is better" (their negatives are correlated,
   so every predictor's tau is +1 when it orders the shapes exactly as the full runs do).
 
 Printed: one line per run, the table of predictors, where the proxy's winner ranks after full training; the last
-line is ``kendall_tau: X`` for the proxy. Everything also goes to ``OUT/search_validity.json`` (and, after each
-shape, ``OUT/search_validity.partial.json``).
+line is ``kendall_tau: X`` for the search's score: the extrapolated proxy (the search told the final budget, as
+docs/search.md recommends), or the plain proxy with ``--no-extrapolate`` or ``--proxy-only``. Everything also
+goes to ``OUT/search_validity.json`` (and, after each shape, ``OUT/search_validity.partial.json``).
 
     nice python benchmarks/search_validity.py                 # CPU default: ~7 CPU-minutes (~30 min on a busy 2 cores)
     python benchmarks/search_validity.py --scale --device cuda  # more shapes, bigger budgets, for a GPU
@@ -138,12 +140,6 @@ def eval_batches_for(val_tokens: int, batch_size: int, context_length: int) -> i
     return max(1, math.ceil(val_tokens / (batch_size * context_length)))
 
 
-def extrapolate(loss_half: float, loss_proxy: float, full_factor: int) -> float:
-    """The loss at ``full_factor`` times the proxy's tokens on the line through the losses at half and all of them,
-    against log(tokens): ``loss_proxy + (loss_proxy - loss_half) * log2(full_factor)``."""
-    return loss_proxy + (loss_proxy - loss_half) * math.log2(full_factor)
-
-
 # the arguments a full run's loss depends on: an earlier run's full losses are reused only when they are equal
 FULL_RUN_ARGS = ("max_params", "proxy_tokens", "full_factor", "batch_size", "evals", "val_tokens", "context_length",
                  "vocab_size", "max_files", "val_fraction", "device", "dtype", "full_lr", "full_muon_lr", "seed")
@@ -225,6 +221,9 @@ def main() -> None:
     parser.add_argument("--proxy-only", action="store_true",
                         help="Train no B/2 and B/4 runs (their predictors are left out): with --full-from, the "
                              "cheapest way to try another proxy recipe.")
+    parser.add_argument("--extrapolate", action=argparse.BooleanOptionalAction, default=True,
+                        help="The search's score is its loss extrapolated to the full budget (codenas search "
+                             "--extrapolate-to): the last line's predictor [on; off: the plain proxy].")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the draw and of every run.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
     parser.add_argument("--out", type=Path, default=None, help="Output folder [runs/search_validity[_PRESET]].")
@@ -243,7 +242,7 @@ def main() -> None:
     from codenas.model.tokenizer import load_tokenizer
     from codenas.progress import set_quiet
     from codenas.search.space import SearchSpace, count_params, flops_per_token
-    from codenas.search.study import proxy_training
+    from codenas.search.study import extrapolate, proxy_training
     from codenas.settings import PretrainSettings, SearchSettings
     from codenas.train.pretrain import pretrain
 
@@ -315,27 +314,28 @@ def main() -> None:
     predictors = {name: [r[name] for r in results] for name in ("proxy", "proxy_half", "proxy_quarter")
                   if name in budgets}
     if "proxy_half" in budgets:  # the learning curve of the B/2 and B runs, extended linearly in log(tokens)
-        predictors["proxy_extrapolated"] = [extrapolate(r["proxy_half"], r["proxy"], args.full_factor)
-                                            for r in results]
+        predictors["proxy_extrapolated"] = [extrapolate(r["proxy_half"], r["proxy_half_tokens"], r["proxy"],
+                                                        r["proxy_tokens"], r["full_tokens"]) for r in results]
     predictors |= {name: [-r[name] for r in results] for name in ("non_embedding_params", "flops_per_token")}
     # every predictor as a predicted loss (lower = better), so +1 means the full runs' exact order
     table = {name: {"kendall_tau": kendall_tau(p, full), "spearman_rho": spearman_rho(p, full)}
              for name, p in predictors.items()}
-    proxy_winner = min(results, key=lambda r: r["proxy"])
+    score = "proxy_extrapolated" if args.extrapolate and "proxy_extrapolated" in predictors else "proxy"
+    proxy_winner = min(results, key=lambda r: predictors[score][results.index(r)])
     full_rank = sorted(full).index(proxy_winner["full"]) + 1
     total = time.perf_counter() - started
     summary = {"preset": preset, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "proxy_lr": proxy_search.lr, "proxy_muon_lr": proxy_search.muon_lr,
                "val_split_tokens": data.val_tokens, "budgets": budgets, "shapes": results, "correlations": table,
-               "proxy_winner": proxy_winner["name"], "proxy_winner_full_rank": full_rank,
+               "score": score, "proxy_winner": proxy_winner["name"], "proxy_winner_full_rank": full_rank,
                "wall_s": round(total, 1), "load_end": os.getloadavg()[0]}
     (out / "search_validity.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{'predictor of the full-budget loss':<36}{'kendall_tau':>12}{'spearman_rho':>14}")
     for name, c in table.items():
         print(f"{name:<36}{c['kendall_tau']:>12.3f}{c['spearman_rho']:>14.3f}")
-    print(f"the proxy's winner ({proxy_winner['name']}) ranks {full_rank} of {len(results)} after full training; "
-          f"whole run {total / 60:.1f} min, load {os.getloadavg()[0]:.1f}")
-    print(f"kendall_tau: {table['proxy']['kendall_tau']:.3f}")
+    print(f"the search's winner by {score} ({proxy_winner['name']}) ranks {full_rank} of {len(results)} after full "
+          f"training; whole run {total / 60:.1f} min, load {os.getloadavg()[0]:.1f}")
+    print(f"kendall_tau: {table[score]['kendall_tau']:.3f}")
 
 
 if __name__ == "__main__":

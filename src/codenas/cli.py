@@ -604,7 +604,9 @@ def _layout_search_options(command: Callable) -> Callable:
 @click.option("--n-layer", default=None, help="Range of layers, low:high [2:8].")
 @click.option("--n-head", default=None, help="Choices of heads, comma-separated [2,4,8].")
 @click.option("--d-model", default=None, help="Choices of model width [128,192,256,384,512].")
-@click.option("--d-ff-ratio", default=None, help="Choices of d_ff / d_model [2,3,4].")
+@click.option("--d-ff-ratio", default=None,
+              help="Choices of d_ff / d_model, d_ff rounded to a multiple of 8 when not whole [2,2.6667,3,4]: 8/3 "
+                   "is SwiGLU's usual width.")
 @click.option("--context-length", default=None, help="Choices of context length [128,256,512].")
 @click.option("--dropout", default=None, help="Range of dropout, low:high [0:0: none; a short proxy cannot judge it].")
 @_layout_search_options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import optuna
@@ -17,7 +18,8 @@ from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
 from codenas.search import study as study_module
 from codenas.search.report import dominates
-from codenas.search.study import _dominating_trial, open_study, proxy_schedule, run_search
+from codenas.search.study import _dominating_trial, extrapolate, open_study, proxy_schedule, run_search
+from codenas.settings import SearchSettings
 
 
 @pytest.fixture
@@ -244,3 +246,39 @@ def test_with_several_objectives_a_trial_dominated_at_an_evaluation_stops():
     assert _dominating_trial(trial, 0, [2.9, 200], objectives) is None  # better than 0, smaller than 1
     assert _dominating_trial(trial, 1, [2.9, 200], objectives) == 0  # trial 0 had 2.0 at eval 2
     assert _dominating_trial(trial, 2, [9.9, 999], objectives) is None  # nobody reached eval 3
+
+
+def test_extrapolate_extends_the_line_through_two_points_in_log_tokens():
+    assert extrapolate(3.0, 10, 2.0, 20, 40) == pytest.approx(1.0)
+    assert extrapolate(3.0, 10, 2.0, 20, 160) == pytest.approx(-1.0)
+    with pytest.raises(CodenasError, match="extrapolate_to .* must be above budget_tokens"):
+        SearchSettings(max_params=1, budget_tokens=100, extrapolate_to=100)
+
+
+def test_extrapolated_trials_train_a_half_run_and_score_the_extended_curve(tiny_config, monkeypatch):
+    runs = []
+
+    def pretrain(**kwargs):  # a learning curve linear in log2(tokens), the same for every shape
+        training = kwargs["training"]
+        tokens = training.max_steps * training.batch_size * kwargs["arch"].context_length
+        runs.append((kwargs["out"].name, tokens))
+        return {"final_val_loss": 6.0 - 0.5 * math.log2(tokens), "tokens": tokens}
+
+    monkeypatch.setattr(study_module, "pretrain", pretrain)
+    result = run_search(tiny_config(trials=2, extrapolate_to=2048))
+    assert [name for name, _ in runs][::2] == ["half", "half"]
+    assert all(half * 2 == full for (_, half), (_, full) in zip(runs[::2], runs[1::2], strict=True))
+    for row in result["rows"]:
+        assert row["state"] == "complete"
+        assert row["proxy_val_loss"] == pytest.approx(6.0 - 0.5 * 8)  # 256 tokens
+        assert row["val_loss"] == pytest.approx(6.0 - 0.5 * 11)  # the line at 2,048 tokens
+
+
+def test_an_extrapolated_trial_keeps_both_runs_logs(tiny_config):
+    result = run_search(tiny_config(trials=1, extrapolate_to=2048))
+    trial_dir = tiny_config().out / "trials" / "00000"
+    assert (trial_dir / "half" / "metrics.jsonl").is_file() and (trial_dir / "metrics.jsonl").is_file()
+    row = result["rows"][0]
+    assert row["state"] == "complete" and row["proxy_val_loss"] is not None and row["val_loss"] != row["proxy_val_loss"]
+    with pytest.raises(CodenasError, match="extrapolate_to: study has 2048, now 0"):
+        run_search(tiny_config(trials=1))

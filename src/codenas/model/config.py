@@ -53,7 +53,9 @@ class ArchConfig:
     vocab_size: int = arch_field(help="rows of the token embedding", min=1)
     dropout: float = arch_field(0.0, help="dropout on embeddings, attention weights and residual branches",
                                 min=0, lt=1)
-    bias: bool = arch_field(True, help="biases in linear layers and LayerNorms")
+    bias: bool = arch_field(True, help="biases in linear layers and LayerNorms", search=(False,),
+                            flag="biases in linear layers and norms",
+                            show=lambda value, config: "" if value else "no biases")
     tie_embeddings: bool = arch_field(True, help="the output head reuses the token embedding matrix")
     position: str = arch_field("learned", help="learned position embedding or rotary embeddings",
                                choices=("learned", "rope"), search=("rope",), flag="position encoding")

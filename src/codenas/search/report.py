@@ -30,8 +30,8 @@ from codenas.io import CodenasError, atomic_path, atomic_write_json, write_jsonl
 from codenas.names import BEST_ARCH, PARETO_FILE, PARETO_PLOT, TRIALS
 from codenas.search.space import optimizer_of, shape_of
 
-ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout", "position", "norm", "mlp",
-                "qk_norm", "n_kv_head")
+ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout", "bias", "position", "norm",
+                "mlp", "qk_norm", "n_kv_head")
 _STATE_ORDER = {"complete": 0, "pruned": 1, "infeasible": 2, "failed": 3, "running": 4, "waiting": 5}
 # objective -> the row field (and trial user attribute) holding a trial's value of it
 OBJECTIVE_FIELDS = {"loss": "val_loss", "params": "params", "flops": "flops", "latency": "latency_ms"}

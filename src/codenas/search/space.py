@@ -1,10 +1,12 @@
 """The search space: which architectures a trial may pick, how a trial samples one, and its exact size.
 
 Shape dimensions: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio
-(``d_ff = ratio * d_model``), ``context_length`` (each a list of choices) and ``dropout`` (a float range). Layout
-dimensions: every ``ArchConfig`` field declared with ``search`` choices (``codenas.model.config.layout_fields``:
-``position``, ``norm``, ``mlp``, ``qk_norm``, ``n_kv_head``, each with all its values by default; ``n_kv_head`` is
-capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head attention), then the training
+(``d_ff = ratio * d_model``, rounded to a multiple of 8 when not whole), ``context_length`` (each a list of
+choices) and ``dropout`` (a float range). Layout dimensions: every ``ArchConfig`` field declared with ``search``
+choices (``codenas.model.config.layout_fields``: ``bias``, ``position``, ``norm``, ``mlp``, ``qk_norm``,
+``n_kv_head``; by default the modern block, no biases, rotary positions, RMSNorm, SwiGLU, QK norms, with every
+key/value head count; ``n_kv_head`` is capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head
+attention), then the training
 ``optimizer`` (adamw | muon). The layout part of ``SearchSpace``, its checks, its flag parsing and its sampling
 are generated from those declarations. The vocabulary size is not searched: it is the tokenizer's. A sampled
 shape whose ``d_model`` is not a multiple of ``n_head`` (or whose ``n_kv_head`` does not divide ``n_head``) is
@@ -51,7 +53,7 @@ class SearchSpace:
     n_layer: tuple[int, int] = (2, 8)
     n_head: tuple[int, ...] = (2, 4, 8)
     d_model: tuple[int, ...] = (128, 192, 256, 384, 512)
-    d_ff_ratio: tuple[int, ...] = (2, 3, 4)
+    d_ff_ratio: tuple[float, ...] = (2, 8 / 3, 3, 4)  # 8/3: SwiGLU's usual width (a 4x GELU MLP's parameters)
     context_length: tuple[int, ...] = (128, 256, 512)
     dropout: tuple[float, float] = (0.0, 0.0)
     optimizer: tuple[str, ...] = OPTIMIZERS
@@ -74,7 +76,10 @@ class SearchSpace:
             if not values or any(not isinstance(v, bool) for v in values):
                 raise CodenasError(f"search choices {name} must be true/false, got {values!r}")
         ints = [f.name for f in layout_fields() if field_type(f) is int]
-        for name in ("n_head", "d_model", "d_ff_ratio", "context_length", *ints):
+        if not self.d_ff_ratio or any(isinstance(v, bool) or not isinstance(v, int | float) or v <= 0
+                                      for v in self.d_ff_ratio):
+            raise CodenasError(f"search choices d_ff_ratio must be positive numbers, got {self.d_ff_ratio!r}")
+        for name in ("n_head", "d_model", "context_length", *ints):
             values = getattr(self, name)
             if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
                 raise CodenasError(f"search choices {name} must be positive integers, got {values!r}")
@@ -96,11 +101,17 @@ def shape_of(params: dict[str, Any]) -> dict[str, Any] | None:
         "n_layer": params["n_layer"],
         "n_head": params["n_head"],
         "d_model": params["d_model"],
-        "d_ff": params["d_ff_ratio"] * params["d_model"],
+        "d_ff": d_ff_of(params["d_ff_ratio"], params["d_model"]),
         "context_length": params["context_length"],
         "dropout": round(params["dropout"], 4),
         **{f.name: _sampled(f, params) for f in layout_fields()},
     }
+
+
+def d_ff_of(ratio: float, d_model: int) -> int:
+    """``ratio * d_model``, rounded to a multiple of 8 when it is not whole (8/3 of 128 -> 344)."""
+    width = ratio * d_model
+    return int(width) if float(width).is_integer() else max(8, 8 * round(width / 8))
 
 
 def _sampled(f: dataclasses.Field, params: dict[str, Any]) -> Any:
@@ -146,7 +157,7 @@ def smallest_arch(space: SearchSpace, vocab_size: int) -> ArchConfig:
     n_kv_head = min(min(space.n_kv_head), n_head)
     n_kv_head = max(k for k in range(1, n_kv_head + 1) if n_head % k == 0)
     arch = ArchConfig(n_layer=space.n_layer[0], n_head=n_head, n_kv_head=n_kv_head, d_model=d_model,
-                      d_ff=min(space.d_ff_ratio) * d_model, context_length=min(space.context_length),
+                      d_ff=d_ff_of(min(space.d_ff_ratio), d_model), context_length=min(space.context_length),
                       vocab_size=vocab_size)
     for f in layout_fields():
         if not f.metadata["cap"]:
@@ -188,6 +199,9 @@ def parse_space(flags: dict[str, str | None]) -> SearchSpace:
             if len(parts) != 2:
                 raise CodenasError(f"search range {name} must look like low:high, got {text!r}")
             fields[name] = tuple(_parse_number(p, kind, name) for p in parts)
+        elif name == "d_ff_ratio":  # whole ratios stay integers (the stored space of earlier studies)
+            ratios = (_parse_number(p, float, name) for p in text.split(","))
+            fields[name] = tuple(int(r) if r.is_integer() else r for r in ratios)
         else:
             fields[name] = tuple(_parse_number(p, int, name) for p in text.split(","))
     return SearchSpace(**fields)

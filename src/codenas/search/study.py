@@ -7,7 +7,10 @@ source built once into the cache the way every pretraining corpus is (``codenas.
 without ``tokenizer``, the build trains a BPE of ``vocab_size`` tokens on it). The held-out loss at each of the
 ``evals`` evenly spaced evaluations is reported to Optuna (step = evaluation index, so trials of different context
 lengths compare at the same fraction of the token budget) and the pruner (Hyperband by default) stops weak trials
-early. The trial's score is the final held-out loss.
+early. The trial's score is the final held-out loss; with ``extrapolate_to`` (the final run's token budget) it is
+that loss extended to ``extrapolate_to`` tokens along the line, in log(tokens), through it and the final loss of a
+second run on half the budget (``extrapolate``): short runs favour small shapes that learn fast at first, and the
+slope corrects for it. Such trials are not pruned (a pruner compares losses at one point, before slopes are known).
 
 Several objectives (``objectives = ("loss", "params")``...): the study is multi-objective (Optuna's TPE sampler
 handles several directions) and a trial's values are its loss and its size, FLOPs per token or latency. Optuna

@@ -631,7 +631,8 @@ def search(ctx: click.Context, out: str, tokenizer_path: str | None, corpus: str
                                 corpus=corpus, space=space, **dataclasses.asdict(settings)))
     _console().print(rows_table(r["rows"], objectives=settings.objectives))
     counts = ", ".join(f"{n} {state}" for state, n in r["counts"].items())
-    click.echo(f"{r['trials_run']} trials run now ({r['infeasible_run']} infeasible shapes sampled again); study "
+    click.echo(f"{r['trials_run']} trials run now ({r['infeasible_run']} infeasible shapes and {r['repeats_run']} "
+               f"repeats of trained ones sampled again); study "
                f"{r['study']!r} ({r['storage']}): {counts}")
     if len(settings.objectives) > 1:
         click.echo(f"Pareto front ({','.join(settings.objectives)}): {len(r['front'])} trials -> "

@@ -90,7 +90,7 @@ def test_each_layout_field_is_declared_once_and_reaches_the_flags_the_json_and_t
     from codenas.search.space import SearchSpace, parse_space, sample_arch
 
     names = [f.name for f in layout_fields()]
-    assert names == ["position", "norm", "mlp", "qk_norm", "n_kv_head"]
+    assert names == ["bias", "position", "norm", "mlp", "qk_norm", "n_kv_head"]
     flags = {p.name: p for p in cli.commands["search"].params}
     space_fields = {f.name: f.default for f in dataclasses.fields(SearchSpace)}
     base = {"n_layer": 2, "n_head": 4, "d_model": 32, "d_ff_ratio": 2, "context_length": 64, "dropout": 0.0,

@@ -18,6 +18,7 @@ from codenas.model.model import GPT
 from codenas.model.tokenizer import load_tokenizer
 from codenas.search import study as study_module
 from codenas.search.report import dominates
+from codenas.search.space import SearchSpace
 from codenas.search.study import _dominating_trial, extrapolate, open_study, proxy_schedule, run_search
 from codenas.settings import SearchSettings
 
@@ -216,7 +217,7 @@ def test_cli_trials_means_trained_shapes_under_a_tight_budget(tiny_tokenizer, ti
     assert len(trained) == 3 == pretrain_calls["n"]
     assert all(r["params"] <= 2_000_000 for r in trained)
     assert infeasible and all(r["params"] > 2_000_000 for r in infeasible)
-    assert f"3 trials run now ({len(infeasible)} infeasible shapes sampled again)" in result.output
+    assert f"3 trials run now ({len(infeasible)} infeasible shapes and 0 repeats" in result.output
 
 
 def test_a_multi_objective_search_resumes_and_writes_its_front(tiny_config, pretrain_calls):
@@ -282,3 +283,15 @@ def test_an_extrapolated_trial_keeps_both_runs_logs(tiny_config):
     assert row["state"] == "complete" and row["proxy_val_loss"] is not None and row["val_loss"] != row["proxy_val_loss"]
     with pytest.raises(CodenasError, match="extrapolate_to: study has 2048, now 0"):
         run_search(tiny_config(trials=1))
+
+
+def test_a_shape_proposed_again_is_not_trained_again_and_does_not_count(tiny_config, pretrain_calls, monkeypatch):
+    monkeypatch.setattr(study_module, "MAX_INFEASIBLE_IN_A_ROW", 15)
+    one_shape = SearchSpace(n_layer=(1, 1), n_head=(2,), d_model=(16,), d_ff_ratio=(2,), context_length=(16,),
+                            n_kv_head=(2,), optimizer=("adamw",))
+    result = run_search(tiny_config(trials=3, space=one_shape))  # ends, without an error, once nothing new comes
+    assert pretrain_calls["n"] == 1 and result["trials_run"] == 1 and result["repeats_run"] == 15
+    states = [row["state"] for row in result["rows"]]
+    assert states == ["complete"] + ["repeat"] * 15
+    assert {row["reason"] for row in result["rows"][1:]} == {"same shape as trial 0"}
+    assert len(result["front"]) == 1

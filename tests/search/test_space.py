@@ -11,6 +11,7 @@ from codenas.model.model import GPT
 from codenas.search.space import (
     SearchSpace,
     count_params,
+    d_ff_of,
     optimizer_of,
     parse_space,
     sample_arch,
@@ -29,18 +30,27 @@ def test_count_params_matches_a_real_model(arch):
     assert count_params(arch) == GPT(arch).num_params()
 
 
-GPT2_LAYOUT = {"position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False, "n_kv_head": 8,
-               "optimizer": "adamw"}
+GPT2_LAYOUT = {"bias": True, "position": "learned", "norm": "layernorm", "mlp": "gelu", "qk_norm": False,
+               "n_kv_head": 8, "optimizer": "adamw"}
 # the GPT-2 components and dropout are searchable, but only when asked for (the default space leaves them out)
-WITH_GPT2 = {"position": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"),
-             "qk_norm": (False, True), "dropout": (0.0, 0.3)}
+WITH_GPT2 = {"bias": (False, True), "position": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"),
+             "mlp": ("gelu", "swiglu"), "qk_norm": (False, True), "dropout": (0.0, 0.3)}
 
 
 def test_default_space_searches_shapes_of_the_modern_block_without_dropout():
     space = SearchSpace()
-    assert (space.position, space.norm, space.mlp, space.qk_norm, space.dropout) == (
-        ("rope",), ("rmsnorm",), ("swiglu",), (True,), (0.0, 0.0))
-    assert space.n_kv_head == (1, 2, 4, 8) and space.optimizer == ("adamw", "muon")
+    assert (space.bias, space.position, space.mlp, space.dropout) == ((False,), ("rope",), ("swiglu",), (0.0, 0.0))
+    assert space.norm == ("layernorm", "rmsnorm") and space.qk_norm == (False, True)
+    assert space.n_kv_head == (1, 2, 4, 8) and space.optimizer == ("adamw", "muon") and space.bias == (False,)
+    assert space.d_ff_ratio == (2, 8 / 3, 3, 4)
+
+
+def test_fractional_ratios_round_d_ff_to_a_multiple_of_8():
+    assert d_ff_of(8 / 3, 128) == 344 and d_ff_of(2.6667, 128) == 344 and d_ff_of(8 / 3, 192) == 512
+    assert d_ff_of(3, 128) == 384 and d_ff_of(2, 20) == 40  # whole products are kept as they are
+    assert parse_space({"d_ff_ratio": "2, 2.5,3"}).d_ff_ratio == (2, 2.5, 3)
+    with pytest.raises(CodenasError, match="d_ff_ratio must be positive numbers"):
+        SearchSpace(d_ff_ratio=(0,))
 
 
 def test_sample_arch_builds_the_sampled_shape():
@@ -56,11 +66,11 @@ def test_sample_arch_builds_the_sampled_shape():
 
 def test_sample_arch_builds_the_sampled_layout():
     params = {"n_layer": 2, "n_head": 4, "d_model": 64, "d_ff_ratio": 2, "context_length": 128, "dropout": 0.0,
-              "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "n_kv_head": 2,
+              "bias": False, "position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "n_kv_head": 2,
               "optimizer": "muon"}
     arch, reason = sample_arch(optuna.trial.FixedTrial(params), SearchSpace(d_model=(64,)), 1000)
-    assert reason == "" and (arch.position, arch.norm, arch.mlp, arch.qk_norm, arch.n_kv_head) == (
-        "rope", "rmsnorm", "swiglu", True, 2)
+    assert reason == "" and (arch.bias, arch.position, arch.norm, arch.mlp, arch.qk_norm, arch.n_kv_head) == (
+        False, "rope", "rmsnorm", "swiglu", True, 2)
     assert optimizer_of(params) == "muon" and optimizer_of({}) == "adamw"
     capped, _ = sample_arch(optuna.trial.FixedTrial({**params, "n_kv_head": 8}), SearchSpace(d_model=(64,)), 1000)
     assert capped.n_kv_head == 4  # capped at n_head: plain multi-head attention
@@ -101,7 +111,7 @@ def test_parse_space_reads_ranges_and_choices():
     space = parse_space({"n_layer": "2:4", "d_model": "128, 256", "dropout": "0:0.25", "n_head": None,
                          "position": "rope", "qk_norm": "false, true", "n_kv_head": "1,4", "optimizer": "muon"})
     assert space.n_layer == (2, 4) and space.d_model == (128, 256) and space.dropout == (0.0, 0.25)
-    assert space.n_head == SearchSpace().n_head and space.norm == ("rmsnorm",)
+    assert space.n_head == SearchSpace().n_head and space.norm == ("layernorm", "rmsnorm")
     assert (space.position, space.qk_norm, space.n_kv_head, space.optimizer) == (
         ("rope",), (False, True), (1, 4), ("muon",))
 

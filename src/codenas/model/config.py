@@ -61,10 +61,10 @@ class ArchConfig:
                                choices=("learned", "rope"), search=("rope",), flag="position encoding")
     rope_theta: float = arch_field(10000.0, help="rotary base", gt=0)
     norm: str = arch_field("layernorm", help="every norm: LayerNorm or RMSNorm", choices=("layernorm", "rmsnorm"),
-                           search=("rmsnorm",), flag="norm")
+                           search=("layernorm", "rmsnorm"), flag="norm")
     mlp: str = arch_field("gelu", help="GELU MLP or SwiGLU", choices=("gelu", "swiglu"), search=("swiglu",),
                           flag="MLP")
-    qk_norm: bool = arch_field(False, help="RMSNorm on queries and keys per head", search=(True,),
+    qk_norm: bool = arch_field(False, help="RMSNorm on queries and keys per head", search=(False, True),
                                flag="QK normalisation", show=lambda value, config: "qk_norm" if value else "")
     n_kv_head: int = arch_field(
         None, help="key/value heads (grouped-query attention); default n_head", min=1, search=(1, 2, 4, 8),

@@ -5,7 +5,7 @@ on a shared database appear too) and written atomically:
 
 - ``trials.jsonl``: one row per trial, ranked: complete trials by held-out loss, then pruned ones (furthest
   evaluation first, then loss at that point), then infeasible ones (too big or too slow, never trained), then
-  failed or still running ones.
+  repeats (a shape trained already, proposed again and not trained), then failed or still running ones.
 - ``pareto.json``: the Pareto front, the complete trials that no other complete trial dominates (at least as good
   on every objective, better on one), lowest loss first, each as ``{"number", "values", "arch", "optimizer"}``
   with ``values`` in the order of the study's objectives; a loss-only study's front is over (loss, params).
@@ -32,7 +32,7 @@ from codenas.search.space import optimizer_of, shape_of
 
 ARCH_COLUMNS = ("n_layer", "n_head", "d_model", "d_ff", "context_length", "dropout", "bias", "position", "norm",
                 "mlp", "qk_norm", "n_kv_head")
-_STATE_ORDER = {"complete": 0, "pruned": 1, "infeasible": 2, "failed": 3, "running": 4, "waiting": 5}
+_STATE_ORDER = {"complete": 0, "pruned": 1, "infeasible": 2, "repeat": 3, "failed": 4, "running": 5, "waiting": 6}
 # objective -> the row field (and trial user attribute) holding a trial's value of it
 OBJECTIVE_FIELDS = {"loss": "val_loss", "params": "params", "flops": "flops", "latency": "latency_ms"}
 _AXIS_LABELS = {"params": "parameters", "flops": "forward FLOPs per token", "latency": "ms per generated token"}
@@ -50,6 +50,8 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 def _state(trial: FrozenTrial) -> str:
     if trial.state == TrialState.PRUNED and "infeasible" in trial.user_attrs:
         return "infeasible"
+    if trial.state == TrialState.PRUNED and "repeat_of" in trial.user_attrs:
+        return "repeat"
     return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[trial.state]
 
@@ -77,7 +79,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         "optimizer": optimizer_of(trial.params),
         "evals": last_eval or 0,
         "tokens": attrs.get("tokens"),
-        "reason": attrs.get("infeasible", ""),
+        "reason": attrs.get("infeasible") or (f"same shape as trial {attrs['repeat_of']}" if "repeat_of" in attrs
+                                              else ""),
     }
 
 

@@ -4,8 +4,8 @@ Shape dimensions: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the f
 (``d_ff = ratio * d_model``, rounded to a multiple of 8 when not whole), ``context_length`` (each a list of
 choices) and ``dropout`` (a float range). Layout dimensions: every ``ArchConfig`` field declared with ``search``
 choices (``codenas.model.config.layout_fields``: ``bias``, ``position``, ``norm``, ``mlp``, ``qk_norm``,
-``n_kv_head``; by default the modern block, no biases, rotary positions, RMSNorm, SwiGLU, QK norms, with every
-key/value head count; ``n_kv_head`` is capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head
+``n_kv_head``; by default no biases, rotary positions and SwiGLU, with both norms, with and without QK norms, and
+every key/value head count; ``n_kv_head`` is capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head
 attention), then the training
 ``optimizer`` (adamw | muon). The layout part of ``SearchSpace``, its checks, its flag parsing and its sampling
 are generated from those declarations. The vocabulary size is not searched: it is the tokenizer's. A sampled

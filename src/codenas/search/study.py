@@ -122,8 +122,14 @@ def proxy_training(settings: SearchSettings, arch: ArchConfig, optimizer: str,
 
 def is_trained(trial: FrozenTrial) -> bool:
     """Whether a trial trained a shape (complete, or pruned after training started), so counts towards
-    ``trials``; infeasible ones never do."""
-    return trial.state in DONE_STATES and "infeasible" not in trial.user_attrs
+    ``trials``; infeasible ones and repeats of a shape trained already never do."""
+    return trial.state in DONE_STATES and "infeasible" not in trial.user_attrs and "repeat_of" not in trial.user_attrs
+
+
+def shape_key(arch: ArchConfig, optimizer: str) -> str:
+    """What makes two trials the same experiment: every arch field but the name, and the optimizer (every trial
+    trains with the same seed and data, so the same shape would give the same losses again)."""
+    return json.dumps([{k: v for k, v in arch.to_dict().items() if k != "name"}, optimizer], sort_keys=True)
 
 
 def trained_count(study: optuna.Study) -> int:
@@ -242,6 +248,7 @@ class _Objective:
         self.device = str(resolve_device(cfg.device))
         self.trials_run = 0
         self.infeasible = 0
+        self.repeats = 0
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = self.cfg
@@ -255,8 +262,18 @@ class _Objective:
             trial.set_user_attr("infeasible", reason)
             say(f"trial {trial.number}: infeasible ({reason}), sampling another shape")
             raise optuna.TrialPruned(reason)
-        self.trials_run += 1
         assert arch is not None  # sample_arch gives a reason when it gives no arch
+        key = shape_key(arch, optimizer_of(trial.params))
+        earlier = next((t for t in trial.study.get_trials(deepcopy=False, states=DONE_STATES)
+                        if is_trained(t) and t.user_attrs.get("shape_key") == key), None)
+        if earlier is not None:  # the sampler proposed a shape trained already: no new information, no trial used
+            self.repeats += 1
+            trial.set_user_attr("repeat_of", earlier.number)
+            trial.set_constraint("budget", 0.0)
+            say(f"trial {trial.number}: the same shape as trial {earlier.number}, sampling another shape")
+            raise optuna.TrialPruned(f"repeat of trial {earlier.number}")
+        trial.set_user_attr("shape_key", key)
+        self.trials_run += 1
         return self._train(trial, arch)
 
     def _check_budgets(self, trial: optuna.Trial, arch: ArchConfig) -> str:
@@ -363,16 +380,20 @@ class _StopWhenTrained:
     shapes in a row (``gave_up``)."""
 
     def __init__(self, trials: int):
-        self.trials, self.infeasible_in_a_row, self.gave_up = trials, 0, False
+        self.trials, self.infeasible_in_a_row, self.repeats_in_a_row = trials, 0, 0
+        self.gave_up = self.exhausted = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if "infeasible" in trial.user_attrs:
+        if "infeasible" in trial.user_attrs or "repeat_of" in trial.user_attrs:
             self.infeasible_in_a_row += 1
+            self.repeats_in_a_row += "repeat_of" in trial.user_attrs
             if self.infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
-                self.gave_up = True
+                # only repeats and misfits for so long: the sampler has nothing new left to propose that fits
+                self.exhausted = self.repeats_in_a_row > 0
+                self.gave_up = not self.exhausted
                 study.stop()
             return
-        self.infeasible_in_a_row = 0
+        self.infeasible_in_a_row = self.repeats_in_a_row = 0
         if trained_count(study) >= self.trials:
             study.stop()
 
@@ -404,7 +425,8 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
     Returns ``{"study", "storage", "trials_run", "infeasible_run", "counts", "best", "front", "rows", "out",
     "corpus"}``
     where ``trials_run`` is the number of shapes this call trained, ``infeasible_run`` the infeasible shapes it
-    sampled on the way, ``counts`` maps states to trial counts, ``best`` is the best row (or None) and ``front``
+    sampled on the way, ``repeats_run`` the proposals of shapes trained already (not trained again), ``counts``
+    maps states to trial counts, ``best`` is the best row (or None) and ``front``
     the entries of ``pareto.json``; ``corpus`` is the built corpus the trials trained on.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
@@ -435,6 +457,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         say(f"study {cfg.study_name!r}: {done} of {cfg.trials} shapes trained, training the rest")
         study.optimize(objective, callbacks=[_after_trial(cfg), stopper])
     rows = write_outputs(study, out, max_params=cfg.max_params, objectives=cfg.objectives)
+    if stopper.exhausted:
+        say(f"search: {MAX_INFEASIBLE_IN_A_ROW} shapes in a row were too big or trained already: the space seems to "
+            f"hold no other shape that fits; stopping with {trained_count(study)} of {cfg.trials} trained")
     if stopper.gave_up:
         raise CodenasError(f"{MAX_INFEASIBLE_IN_A_ROW} shapes in a row broke --max-params {cfg.max_params:,}"
                            + (f" or --max-latency-ms {cfg.max_latency_ms:g}" if cfg.max_latency_ms else "")
@@ -445,6 +470,7 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
         "storage": redact(cfg.storage_url()),
         "trials_run": objective.trials_run,
         "infeasible_run": objective.infeasible,
+        "repeats_run": objective.repeats,
         "counts": dict(Counter(row["state"] for row in rows)),
         "best": best_row(rows),
         "front": read_front(out),

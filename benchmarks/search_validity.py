@@ -17,8 +17,8 @@ windows). Then Kendall's tau-b and Spearman's rho between the full runs' final h
   so every predictor's tau is +1 when it orders the shapes exactly as the full runs do).
 
 Printed: one line per run, the table of predictors, where the proxy's winner ranks after full training; the last
-line is ``kendall_tau: X`` for the search's score: the extrapolated proxy (the search told the final budget, as
-docs/search.md recommends), or the plain proxy with ``--no-extrapolate`` or ``--proxy-only``. Everything also
+line is ``kendall_tau: X`` for the search's score: the proxy (the search's default), or with ``--extrapolate`` the
+extrapolated proxy (``codenas search --extrapolate-to``). Everything also
 goes to ``OUT/search_validity.json`` (and, after each shape, ``OUT/search_validity.partial.json``).
 
     nice python benchmarks/search_validity.py                 # CPU default: ~7 CPU-minutes (~30 min on a busy 2 cores)
@@ -221,9 +221,9 @@ def main() -> None:
     parser.add_argument("--proxy-only", action="store_true",
                         help="Train no B/2 and B/4 runs (their predictors are left out): with --full-from, the "
                              "cheapest way to try another proxy recipe.")
-    parser.add_argument("--extrapolate", action=argparse.BooleanOptionalAction, default=True,
-                        help="The search's score is its loss extrapolated to the full budget (codenas search "
-                             "--extrapolate-to): the last line's predictor [on; off: the plain proxy].")
+    parser.add_argument("--extrapolate", action="store_true",
+                        help="The last line is for the proxy extrapolated to the full budget (the score of codenas "
+                             "search --extrapolate-to) instead of the plain proxy (the search's default score).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the draw and of every run.")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [torch's default].")
     parser.add_argument("--out", type=Path, default=None, help="Output folder [runs/search_validity[_PRESET]].")

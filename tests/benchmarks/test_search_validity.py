@@ -44,13 +44,6 @@ def test_every_shape_is_scored_on_at_least_the_asked_held_out_tokens():
     assert m.eval_batches_for(10, 4, 256) == 1
 
 
-def test_extrapolation_continues_the_curve_linearly_in_log_tokens():
-    m = _module()
-    # losses 5.0 at B/2 and 4.5 at B: 0.5 less per doubling, three more doublings to 8B
-    assert m.extrapolate(5.0, 4.5, 8) == pytest.approx(3.0)
-    assert m.extrapolate(4.0, 4.0, 16) == 4.0
-
-
 def test_full_runs_are_reused_only_from_a_run_with_the_same_settings(tmp_path):
     m = _module()
     args = {k: 1 for k in m.FULL_RUN_ARGS}
@@ -86,3 +79,11 @@ def test_smoke_run_reports_every_predictor_and_the_headline(tmp_path):
         assert 0 < shape["proxy_tokens"] <= budgets["proxy"] < shape["full_tokens"] <= budgets["full"]
         assert shape["full"] < shape["proxy_quarter"]  # 32x the tokens of the same shape and seed learns more
         assert shape["val_tokens_scored"] >= 256
+    # the extrapolated proxy as the headline, against the same full runs (only the proxies train again)
+    again = scripts.run("search_validity", ["--smoke", "--threads", "1", "--quiet", "--extrapolate", "--out",
+                                            str(tmp_path / "again"), "--full-from",
+                                            str(tmp_path / "out" / "search_validity.json")], tmp_path, timeout=600)
+    rerun = json.loads((tmp_path / "again" / "search_validity.json").read_text())
+    assert rerun["score"] == "proxy_extrapolated"
+    assert float(again.stdout.strip().splitlines()[-1].split(": ")[1]) == pytest.approx(
+        rerun["correlations"]["proxy_extrapolated"]["kendall_tau"], abs=1e-3)

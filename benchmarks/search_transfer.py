@@ -3,9 +3,9 @@
 1. ``codenas search`` (``run_search``) under the parameter count of ``configs/tiny_modern.json`` (with this
    tokenizer), at the tiny preset's context length (losses at different context lengths do not compare), with
    the proxy that ``benchmarks/search_validity.py`` measured (``--batch-size 4``, ``--budget-tokens 20480``, the
-   search's learning rates, each trial scored by its loss extrapolated to the final runs' tokens:
-   ``--extrapolate-to``), evaluated on the same number of held-out tokens as the final runs
-   (``--search-eval-batches 48``), and the search's defaults otherwise: ``--trials`` shapes (20).
+   search's learning rates), evaluated on the same number of held-out tokens as the final runs
+   (``--search-eval-batches 48``), and the search's defaults otherwise (its space, ``--trials 20``, Hyperband,
+   trials scored by the proxy's loss; ``--extrapolate-to`` to score them by the extrapolated loss instead).
 2. The winner (``best_arch.json``, with the optimizer its trial used) and ``tiny_modern`` (with the tiny preset's
    Muon) are each pretrained at the tiny preset's full budget (its ``max_steps``, ``batch_size``, learning rates,
    warmup and decay) on the same tokens, for each of ``--seeds`` (same initialisation stream and batch order for
@@ -76,8 +76,9 @@ def main() -> None:
     parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [12].")
     parser.add_argument("--search-lr", type=float, default=None, help="The search's --lr [its default].")
     parser.add_argument("--search-muon-lr", type=float, default=None, help="The search's --muon-lr [its default].")
-    parser.add_argument("--extrapolate-to", type=int, default=None,
-                        help="The search's --extrapolate-to [the final runs' tokens; 0: score by the proxy's loss].")
+    parser.add_argument("--extrapolate-to", type=int, default=0,
+                        help="The search's --extrapolate-to: score trials by their loss extrapolated to this many "
+                             "tokens (the final runs' are printed) [0: by the proxy's loss, the search's default].")
     parser.add_argument("--hand-from", type=Path, default=None,
                         help="Take tiny_modern's runs from this earlier search_transfer.json (same seeds, steps and "
                              "data; checked) instead of training them again.")
@@ -129,10 +130,11 @@ def main() -> None:
     budget = count_params(hand)
     steps = args.max_steps or recipe["max_steps"]
     final_tokens = steps * recipe["batch_size"] * hand.context_length
-    extrapolate_to = final_tokens if args.extrapolate_to is None else args.extrapolate_to
+    extrapolate_to = args.extrapolate_to
     started = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; search under "
-          f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens", flush=True)
+          f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens; the final "
+          f"runs train {final_tokens:,} tokens", flush=True)
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
                                      space=space, device=args.device, dtype=args.dtype, batch_size=args.batch_size,

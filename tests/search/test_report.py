@@ -162,7 +162,7 @@ def test_the_cli_prints_the_table_full_width_when_stdout_is_not_a_terminal(monke
     for row in rows:  # wide cells: a long layout name and large numbers
         row.update(params=123_456_789_012, position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, n_kv_head=1)
     monkeypatch.setattr(study_module, "run_search", lambda cfg: {
-        "rows": rows, "counts": {"complete": 3}, "trials_run": 0, "infeasible_run": 0, "study": "s",
+        "rows": rows, "counts": {"complete": 3}, "trials_run": 0, "infeasible_run": 0, "repeats_run": 0, "study": "s",
         "storage": "sqlite://", "best": None, "front": [], "corpus": "c"})
     result = CliRunner().invoke(cli, ["search", "--max-params", "5000", "--out", str(tmp_path)])  # not a terminal
     assert result.exit_code == 0, result.output

@@ -424,9 +424,9 @@ def run_search(cfg: SearchConfig) -> dict[str, Any]:
 
     Returns ``{"study", "storage", "trials_run", "infeasible_run", "repeats_run", "counts", "best", "front", "rows",
     "out", "corpus"}`` where ``trials_run`` is the number of shapes this call trained, ``infeasible_run`` the
-    infeasible shapes it sampled on the way, ``repeats_run`` the proposals of shapes trained already (not trained again), ``counts``
-    maps states to trial counts, ``best`` is the best row (or None) and ``front``
-    the entries of ``pareto.json``; ``corpus`` is the built corpus the trials trained on.
+    infeasible shapes it sampled on the way, ``repeats_run`` the proposals of shapes trained already (not trained
+    again), ``counts`` maps states to trial counts, ``best`` is the best row (or None) and ``front`` the entries of
+    ``pareto.json``; ``corpus`` is the built corpus the trials trained on.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says how each trial ended itself
     out = check_writable(Path(cfg.out))

@@ -165,3 +165,11 @@ def test_every_humaneval_variant_keeps_its_verdict(he_records):
     results = run_programs(programs)
     failed = [(rec.id, r.detail) for rec, r in zip(he_records * 2, results, strict=True) if not r.passed]
     assert failed == []
+
+
+def test_a_sample_with_an_invalid_literal_warns_nobody(recwarn):
+    from codenas.eval.postprocess import _parse_prefix
+
+    tree, lines = _parse_prefix("x = 1\ny = 1if x else 2\n")
+    assert tree is not None
+    assert not [w for w in recwarn if issubclass(w.category, SyntaxWarning)]

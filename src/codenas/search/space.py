@@ -200,7 +200,7 @@ def parse_space(flags: dict[str, str | None]) -> SearchSpace:
                 raise CodenasError(f"search range {name} must look like low:high, got {text!r}")
             fields[name] = tuple(_parse_number(p, kind, name) for p in parts)
         elif name == "d_ff_ratio":  # whole ratios stay integers (the stored space of earlier studies)
-            ratios = (_parse_number(p, float, name) for p in text.split(","))
+            ratios = (float(_parse_number(p, float, name)) for p in text.split(","))
             fields[name] = tuple(int(r) if r.is_integer() else r for r in ratios)
         else:
             fields[name] = tuple(_parse_number(p, int, name) for p in text.split(","))

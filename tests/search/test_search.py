@@ -288,7 +288,7 @@ def test_an_extrapolated_trial_keeps_both_runs_logs(tiny_config):
 def test_a_shape_proposed_again_is_not_trained_again_and_does_not_count(tiny_config, pretrain_calls, monkeypatch):
     monkeypatch.setattr(study_module, "MAX_INFEASIBLE_IN_A_ROW", 15)
     one_shape = SearchSpace(n_layer=(1, 1), n_head=(2,), d_model=(16,), d_ff_ratio=(2,), context_length=(16,),
-                            n_kv_head=(2,), optimizer=("adamw",))
+                            norm=("rmsnorm",), qk_norm=(True,), n_kv_head=(2,), optimizer=("adamw",))
     result = run_search(tiny_config(trials=3, space=one_shape))  # ends, without an error, once nothing new comes
     assert pretrain_calls["n"] == 1 and result["trials_run"] == 1 and result["repeats_run"] == 15
     states = [row["state"] for row in result["rows"]]

@@ -253,25 +253,28 @@ class _Objective:
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = self.cfg
         arch, reason = sample_arch(trial, cfg.space, self.vocab_size, name=f"{cfg.study_name}_trial_{trial.number}")
-        if arch is None:
-            trial.set_constraint("budget", 1.0)
-        else:
+        if arch is not None:
+            key = shape_key(arch, optimizer_of(trial.params))
+            earlier = next((t for t in trial.study.get_trials(deepcopy=False, states=DONE_STATES)
+                            if is_trained(t) and t.user_attrs.get("shape_key") == key), None)
+            if earlier is not None:  # a shape trained already (so within the budgets): nothing new to learn from it
+                self.repeats += 1
+                for name in ("params", "flops", "latency_ms", "arch"):
+                    if name in earlier.user_attrs:
+                        trial.set_user_attr(name, earlier.user_attrs[name])
+                trial.set_user_attr("repeat_of", earlier.number)
+                trial.set_constraint("budget", 0.0)
+                say(f"trial {trial.number}: the same shape as trial {earlier.number}, sampling another shape")
+                raise optuna.TrialPruned(f"repeat of trial {earlier.number}")
             reason = self._check_budgets(trial, arch)
+        else:
+            trial.set_constraint("budget", 1.0)
         if reason:
             self.infeasible += 1
             trial.set_user_attr("infeasible", reason)
             say(f"trial {trial.number}: infeasible ({reason}), sampling another shape")
             raise optuna.TrialPruned(reason)
         assert arch is not None  # sample_arch gives a reason when it gives no arch
-        key = shape_key(arch, optimizer_of(trial.params))
-        earlier = next((t for t in trial.study.get_trials(deepcopy=False, states=DONE_STATES)
-                        if is_trained(t) and t.user_attrs.get("shape_key") == key), None)
-        if earlier is not None:  # the sampler proposed a shape trained already: no new information, no trial used
-            self.repeats += 1
-            trial.set_user_attr("repeat_of", earlier.number)
-            trial.set_constraint("budget", 0.0)
-            say(f"trial {trial.number}: the same shape as trial {earlier.number}, sampling another shape")
-            raise optuna.TrialPruned(f"repeat of trial {earlier.number}")
         trial.set_user_attr("shape_key", key)
         self.trials_run += 1
         return self._train(trial, arch)

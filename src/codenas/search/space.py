@@ -1,15 +1,15 @@
 """The search space: which architectures a trial may pick, how a trial samples one, and its exact size.
 
-Shape dimensions: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio
-(``d_ff = ratio * d_model``, rounded to a multiple of 8 when not whole), ``context_length`` (each a list of
-choices) and ``dropout`` (a float range). Layout dimensions: every ``ArchConfig`` field declared with ``search``
-choices (``codenas.model.config.layout_fields``: ``bias``, ``position``, ``norm``, ``mlp``, ``qk_norm``,
-``n_kv_head``; by default no biases, rotary positions and SwiGLU, with both norms, with and without QK norms, and
-every key/value head count; ``n_kv_head`` is capped at the trial's ``n_head``: 8 with 4 heads means 4, plain
-multi-head attention), then the training ``optimizer`` (adamw | muon). The layout part of ``SearchSpace``, its
-checks, its flag parsing and its sampling are generated from those declarations. The vocabulary size is not
-searched: it is the tokenizer's. A sampled shape whose ``d_model`` is not a multiple of ``n_head`` (or whose ``n_kv_head`` does not divide ``n_head``) is
-not a valid ``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as infeasible
+Shape dimensions: ``n_layer`` (an integer range), ``n_head``, ``d_model``, the feed-forward ratio (``d_ff = ratio *
+d_model``, rounded to a multiple of 8 when not whole), ``context_length`` (each a list of choices) and ``dropout``
+(a float range). Layout dimensions: every ``ArchConfig`` field declared with ``search`` choices
+(``codenas.model.config.layout_fields``: ``bias``, ``position``, ``norm``, ``mlp``, ``qk_norm``, ``n_kv_head``; by
+default no biases, rotary positions and SwiGLU, with both norms, with and without QK norms, and every key/value head
+count; ``n_kv_head`` is capped at the trial's ``n_head``: 8 with 4 heads means 4, plain multi-head attention), then
+the training ``optimizer`` (adamw | muon). The layout part of ``SearchSpace``, its checks, its flag parsing and its
+sampling are generated from those declarations. The vocabulary size is not searched: it is the tokenizer's. A
+sampled shape whose ``d_model`` is not a multiple of ``n_head`` (or whose ``n_kv_head`` does not divide ``n_head``)
+is not a valid ``ArchConfig``; ``sample_arch`` returns the reason instead so the trial is recorded as infeasible
 (the default choices are powers of two times 1 or 3 and never clash).
 """
 

@@ -17,8 +17,10 @@ Everything also goes to ``OUT/search_transfer.json``. The data come from ``bench
 ``benchmark_data`` (the stdlib sample of the tiny preset, 5% of its documents held out), the one place to change
 for another corpus; both models are scored on the same ``--val-tokens`` held-out tokens.
 
-    nice python benchmarks/search_transfer.py                 # ~40 min on an idle core (4 runs of 2.5M tokens)
-    nice python benchmarks/search_transfer.py --max-steps 150 # an eighth of the budget: ~35 min on a busy 2 cores
+    nice python benchmarks/search_transfer.py --threads 1     # ~20 min on one core (search, 4 runs of 2.5M tokens)
+    # another search setting against the same tiny_modern runs (only the search and its winner train):
+    nice python benchmarks/search_transfer.py --threads 1 --budget-tokens 163840 --out runs/st_long \
+        --hand-from runs/search_transfer/search_transfer.json
     python benchmarks/search_transfer.py --smoke              # seconds
 """
 

@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [20,480: the one "
                                                           "benchmarks/search_validity.py measured].")
     parser.add_argument("--batch-size", type=int, help="The search's --batch-size [4, as search_validity.py].")
-    parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [12].")
+    parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [48: the final runs' held-out tokens].")
     parser.add_argument("--search-lr", type=float, default=None, help="The search's --lr [its default].")
     parser.add_argument("--search-muon-lr", type=float, default=None, help="The search's --muon-lr [its default].")
     parser.add_argument("--extrapolate-to", type=int, default=0,
@@ -132,7 +132,6 @@ def main() -> None:
     budget = count_params(hand)
     steps = args.max_steps or recipe["max_steps"]
     final_tokens = steps * recipe["batch_size"] * hand.context_length
-    extrapolate_to = args.extrapolate_to
     started = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}; search under "
           f"{budget:,} parameters (tiny_modern's), {args.trials} shapes x {args.budget_tokens:,} tokens; the final "
@@ -140,7 +139,7 @@ def main() -> None:
     search = run_search(SearchConfig(out=out / "search", max_params=budget, trials=args.trials,
                                      budget_tokens=args.budget_tokens, tokenizer=data.tokenizer, corpus=data.corpus,
                                      space=space, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                     eval_batches=args.search_eval_batches, extrapolate_to=extrapolate_to,
+                                     eval_batches=args.search_eval_batches, extrapolate_to=args.extrapolate_to,
                                      **{k: v for k, v in (("lr", args.search_lr), ("muon_lr", args.search_muon_lr))
                                         if v is not None}))
     best = search["best"]

@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--budget-tokens", type=int, help="The search's proxy budget [20,480: the one "
                                                           "benchmarks/search_validity.py measured].")
     parser.add_argument("--batch-size", type=int, help="The search's --batch-size [4, as search_validity.py].")
-    parser.add_argument("--search-eval-batches", type=int, help="The search's --eval-batches [48: the final runs' held-out tokens].")
+    parser.add_argument("--search-eval-batches", type=int,
+                        help="The search's --eval-batches [48: the final runs' held-out tokens].")
     parser.add_argument("--search-lr", type=float, default=None, help="The search's --lr [its default].")
     parser.add_argument("--search-muon-lr", type=float, default=None, help="The search's --muon-lr [its default].")
     parser.add_argument("--extrapolate-to", type=int, default=0,

@@ -57,11 +57,10 @@ def _validity_module():
 HAND_RUN_ARGS = ("max_steps", "vocab_size", "max_files", "val_fraction", "val_tokens", "dtype", "device")
 
 
-def _hand_runs(path: Path, args: dict, seeds: list[int]) -> dict[int, dict]:
+def _hand_runs(path: Path, args: dict, seeds: list[int], validity) -> dict[int, dict]:
     """tiny_modern's runs of an earlier ``search_transfer.json`` by seed, after checking they were trained alike."""
     earlier = json.loads(Path(path).read_text())
-    diffs = [f"{k}: {earlier['args'].get(k)!r} there, {args[k]!r} here" for k in HAND_RUN_ARGS
-             if earlier["args"].get(k) != args[k]]
+    diffs = validity.arg_differences(earlier["args"], args, HAND_RUN_ARGS)
     runs = {r["seed"]: r for r in earlier["runs"] if r["model"] == "tiny_modern"}
     if diffs or any(seed not in runs for seed in seeds):
         raise SystemExit(f"{path}: its tiny_modern runs were trained otherwise or lack a seed ({'; '.join(diffs)})")
@@ -152,7 +151,7 @@ def main() -> None:
 
     models = {"searched": (winner, best["optimizer"]), "tiny_modern": (hand, recipe["optimizer"])}
     seeds = [int(s) for s in args.seeds.split(",")]
-    earlier = _hand_runs(args.hand_from, vars(args), seeds) if args.hand_from else {}
+    earlier = _hand_runs(args.hand_from, vars(args), seeds, validity) if args.hand_from else {}
     runs = []
     for seed in seeds:
         for name, (arch, optimizer) in models.items():

@@ -145,12 +145,16 @@ FULL_RUN_ARGS = ("max_params", "proxy_tokens", "full_factor", "batch_size", "eva
                  "vocab_size", "max_files", "val_fraction", "device", "dtype", "full_lr", "full_muon_lr", "seed")
 
 
+def arg_differences(earlier: dict, args: dict, keys: Sequence[str]) -> list[str]:
+    """``"key: X there, Y here"`` for each of ``keys`` whose value an earlier run's ``earlier`` args do not share."""
+    return [f"{k}: {earlier.get(k)!r} there, {args[k]!r} here" for k in keys if earlier.get(k) != args[k]]
+
+
 def full_runs_from(path: Path, args: dict, data: BenchData, budgets: dict) -> dict[str, dict]:
     """The full runs of an earlier ``search_validity.json``, keyed by their shape and optimizer, after checking that
     they were trained with the same settings, data and budgets as this run's would be."""
     earlier = json.loads(Path(path).read_text())
-    diffs = [f"{k}: {earlier['args'].get(k)!r} there, {args[k]!r} here" for k in FULL_RUN_ARGS
-             if earlier["args"].get(k) != args[k]]
+    diffs = arg_differences(earlier["args"], args, FULL_RUN_ARGS)
     if earlier["budgets"]["full"] != budgets["full"] or earlier.get("val_split_tokens",
                                                                      data.val_tokens) != data.val_tokens:
         diffs.append("the full budget or the held-out split differ")

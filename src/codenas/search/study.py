@@ -383,20 +383,20 @@ class _StopWhenTrained:
     shapes in a row (``gave_up``)."""
 
     def __init__(self, trials: int):
-        self.trials, self.infeasible_in_a_row, self.repeats_in_a_row = trials, 0, 0
+        self.trials, self.untrained_in_a_row, self.repeat_in_a_row = trials, 0, False
         self.gave_up = self.exhausted = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if "infeasible" in trial.user_attrs or "repeat_of" in trial.user_attrs:
-            self.infeasible_in_a_row += 1
-            self.repeats_in_a_row += "repeat_of" in trial.user_attrs
-            if self.infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+            self.untrained_in_a_row += 1
+            self.repeat_in_a_row |= "repeat_of" in trial.user_attrs
+            if self.untrained_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
                 # only repeats and misfits for so long: the sampler has nothing new left to propose that fits
-                self.exhausted = self.repeats_in_a_row > 0
+                self.exhausted = self.repeat_in_a_row
                 self.gave_up = not self.exhausted
                 study.stop()
             return
-        self.infeasible_in_a_row = self.repeats_in_a_row = 0
+        self.untrained_in_a_row, self.repeat_in_a_row = 0, False
         if trained_count(study) >= self.trials:
             study.stop()
 

@@ -379,24 +379,25 @@ def _after_trial(cfg: SearchConfig):
 
 
 class _StopWhenTrained:
-    """An Optuna callback: stop once the study holds ``trials`` trained shapes, or after too many infeasible
-    shapes in a row (``gave_up``)."""
+    """An Optuna callback: stop once the study holds ``trials`` trained shapes, or after too many untrained proposals
+    in a row: ``exhausted`` when repeats of trained shapes were among them (the space has nothing new that fits),
+    ``gave_up`` when all were infeasible (the budgets are too tight)."""
 
     def __init__(self, trials: int):
-        self.trials, self.untrained_in_a_row, self.repeat_in_a_row = trials, 0, False
+        self.trials, self.untrained_in_a_row, self.streak_has_repeat = trials, 0, False
         self.gave_up = self.exhausted = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if "infeasible" in trial.user_attrs or "repeat_of" in trial.user_attrs:
             self.untrained_in_a_row += 1
-            self.repeat_in_a_row |= "repeat_of" in trial.user_attrs
+            self.streak_has_repeat |= "repeat_of" in trial.user_attrs
             if self.untrained_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
                 # only repeats and misfits for so long: the sampler has nothing new left to propose that fits
-                self.exhausted = self.repeat_in_a_row
+                self.exhausted = self.streak_has_repeat
                 self.gave_up = not self.exhausted
                 study.stop()
             return
-        self.untrained_in_a_row, self.repeat_in_a_row = 0, False
+        self.untrained_in_a_row, self.streak_has_repeat = 0, False
         if trained_count(study) >= self.trials:
             study.stop()
 
